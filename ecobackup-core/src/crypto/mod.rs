@@ -1,0 +1,11 @@
+//! Keys: age X25519 recipients (public, enough to back up) and identities (private, needed to
+//! restore), identity files with permission checks and optional passphrase protection.
+
+mod keys;
+
+pub use keys::{
+    fingerprint, generate_identity, parse_recipient, parse_recipients, write_identity_file, Keyring,
+};
+
+/// Re-exported so callers can hold passphrases without another dependency.
+pub use age::secrecy::{ExposeSecret, SecretString};

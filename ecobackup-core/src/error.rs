@@ -1,0 +1,190 @@
+//! Errors that say what failed and what to do about it.
+//!
+//! Every variant renders as one line meant for an operator reading a cron mail at 3 a.m.:
+//! first what failed, then what to do. Secrets (identities, passphrases) never appear in
+//! an error, and neither does row data.
+
+use std::path::PathBuf;
+
+/// The result type of every fallible operation in ecobackup.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, with enough context to act on it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O operation failed; `context` says which one.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, e.g. "writing /var/backups/x.zst.age".
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// None of the identities in the keyring can unwrap the artifact's file key.
+    #[error(
+        "wrong key: this artifact is encrypted to {}; none of the {identities} {} in the keyring \
+         matches{}; use the identity file that pairs with the recipient the backup was made to",
+        describe_recipients(.expected),
+        if *.identities == 1 { "identity" } else { "identities" },
+        describe_keyring(.keyring)
+    )]
+    WrongKey {
+        /// Recipients the artifact was encrypted to, when known (from a manifest).
+        expected: Vec<String>,
+        /// How many identities were tried.
+        identities: usize,
+        /// The public recipients of the identities that were tried.
+        keyring: Vec<String>,
+    },
+
+    /// The input is not an age v1 file at all.
+    #[error("not an age-encrypted artifact ({detail}); check that you are reading an ecobackup artifact (*.age), or use --raw / --no-encryption for plaintext")]
+    NotEncrypted {
+        /// What the parser found wrong.
+        detail: String,
+    },
+
+    /// The ciphertext failed authentication: a byte was changed, or the file was cut or extended.
+    #[error("artifact failed authentication ({detail}): it is corrupt, truncated or was tampered with; restore from another copy or an older backup")]
+    Tampered {
+        /// What the decryptor reported.
+        detail: String,
+    },
+
+    /// The ciphertext ended before its final authenticated chunk.
+    #[error("artifact is truncated ({detail}): the object ended before its last authenticated chunk; the upload or download was cut short, restore from another copy")]
+    Truncated {
+        /// What the decryptor reported.
+        detail: String,
+    },
+
+    /// zstd could not decompress the (authenticated) plaintext.
+    #[error("decompression failed: {detail}; the artifact decrypted but is not a complete zstd stream (written by another tool, or truncated before encryption)")]
+    Decompress {
+        /// What zstd reported.
+        detail: String,
+    },
+
+    /// zstd could not compress (bad level, out of memory).
+    #[error("compression failed: {detail}")]
+    Compress {
+        /// What zstd reported.
+        detail: String,
+    },
+
+    /// Encryption could not be set up or written.
+    #[error("encryption failed: {detail}")]
+    Encrypt {
+        /// What age reported.
+        detail: String,
+    },
+
+    /// A recipient string is not an age X25519 public key.
+    #[error("invalid recipient {value:?}: expected an age X25519 public key (age1…), as printed by `ecobackup key generate` or `age-keygen -y`")]
+    InvalidRecipient {
+        /// The offending text (public, safe to show).
+        value: String,
+    },
+
+    /// Encryption is on (the default) but no recipient is configured.
+    #[error("no recipient configured: give -r age1…, ECOBACKUP_RECIPIENTS or [encryption] recipients in ecobackup.toml (or --no-encryption to store plaintext on purpose)")]
+    NoRecipients,
+
+    /// Decryption was asked for but no identity is configured.
+    #[error("no identity configured: give -i FILE, ECOBACKUP_IDENTITY_FILE or [encryption] identity_files in ecobackup.toml")]
+    NoIdentities,
+
+    /// A key file is readable by group or others.
+    #[error("key file {} has mode {mode:04o}, readable by others: run `chmod 600 {}` (ecobackup refuses identity files that other users can read)", path.display(), path.display())]
+    InsecureKeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+
+    /// A key file could not be parsed. The message never includes the file's content.
+    #[error("key file {}: {detail}", path.display())]
+    InvalidKeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong (line numbers, never content).
+        detail: String,
+    },
+
+    /// The identity file is passphrase-protected and no passphrase was given.
+    #[error("identity file {} is passphrase-protected: set ECOBACKUP_IDENTITY_PASSPHRASE_FILE to a file holding the passphrase (or ECOBACKUP_IDENTITY_PASSPHRASE)", path.display())]
+    PassphraseRequired {
+        /// The identity file.
+        path: PathBuf,
+    },
+
+    /// The passphrase did not decrypt the identity file.
+    #[error("wrong passphrase for identity file {}: check ECOBACKUP_IDENTITY_PASSPHRASE_FILE / ECOBACKUP_IDENTITY_PASSPHRASE", path.display())]
+    WrongPassphrase {
+        /// The identity file.
+        path: PathBuf,
+    },
+
+    /// Refused to replace an existing file (keys are never overwritten).
+    #[error("{} already exists: refusing to overwrite it; choose another path or move the old file away first", path.display())]
+    AlreadyExists {
+        /// The existing file.
+        path: PathBuf,
+    },
+
+    /// A pipeline stage stopped without finishing its output (it panicked or was cancelled).
+    #[error("pipeline stage {stage:?} stopped before finishing its output; this is a bug in ecobackup, please report it with the log")]
+    StageVanished {
+        /// The stage's name.
+        stage: String,
+    },
+
+    /// The operation was cancelled before it finished (nothing was committed).
+    #[error("cancelled: {0}; nothing was committed")]
+    Cancelled(String),
+}
+
+fn describe_recipients(expected: &[String]) -> String {
+    match expected {
+        [] => "recipients that are not in your keyring".to_owned(),
+        _ => expected.join(", "),
+    }
+}
+
+fn describe_keyring(keyring: &[String]) -> String {
+    match keyring {
+        [] => String::new(),
+        _ => format!(" (it holds the keys of {})", keyring.join(", ")),
+    }
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Adds context to I/O results: `file.read(..).context("reading x")?`.
+pub trait IoContext<T> {
+    /// Converts an I/O error into [`Error::Io`] with the given context.
+    fn context(self, context: impl Into<String>) -> Result<T>;
+    /// Like [`IoContext::context`], with the context built only on error.
+    fn with_context<S: Into<String>>(self, context: impl FnOnce() -> S) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn context(self, context: impl Into<String>) -> Result<T> {
+        self.map_err(|e| Error::io(context, e))
+    }
+    fn with_context<S: Into<String>>(self, context: impl FnOnce() -> S) -> Result<T> {
+        self.map_err(|e| Error::io(context(), e))
+    }
+}

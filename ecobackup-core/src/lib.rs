@@ -1,0 +1,27 @@
+//! # ecobackup-core
+//!
+//! The library behind the `ecobackup` CLI: PostgreSQL backups as streaming pipelines
+//! (source → zstd → age → storage), with nothing written to local disk in between.
+//!
+//! A Rust service links this crate to take the same backups the CLI takes, for example a
+//! snapshot before every schema migration. Everything the CLI does is here; the CLI only
+//! parses flags and prints.
+//!
+//! - [`pipeline`]: the [`Source`](pipeline::Source) / [`Transform`](pipeline::Transform) /
+//!   [`Sink`](pipeline::Sink) traits and the [`Pipeline`](pipeline::Pipeline) that runs them.
+//! - [`transform`]: zstd, age encryption and decryption, SHA-256 digests.
+//! - [`crypto`]: recipients, identity files, keyrings.
+//! - [`io`]: sources and sinks over files, pipes and any `AsyncRead`/`AsyncWrite`.
+//!
+//! Artifacts are standard age v1 files holding a zstd stream (docs/FORMAT.md), so a backup
+//! restores with stock tools when ecobackup is not at hand.
+
+#![warn(missing_docs)]
+
+pub mod crypto;
+pub mod error;
+pub mod io;
+pub mod pipeline;
+pub mod transform;
+
+pub use error::{Error, Result};

@@ -1,0 +1,135 @@
+//! zstd compression and decompression.
+//!
+//! Compression uses zstd's multithreaded mode (one worker per core by default) and writes a
+//! content checksum into each frame, so `zstd -d` alone can also tell a damaged plaintext.
+
+use std::io::{Read, Write};
+
+use crate::error::Error;
+use crate::pipeline::{blocking_stage, ByteStream, StageMeter, Transform};
+
+/// The default compression level: fast, and within a few percent of the best ratio for dumps.
+pub const DEFAULT_LEVEL: i32 = 3;
+
+/// The four bytes every zstd frame starts with.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+
+/// True when `prefix` starts with a zstd frame's magic number.
+pub fn is_zstd_frame(prefix: &[u8]) -> bool {
+    prefix.starts_with(&ZSTD_MAGIC)
+}
+
+/// zstd compression at a given level.
+#[derive(Clone, Debug)]
+pub struct Compress {
+    level: i32,
+    workers: u32,
+    size_hint: Option<u64>,
+}
+
+impl Compress {
+    /// Compresses at `level` (1–22; 3 is the default) with one worker per available core.
+    pub fn new(level: i32) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Compress {
+            level,
+            workers: u32::try_from(cores).unwrap_or(1),
+            size_hint: None,
+        }
+    }
+
+    /// Sets the number of zstd worker threads (0: compress on the stage's own thread).
+    pub fn workers(mut self, workers: u32) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Tells zstd the exact input size, which it records in the frame header.
+    /// Only set it when exact: a wrong size makes compression fail.
+    pub fn pledged_size(mut self, size: u64) -> Self {
+        self.size_hint = Some(size);
+        self
+    }
+}
+
+impl Transform for Compress {
+    fn name(&self) -> &'static str {
+        "zstd"
+    }
+
+    fn apply(self: Box<Self>, input: ByteStream, meter: StageMeter) -> ByteStream {
+        blocking_stage(input, meter, move |reader, writer| {
+            let failed = |e: std::io::Error| Error::Compress {
+                detail: e.to_string(),
+            };
+            let mut encoder =
+                ::zstd::stream::write::Encoder::new(writer, self.level).map_err(failed)?;
+            encoder.include_checksum(true).map_err(failed)?;
+            if self.workers > 0 {
+                encoder.multithread(self.workers).map_err(failed)?;
+            }
+            if let Some(size) = self.size_hint {
+                encoder.set_pledged_src_size(Some(size)).map_err(failed)?;
+            }
+            while let Some(chunk) = reader.next_chunk().map_err(failed)? {
+                encoder.write_all(&chunk).map_err(failed)?;
+            }
+            encoder.finish().map_err(failed)?;
+            Ok(())
+        })
+    }
+}
+
+/// zstd decompression of one or more concatenated frames.
+#[derive(Clone, Debug, Default)]
+pub struct Decompress {
+    auto: bool,
+}
+
+impl Decompress {
+    /// Decompresses; input that is not zstd fails with [`Error::Decompress`].
+    pub fn new() -> Self {
+        Decompress { auto: false }
+    }
+
+    /// Decompresses when the input starts with a zstd frame, passes it through unchanged
+    /// otherwise (for `ecobackup decrypt` on artifacts stored with `--no-compress`).
+    pub fn auto() -> Self {
+        Decompress { auto: true }
+    }
+}
+
+impl Transform for Decompress {
+    fn name(&self) -> &'static str {
+        "unzstd"
+    }
+
+    fn apply(self: Box<Self>, input: ByteStream, meter: StageMeter) -> ByteStream {
+        blocking_stage(input, meter, move |reader, writer| {
+            let failed = |e: std::io::Error| Error::Decompress {
+                detail: e.to_string(),
+            };
+            let prefix = reader.peek(ZSTD_MAGIC.len()).map_err(failed)?;
+            if self.auto && !is_zstd_frame(prefix) {
+                while let Some(chunk) = reader.next_chunk().map_err(failed)? {
+                    writer.send_chunk(chunk).map_err(failed)?;
+                }
+                return Ok(());
+            }
+            if prefix.is_empty() {
+                return Err(Error::Decompress {
+                    detail: "the input is empty, not even one zstd frame".into(),
+                });
+            }
+            let mut decoder = ::zstd::stream::read::Decoder::with_buffer(reader).map_err(failed)?;
+            let mut buffer = vec![0u8; 256 * 1024];
+            loop {
+                let n = decoder.read(&mut buffer).map_err(failed)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                writer.write_all(&buffer[..n]).map_err(failed)?;
+            }
+        })
+    }
+}

@@ -1,0 +1,14 @@
+//! Test helpers for ecobackup and for the services that link it: in-memory and counting sinks,
+//! sources with chosen chunking or failures, and generators of realistic data.
+//!
+//! Nothing here is a mock of PostgreSQL or S3; those are real servers (later modules).
+
+#![warn(missing_docs)]
+
+pub mod data;
+pub mod sinks;
+pub mod sources;
+
+pub use data::RowGenerator;
+pub use sinks::{CountingSink, MemorySink, SinkState};
+pub use sources::{ChunkedSource, FailingSource, GeneratedSource};
