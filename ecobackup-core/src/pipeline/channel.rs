@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 
 /// How many chunks may wait between two stages. With ~1 MiB chunks this bounds the memory of
 /// one link to a few MiB whatever the size of the data.
-pub(crate) const CHANNEL_DEPTH: usize = 2;
+pub(crate) const CHANNEL_DEPTH: usize = 1;
 
 /// One message between stages.
 pub(crate) enum Frame {

@@ -5,11 +5,21 @@
 
 use std::io::{Read, Write};
 
+use ::zstd::stream::raw::CParameter;
+
 use crate::error::Error;
 use crate::pipeline::{blocking_stage, ByteStream, StageMeter, Transform};
 
 /// The default compression level: fast, and within a few percent of the best ratio for dumps.
 pub const DEFAULT_LEVEL: i32 = 3;
+
+/// Multithreaded zstd cuts its input into jobs of 4× the window (8 MiB at level 3) and keeps
+/// several jobs' input and output buffers alive per worker: ~90 MiB at level 3 on two cores.
+/// 2 MiB jobs that overlap by half a window keep the ratio of the default (measured: 523 vs
+/// 524 MiB for 2 GiB of rows) at about half the memory. Higher levels have bigger windows, where
+/// small jobs would cost ratio, so they keep zstd's own job size.
+const SMALL_JOB_SIZE: u32 = 2 << 20;
+const SMALL_JOB_MAX_LEVEL: i32 = 6;
 
 /// The four bytes every zstd frame starts with.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
@@ -67,6 +77,14 @@ impl Transform for Compress {
             encoder.include_checksum(true).map_err(failed)?;
             if self.workers > 0 {
                 encoder.multithread(self.workers).map_err(failed)?;
+                if self.level <= SMALL_JOB_MAX_LEVEL {
+                    encoder
+                        .set_parameter(CParameter::JobSize(SMALL_JOB_SIZE))
+                        .map_err(failed)?;
+                    encoder
+                        .set_parameter(CParameter::OverlapSizeLog(8))
+                        .map_err(failed)?;
+                }
             }
             if let Some(size) = self.size_hint {
                 encoder.set_pledged_src_size(Some(size)).map_err(failed)?;
