@@ -98,7 +98,7 @@ pub enum Error {
     NoIdentities,
 
     /// A key file is readable by group or others.
-    #[error("key file {} has mode {mode:04o}, readable by others: run `chmod 600 {}` (ecobackup refuses identity files that other users can read)", path.display(), path.display())]
+    #[error("{} has mode {mode:04o}, readable by others: run `chmod 600 {}` (ecobackup refuses key and secret files that other users can read)", path.display(), path.display())]
     InsecureKeyFile {
         /// The key file.
         path: PathBuf,

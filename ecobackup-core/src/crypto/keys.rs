@@ -147,12 +147,22 @@ impl Keyring {
     }
 }
 
-fn load_identity_file(
-    path: &Path,
-    passphrase: Option<&SecretString>,
-) -> Result<Vec<x25519::Identity>> {
-    let meta =
-        fs::metadata(path).with_context(|| format!("reading identity file {}", path.display()))?;
+/// Reads a secret (a passphrase) from a file readable by its owner only; one trailing newline
+/// is dropped, as editors and `echo` add one.
+pub fn read_secret_file(path: &Path) -> Result<SecretString> {
+    let raw = read_private_file(path, "secret file")?;
+    let text = String::from_utf8(raw).map_err(|_| Error::InvalidKeyFile {
+        path: path.to_owned(),
+        detail: "not UTF-8 text".into(),
+    })?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    Ok(SecretString::from(text.to_owned()))
+}
+
+/// Reads a file after checking that neither group nor others can read it.
+fn read_private_file(path: &Path, what: &str) -> Result<Vec<u8>> {
+    let meta = fs::metadata(path).with_context(|| format!("reading {what} {}", path.display()))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(Error::InsecureKeyFile {
@@ -160,8 +170,14 @@ fn load_identity_file(
             mode,
         });
     }
-    let raw =
-        fs::read(path).with_context(|| format!("reading identity file {}", path.display()))?;
+    fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
+}
+
+fn load_identity_file(
+    path: &Path,
+    passphrase: Option<&SecretString>,
+) -> Result<Vec<x25519::Identity>> {
+    let raw = read_private_file(path, "identity file")?;
     let text = if raw.starts_with(AGE_HEADER) {
         decrypt_identity_file(path, &raw, passphrase)?
     } else {

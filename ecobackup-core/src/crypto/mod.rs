@@ -4,8 +4,12 @@
 mod keys;
 
 pub use keys::{
-    fingerprint, generate_identity, parse_recipient, parse_recipients, write_identity_file, Keyring,
+    fingerprint, generate_identity, parse_recipient, parse_recipients, read_secret_file,
+    write_identity_file, Keyring,
 };
+
+/// The age crate, re-exported so callers use the same recipient and identity types.
+pub use age;
 
 /// Re-exported so callers can hold passphrases without another dependency.
 pub use age::secrecy::{ExposeSecret, SecretString};

@@ -1,0 +1,191 @@
+//! The command tree of DESIGN.md's CLI contract. Commands that are not built yet say so in
+//! their help and refuse to run; none pretends.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Streaming, encrypted backups of PostgreSQL that provably restore.
+#[derive(Debug, Parser)]
+#[command(name = "ecobackup", version, about, long_about = None, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Configuration file (ecobackup.toml).
+    #[arg(long, global = true, env = "ECOBACKUP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Repository URL: file:///path, s3://bucket/prefix, memory:// (default ./ecobackup-repo).
+    #[arg(long, global = true, env = "ECOBACKUP_REPO", value_name = "URL")]
+    pub repo: Option<String>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More detail on stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 success · 1 the operation failed · 2 bad usage or configuration, or a command not built yet";
+
+/// Every command of the contract.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the repository marker (not built yet).
+    Init(NotBuilt),
+    /// Manage age keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Take a backup (not built yet).
+    #[command(subcommand)]
+    Backup(BackupCommand),
+    /// List backups (not built yet).
+    List(NotBuilt),
+    /// Show one backup's manifest (not built yet).
+    Show(NotBuilt),
+    /// Restore a backup (not built yet).
+    #[command(subcommand)]
+    Restore(RestoreCommand),
+    /// archive_command: push one WAL segment (not built yet).
+    WalPush(NotBuilt),
+    /// restore_command: fetch one WAL segment (not built yet).
+    WalFetch(NotBuilt),
+    /// Read and authenticate every stored byte, check digests (not built yet).
+    Verify(NotBuilt),
+    /// Restore into a scratch cluster, run checks, time it (not built yet).
+    Drill(NotBuilt),
+    /// Apply the retention policy (not built yet).
+    Prune(NotBuilt),
+    /// Show the repository's state (not built yet).
+    Status(NotBuilt),
+    /// Monitoring check: 0 OK / 1 WARNING / 2 CRITICAL (not built yet).
+    Check(NotBuilt),
+    /// Run the schedules in the config (not built yet).
+    Daemon(NotBuilt),
+    /// Throwaway cluster → encrypted backup → restore drill → report (not built yet).
+    Demo(NotBuilt),
+    /// Filter stdin to stdout: zstd-compress, then age-encrypt to the recipients (the artifact format).
+    Encrypt(EncryptArgs),
+    /// Filter stdin to stdout: age-decrypt with the identities, then zstd-decompress if compressed.
+    Decrypt(DecryptArgs),
+}
+
+/// `key` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Generate an age identity; prints its recipient (public key).
+    ///
+    /// Without --out the identity is printed on stdout, like age-keygen. Give the recipient to
+    /// the backup hosts; keep the identity with the restore side (password manager, sealed envelope).
+    Generate(KeyGenerateArgs),
+}
+
+/// `backup` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// pg_dump per database (+ globals) → zstd → age → repository (not built yet).
+    Logical(NotBuilt),
+    /// pg_basebackup streamed → zstd → age → repository (not built yet).
+    Physical(NotBuilt),
+    /// Directories of files → tar → zstd → age → repository (not built yet).
+    Files(NotBuilt),
+}
+
+/// `restore` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RestoreCommand {
+    /// Restore a logical backup with pg_restore (not built yet).
+    Logical(NotBuilt),
+    /// Restore a base backup, optionally to a point in time (not built yet).
+    Physical(NotBuilt),
+    /// Restore a files backup into a directory (not built yet).
+    Files(NotBuilt),
+}
+
+/// The arguments of a command that is not built yet: accepted, then refused with a clear line.
+#[derive(Debug, Args)]
+pub struct NotBuilt {
+    /// Arguments (this command is not built yet).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub args: Vec<String>,
+}
+
+/// `key generate`.
+#[derive(Debug, Args)]
+pub struct KeyGenerateArgs {
+    /// Write the identity to FILE (mode 0600, never over an existing file).
+    #[arg(short, long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Protect the identity file with the passphrase held in FILE (age's scrypt, as `age -p`).
+    #[arg(long, value_name = "FILE", requires = "out")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// Encryption settings shared by the commands that write artifacts.
+#[derive(Debug, Args)]
+pub struct RecipientArgs {
+    /// Encrypt to this age recipient (age1…); repeat for several. Overrides ECOBACKUP_RECIPIENTS.
+    #[arg(
+        short,
+        long = "recipient",
+        value_name = "AGE1…",
+        env = "ECOBACKUP_RECIPIENTS",
+        value_delimiter = ','
+    )]
+    pub recipients: Vec<String>,
+}
+
+/// Decryption settings shared by the commands that read artifacts.
+#[derive(Debug, Args)]
+pub struct IdentityArgs {
+    /// Decrypt with the identities in FILE (mode 0600); repeat for several.
+    #[arg(
+        short,
+        long = "identity",
+        value_name = "FILE",
+        env = "ECOBACKUP_IDENTITY_FILE",
+        value_delimiter = ','
+    )]
+    pub identities: Vec<PathBuf>,
+    /// File holding the passphrase of a passphrase-protected identity file.
+    #[arg(long, value_name = "FILE", env = "ECOBACKUP_IDENTITY_PASSPHRASE_FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// `encrypt`.
+#[derive(Debug, Args)]
+pub struct EncryptArgs {
+    #[command(flatten)]
+    pub recipients: RecipientArgs,
+    /// Skip zstd: encrypt the input as is (for input that is already compressed).
+    #[arg(long)]
+    pub no_compress: bool,
+    /// zstd level (1–19).
+    #[arg(long, default_value_t = ecobackup_core::transform::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+    /// Write to FILE atomically instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Read FILE instead of stdin.
+    #[arg(value_name = "INPUT")]
+    pub input: Option<PathBuf>,
+}
+
+/// `decrypt`.
+#[derive(Debug, Args)]
+pub struct DecryptArgs {
+    #[command(flatten)]
+    pub identities: IdentityArgs,
+    /// Do not decompress: output the decrypted bytes as stored.
+    #[arg(long)]
+    pub raw: bool,
+    /// Write to FILE atomically (only after the whole input authenticated) instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Read FILE instead of stdin.
+    #[arg(value_name = "INPUT")]
+    pub input: Option<PathBuf>,
+}

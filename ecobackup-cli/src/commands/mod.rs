@@ -1,0 +1,4 @@
+//! One module per user-facing command; each maps flags to library calls and prints the result.
+
+pub mod filter;
+pub mod key;

@@ -1,0 +1,165 @@
+//! `ecobackup.toml`: the settings every command shares. Flags win over environment variables
+//! (clap reads both), which win over the file. Secrets are never inline: only paths to them.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::CliError;
+
+/// The configuration file, as written by the user.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[repository]`.
+    #[serde(default)]
+    pub repository: RepositoryConfig,
+    /// `[encryption]`.
+    #[serde(default)]
+    pub encryption: EncryptionConfig,
+    /// `[[database]]`.
+    #[serde(default)]
+    pub database: Vec<DatabaseConfig>,
+}
+
+/// `[repository]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// Repository URL.
+    pub url: Option<String>,
+    /// S3 endpoint (omit for AWS).
+    pub endpoint: Option<String>,
+    /// S3 region.
+    pub region: Option<String>,
+    /// Allow plain HTTP (test servers on loopback only).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// File holding the S3 access key id.
+    pub access_key_id_file: Option<PathBuf>,
+    /// File holding the S3 secret access key.
+    pub secret_access_key_file: Option<PathBuf>,
+}
+
+/// `[encryption]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// Public recipients (`age1…`): enough to back up.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// Identity files: needed to restore, verify and drill.
+    #[serde(default)]
+    pub identity_files: Vec<PathBuf>,
+    /// File holding the passphrase of passphrase-protected identity files.
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// `[[database]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// A name for the database in backups.
+    pub name: String,
+    /// Connection URL without a password (use PGPASSFILE or url_file).
+    pub url: Option<String>,
+    /// File holding the connection URL (when it must carry a password).
+    pub url_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads `path`, or the empty configuration when no file is given.
+    pub fn load(path: Option<&Path>) -> Result<Config, CliError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            CliError::usage(format!(
+                "cannot read the configuration file {}: {e}; check --config / ECOBACKUP_CONFIG",
+                path.display()
+            ))
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|e| {
+            let detail = e.message().to_owned();
+            CliError::usage(format!(
+                "configuration file {} is invalid: {detail}",
+                path.display()
+            ))
+        })?;
+        config.check_no_inline_secrets(path)?;
+        Ok(config)
+    }
+
+    fn check_no_inline_secrets(&self, path: &Path) -> Result<(), CliError> {
+        for db in &self.database {
+            if let Some(url) = &db.url {
+                if url_has_password(url) {
+                    return Err(CliError::usage(format!(
+                        "configuration file {}: database {:?} has a password inline in its url; \
+                         move it to PGPASSFILE or put the whole url in a file named by url_file",
+                        path.display(),
+                        db.name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// True when a `postgres://user:password@host` URL carries a password.
+fn url_has_password(url: &str) -> bool {
+    let Some(rest) = url.split_once("://").map(|(_, r)| r) else {
+        return false;
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_spotted() {
+        assert!(url_has_password("postgres://backup:s3cret@db/shop"));
+        assert!(!url_has_password("postgres://backup@db/shop"));
+        assert!(!url_has_password("postgres://db:5432/shop"));
+        assert!(!url_has_password("postgresql:///shop?host=/run/postgresql"));
+    }
+
+    #[test]
+    fn the_design_example_parses() {
+        let config: Config = toml::from_str(
+            r#"
+            [repository]
+            url = "s3://acme-backups/prod"
+            endpoint = "https://s3.eu-central-003.backblazeb2.com"
+            region = "eu-central-003"
+            allow_http = false
+
+            [encryption]
+            recipients = ["age1abc"]
+            identity_files = ["/etc/ecobackup/restore.key"]
+
+            [[database]]
+            name = "shop"
+            url = "postgres://backup@db.internal/ecommus_prod"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.encryption.recipients, ["age1abc"]);
+        assert_eq!(config.database[0].name, "shop");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = toml::from_str::<Config>("[encryption]\npassphrase = \"inline\"\n").unwrap_err();
+        assert!(
+            err.message().contains("unknown field `passphrase`"),
+            "{err}"
+        );
+    }
+}
