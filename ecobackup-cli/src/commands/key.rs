@@ -43,8 +43,8 @@ pub fn generate(ctx: &Context, args: KeyGenerateArgs) -> Result<(), CliError> {
         println!("{recipient}");
         if !ctx.quiet {
             eprintln!(
-                "wrote the identity to {} (mode 0600{}); give the recipient above to backup hosts \
-                 (ECOBACKUP_RECIPIENTS) and keep the identity with the restore side only",
+                "wrote the identity to {} (mode 0600{}); give its recipient {recipient} to backup \
+                 hosts (ECOBACKUP_RECIPIENTS) and keep the identity with the restore side only",
                 out.display(),
                 if passphrase.is_some() {
                     ", passphrase-protected"
