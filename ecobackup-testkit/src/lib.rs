@@ -6,9 +6,11 @@
 #![warn(missing_docs)]
 
 pub mod data;
+pub mod s3;
 pub mod sinks;
 pub mod sources;
 
 pub use data::RowGenerator;
+pub use s3::{Fault, FaultRule, RecordedRequest, S3TestServer};
 pub use sinks::{CountingSink, MemorySink, SinkState};
 pub use sources::{ChunkedSource, FailingSource, GeneratedSource};

@@ -3,7 +3,7 @@
 //! `fuzz/seeds/decrypt_reader` holds valid artifacts encrypted to it, so mutations reach the
 //! payload, not only the header parser.
 //!
-//! Run: cargo +nightly fuzz run decrypt_reader fuzz/seeds/decrypt_reader
+//! Run (from fuzz/): cargo +nightly fuzz run decrypt_reader corpus/decrypt_reader seeds/decrypt_reader
 #![no_main]
 
 use std::io::Read;
