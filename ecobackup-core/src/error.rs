@@ -143,6 +143,95 @@ pub enum Error {
         stage: String,
     },
 
+    /// A repository URL could not be understood.
+    #[error("invalid repository URL {url:?}: {detail}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+
+    /// The object store refused or failed an operation (after retries).
+    #[error("{op} {key} on {repo} failed: {detail}")]
+    Storage {
+        /// What was being done (`uploading`, `reading`, `listing`, …).
+        op: &'static str,
+        /// The object key.
+        key: String,
+        /// The repository URL.
+        repo: String,
+        /// What went wrong and what to do.
+        detail: String,
+    },
+
+    /// An object that must exist does not.
+    #[error("{key} does not exist in {repo}")]
+    NotFound {
+        /// The object key.
+        key: String,
+        /// The repository URL.
+        repo: String,
+    },
+
+    /// The URL points at no ecobackup repository.
+    #[error("no ecobackup repository at {repo}: run `ecobackup init` there first (or check --repo / ECOBACKUP_REPO)")]
+    NotARepository {
+        /// The repository URL.
+        repo: String,
+    },
+
+    /// `init` over something that is not an empty place or a repository of this format.
+    #[error("refusing to initialise {repo}: {detail}")]
+    RefusedInit {
+        /// The repository URL.
+        repo: String,
+        /// What is there already.
+        detail: String,
+    },
+
+    /// The repository was written by an incompatible version.
+    #[error("repository {repo} has format {found:?}, this ecobackup reads {expected:?}: use a matching ecobackup version")]
+    IncompatibleRepository {
+        /// The repository URL.
+        repo: String,
+        /// The format found.
+        found: String,
+        /// The format this version reads.
+        expected: String,
+    },
+
+    /// Another process holds the lock.
+    #[error("{scope} is locked by {holder}; wait for it to finish, or remove the lock object {key} if that process is gone (it expires at {expires_at})")]
+    Locked {
+        /// What is locked (a backup id, `prune`, …).
+        scope: String,
+        /// Who holds it: owner, host and pid.
+        holder: String,
+        /// The lock object's key.
+        key: String,
+        /// When the lock may be taken over.
+        expires_at: String,
+    },
+
+    /// No backup matches an id or `latest`.
+    #[error("no backup {wanted} in {repo}; `ecobackup list` shows what there is")]
+    BackupNotFound {
+        /// The id (or `latest`) asked for.
+        wanted: String,
+        /// The repository URL.
+        repo: String,
+    },
+
+    /// A manifest could not be parsed.
+    #[error("manifest {key} is unreadable ({detail}); the backup cannot be trusted, run `ecobackup verify`")]
+    BadManifest {
+        /// The manifest's key.
+        key: String,
+        /// The parse error.
+        detail: String,
+    },
+
     /// The operation was cancelled before it finished (nothing was committed).
     #[error("cancelled: {0}; nothing was committed")]
     Cancelled(String),

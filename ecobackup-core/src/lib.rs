@@ -22,6 +22,8 @@ pub mod crypto;
 pub mod error;
 pub mod io;
 pub mod pipeline;
+pub mod repository;
+pub mod storage;
 pub mod transform;
 
 pub use error::{Error, Result};

@@ -1,0 +1,124 @@
+//! The manifest: the plaintext description of one backup, written last.
+//!
+//! A backup exists exactly when its manifest does. The manifest holds metadata only (sizes,
+//! digests, PostgreSQL facts, key fingerprints), never row data: per-table row estimates belong
+//! inside an encrypted artifact.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What kind of backup a manifest describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupKind {
+    /// pg_dump per database (+ globals).
+    Logical,
+    /// A base backup (+ archived WAL).
+    Physical,
+    /// Directories of files.
+    Files,
+}
+
+impl BackupKind {
+    /// The kind's name in ids and URLs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupKind::Logical => "logical",
+            BackupKind::Physical => "physical",
+            BackupKind::Files => "files",
+        }
+    }
+}
+
+impl std::str::FromStr for BackupKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "logical" => Ok(BackupKind::Logical),
+            "physical" => Ok(BackupKind::Physical),
+            "files" => Ok(BackupKind::Files),
+            other => Err(format!(
+                "unknown backup kind {other:?}: expected logical, physical or files"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for BackupKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The manifest format this version writes and reads.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// Everything known about one backup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Manifest format version.
+    pub manifest_version: u32,
+    /// The backup id (`20261122T041500Z-logical-k3j5qa`).
+    pub id: String,
+    /// Logical, physical or files.
+    pub kind: BackupKind,
+    /// Free-form labels (`reason=pre-migration`, `migration=0042`).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// When the backup started.
+    pub started_at: DateTime<Utc>,
+    /// When the last artifact was stored. Backups are ordered by this, never by id.
+    pub finished_at: DateTime<Utc>,
+    /// Facts about the source.
+    #[serde(default)]
+    pub source: SourceFacts,
+    /// The stored artifacts.
+    pub artifacts: Vec<ArtifactEntry>,
+    /// The ecobackup version that wrote the backup.
+    pub written_by: String,
+}
+
+/// What the source server was, at backup time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceFacts {
+    /// `server_version`, e.g. `15.18`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    /// The cluster's system identifier (pg_control).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_identifier: Option<String>,
+    /// Databases included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<String>,
+    /// Timeline at the start of a physical backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<u32>,
+    /// Start LSN of a physical backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_lsn: Option<String>,
+    /// Stop LSN of a physical backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_lsn: Option<String>,
+}
+
+/// One stored artifact: enough to verify it without restoring it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactEntry {
+    /// File name under the backup's folder (`shop.dump.zst.age`).
+    pub name: String,
+    /// Bytes stored.
+    pub stored_size: u64,
+    /// SHA-256 of the stored bytes (lowercase hex).
+    pub stored_sha256: String,
+    /// Bytes before compression and encryption.
+    pub raw_size: u64,
+    /// SHA-256 of the raw bytes.
+    pub raw_sha256: String,
+    /// `zstd` or `none`.
+    pub compression: String,
+    /// Fingerprints of the recipients it is encrypted to (empty: not encrypted).
+    #[serde(default)]
+    pub recipients: Vec<String>,
+}

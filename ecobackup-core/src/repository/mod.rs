@@ -1,0 +1,262 @@
+//! A repository: backups (artifacts + manifest) and archived WAL under one URL.
+//!
+//! ```text
+//! <repo>/ecobackup.json                  format, version, created_at, key fingerprints
+//! <repo>/backups/<id>/manifest.json      written last; a backup without it does not exist
+//! <repo>/backups/<id>/<artifact>.zst.age
+//! <repo>/wal/<timeline>/<segment>.zst.age
+//! <repo>/locks/<scope>/<lock>.json
+//! ```
+
+mod id;
+mod lock;
+mod manifest;
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use id::{is_backup_id, new_backup_id};
+pub use lock::{Lock, LockInfo};
+pub use manifest::{ArtifactEntry, BackupKind, Manifest, SourceFacts, MANIFEST_VERSION};
+
+use crate::error::{Error, Result};
+use crate::storage::Storage;
+
+/// The marker object at the root of every repository.
+pub const MARKER: &str = "ecobackup.json";
+/// The repository format this version writes and reads.
+pub const FORMAT: &str = "ecobackup-repository-v1";
+
+/// What `ecobackup.json` holds. No secrets: only public key fingerprints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepositoryMarker {
+    /// Always [`FORMAT`] for repositories this version can use.
+    pub format: String,
+    /// When `init` ran.
+    pub created_at: DateTime<Utc>,
+    /// Fingerprints of the recipients backups are encrypted to, as configured at `init`.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+}
+
+/// An opened repository.
+#[derive(Clone, Debug)]
+pub struct Repository {
+    storage: Storage,
+    marker: RepositoryMarker,
+}
+
+/// What `init` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InitOutcome {
+    /// A new repository was created.
+    Created(Repository),
+    /// A repository of this format was already there; nothing changed.
+    AlreadyInitialized(Repository),
+}
+
+/// A backup folder without a manifest: an interrupted run's leftovers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Debris {
+    /// The folder's backup id.
+    pub id: String,
+    /// Its objects' keys.
+    pub keys: Vec<String>,
+    /// Their total size.
+    pub bytes: u64,
+}
+
+impl PartialEq for Repository {
+    fn eq(&self, other: &Self) -> bool {
+        self.storage.url() == other.storage.url() && self.marker == other.marker
+    }
+}
+impl Eq for Repository {}
+
+impl Repository {
+    /// Creates the repository marker. Refuses a place that holds anything else, or a
+    /// repository of another format; a repository of this format is left as it is.
+    pub async fn init(
+        storage: Storage,
+        recipient_fingerprints: Vec<String>,
+    ) -> Result<InitOutcome> {
+        if let Some(existing) = storage.get(MARKER).await? {
+            let repo = Self::from_marker(storage, &existing)?;
+            return Ok(InitOutcome::AlreadyInitialized(repo));
+        }
+        let objects = storage.list("").await?;
+        if let Some(first) = objects.first() {
+            return Err(Error::RefusedInit {
+                repo: storage.url().to_owned(),
+                detail: format!(
+                    "it is not empty ({} objects, e.g. {}) and has no {MARKER}; choose an empty location",
+                    objects.len(),
+                    first.key
+                ),
+            });
+        }
+        let marker = RepositoryMarker {
+            format: FORMAT.to_owned(),
+            created_at: Utc::now(),
+            recipients: recipient_fingerprints,
+        };
+        let body = serde_json::to_vec_pretty(&marker)
+            .map_err(|e| Error::io("encoding the marker", e.into()))?;
+        storage.put(MARKER, body).await?;
+        Ok(InitOutcome::Created(Repository { storage, marker }))
+    }
+
+    /// Opens an existing repository.
+    pub async fn open(storage: Storage) -> Result<Repository> {
+        match storage.get(MARKER).await? {
+            Some(bytes) => Self::from_marker(storage, &bytes),
+            None => Err(Error::NotARepository {
+                repo: storage.url().to_owned(),
+            }),
+        }
+    }
+
+    fn from_marker(storage: Storage, bytes: &[u8]) -> Result<Repository> {
+        #[derive(Deserialize)]
+        struct FormatOnly {
+            format: Option<String>,
+        }
+        let found = serde_json::from_slice::<FormatOnly>(bytes)
+            .ok()
+            .and_then(|f| f.format)
+            .unwrap_or_else(|| "unreadable".to_owned());
+        if found != FORMAT {
+            return Err(Error::IncompatibleRepository {
+                repo: storage.url().to_owned(),
+                found,
+                expected: FORMAT.to_owned(),
+            });
+        }
+        let marker = serde_json::from_slice(bytes).map_err(|e| Error::BadManifest {
+            key: MARKER.to_owned(),
+            detail: e.to_string(),
+        })?;
+        Ok(Repository { storage, marker })
+    }
+
+    /// The storage underneath.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// The marker's content.
+    pub fn marker(&self) -> &RepositoryMarker {
+        &self.marker
+    }
+
+    /// The key of an artifact of a backup.
+    pub fn artifact_key(id: &str, name: &str) -> String {
+        format!("backups/{id}/{name}")
+    }
+
+    /// Writes a backup's manifest: the last step of a backup, which makes it exist.
+    pub async fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
+        let body = serde_json::to_vec_pretty(manifest)
+            .map_err(|e| Error::io("encoding the manifest", e.into()))?;
+        self.storage
+            .put(&Self::artifact_key(&manifest.id, "manifest.json"), body)
+            .await
+    }
+
+    /// Every backup with a manifest, oldest first by `finished_at`.
+    pub async fn manifests(&self) -> Result<Vec<Manifest>> {
+        let mut manifests = Vec::new();
+        for id in self.backup_folders().await?.1 {
+            manifests.push(self.manifest(&id).await?);
+        }
+        manifests.sort_by(|a, b| {
+            a.finished_at
+                .cmp(&b.finished_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        Ok(manifests)
+    }
+
+    /// The manifest of backup `id`.
+    pub async fn manifest(&self, id: &str) -> Result<Manifest> {
+        let key = Self::artifact_key(id, "manifest.json");
+        let not_found = || Error::BackupNotFound {
+            wanted: id.to_owned(),
+            repo: self.storage.url().to_owned(),
+        };
+        if !is_backup_id(id) {
+            return Err(not_found());
+        }
+        let bytes = self.storage.get(&key).await?.ok_or_else(not_found)?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::BadManifest {
+            key,
+            detail: e.to_string(),
+        })
+    }
+
+    /// `id`, or the newest backup (by `finished_at`) of `kind` when `id` is `latest`.
+    pub async fn resolve(&self, id: &str, kind: Option<BackupKind>) -> Result<Manifest> {
+        if id != "latest" {
+            return self.manifest(id).await;
+        }
+        self.manifests()
+            .await?
+            .into_iter()
+            .rev()
+            .find(|m| kind.is_none_or(|k| m.kind == k))
+            .ok_or_else(|| Error::BackupNotFound {
+                wanted: match kind {
+                    Some(k) => format!("latest ({k})"),
+                    None => "latest".to_owned(),
+                },
+                repo: self.storage.url().to_owned(),
+            })
+    }
+
+    /// Backup folders that have no manifest: leftovers of interrupted runs (`prune` removes them).
+    pub async fn debris(&self) -> Result<Vec<Debris>> {
+        let (objects, complete) = self.backup_folders().await?;
+        let mut debris: Vec<Debris> = Vec::new();
+        for object in objects {
+            let Some(id) = folder_of(&object.key) else {
+                continue;
+            };
+            if complete.contains(id) {
+                continue;
+            }
+            match debris.last_mut() {
+                Some(d) if d.id == id => {
+                    d.keys.push(object.key.clone());
+                    d.bytes += object.size;
+                }
+                _ => debris.push(Debris {
+                    id: id.to_owned(),
+                    keys: vec![object.key.clone()],
+                    bytes: object.size,
+                }),
+            }
+        }
+        Ok(debris)
+    }
+
+    /// Every object under `backups/`, and the ids whose folder holds a manifest.
+    async fn backup_folders(&self) -> Result<(Vec<crate::storage::ObjectInfo>, BTreeSet<String>)> {
+        let objects = self.storage.list("backups/").await?;
+        let complete = objects
+            .iter()
+            .filter(|o| o.key.ends_with("/manifest.json"))
+            .filter_map(|o| folder_of(&o.key))
+            .map(str::to_owned)
+            .collect();
+        Ok((objects, complete))
+    }
+}
+
+/// `backups/<id>/<name>` → `<id>`.
+fn folder_of(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix("backups/")?;
+    let (id, name) = rest.split_once('/')?;
+    (!name.is_empty()).then_some(id)
+}

@@ -1,0 +1,317 @@
+//! Object storage for repositories: local directories, S3-compatible services and memory, all
+//! through the `object_store` crate.
+//!
+//! [`Storage`] is a store plus the URL it came from (for messages). Small objects (manifests,
+//! markers, locks) are written whole and atomically; artifacts stream through an
+//! [`ObjectSink`] (multipart, equal parts) and back through an [`ObjectSource`] (resumes a
+//! dropped download with a ranged GET).
+
+mod sink;
+mod source;
+mod url;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path as ObjectPath;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+
+pub use sink::{part_size_for, ObjectSink, MAX_PARTS};
+pub use source::ObjectSource;
+pub use url::{RepoUrl, DEFAULT_REPOSITORY};
+
+use crate::crypto::{ExposeSecret, SecretString};
+use crate::error::{Error, Result};
+
+/// How to reach an S3-compatible service, and how hard to try.
+#[derive(Clone, Debug)]
+pub struct StorageOptions {
+    /// Endpoint URL (`https://s3.eu-central-003.backblazeb2.com`); `None` for AWS.
+    pub endpoint: Option<String>,
+    /// Region; `None` reads `AWS_REGION`, else `us-east-1`.
+    pub region: Option<String>,
+    /// Allow `http://` endpoints (test servers on loopback only).
+    pub allow_http: bool,
+    /// Bucket-in-hostname addressing instead of path style.
+    pub virtual_hosted_style: bool,
+    /// Access key id; `None` reads `AWS_ACCESS_KEY_ID` or instance metadata.
+    pub access_key_id: Option<SecretString>,
+    /// Secret access key; `None` reads `AWS_SECRET_ACCESS_KEY` or instance metadata.
+    pub secret_access_key: Option<SecretString>,
+    /// Retries of a failed request (5xx, timeout, reset) before giving up.
+    pub max_retries: usize,
+    /// First backoff between retries (doubling up to 15 s).
+    pub initial_backoff: Duration,
+    /// Give up on one request after this long, retries included.
+    pub retry_timeout: Duration,
+    /// Multipart parts uploaded at once.
+    pub part_concurrency: usize,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        StorageOptions {
+            endpoint: None,
+            region: None,
+            allow_http: false,
+            virtual_hosted_style: false,
+            access_key_id: None,
+            secret_access_key: None,
+            max_retries: 10,
+            initial_backoff: Duration::from_millis(200),
+            retry_timeout: Duration::from_secs(300),
+            part_concurrency: 4,
+        }
+    }
+}
+
+/// An object store and the URL it was opened from.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    url: String,
+    prefix: String,
+    part_concurrency: usize,
+}
+
+/// One object in a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Key relative to the repository root.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// When it was last written.
+    pub modified: DateTime<Utc>,
+}
+
+fn memory_stores() -> &'static Mutex<HashMap<String, Arc<InMemory>>> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<InMemory>>>> = OnceLock::new();
+    STORES.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+impl Storage {
+    /// Opens the store behind `url`. Nothing is contacted yet: a bad credential or an
+    /// unreachable endpoint shows at the first operation.
+    pub fn open(url: &RepoUrl, options: &StorageOptions) -> Result<Storage> {
+        let display = url.to_string();
+        let invalid = |detail: String| Error::InvalidUrl {
+            url: display.clone(),
+            detail,
+        };
+        let (store, prefix): (Arc<dyn ObjectStore>, String) = match url {
+            RepoUrl::File(path) => {
+                std::fs::create_dir_all(path).map_err(|e| {
+                    Error::io(
+                        format!("creating the repository directory {}", path.display()),
+                        e,
+                    )
+                })?;
+                let store = LocalFileSystem::new_with_prefix(path)
+                    .map_err(|e| invalid(e.to_string()))?
+                    .with_fsync(true);
+                (Arc::new(store), String::new())
+            }
+            RepoUrl::Memory(name) => {
+                let mut stores = memory_stores().lock().unwrap_or_else(|p| p.into_inner());
+                let store = stores
+                    .entry(name.clone())
+                    .or_insert_with(|| Arc::new(InMemory::new()));
+                (store.clone(), String::new())
+            }
+            RepoUrl::S3 { bucket, prefix } => {
+                let mut builder = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_allow_http(options.allow_http)
+                    .with_virtual_hosted_style_request(options.virtual_hosted_style)
+                    .with_retry(RetryConfig {
+                        backoff: object_store::BackoffConfig {
+                            init_backoff: options.initial_backoff,
+                            max_backoff: Duration::from_secs(15),
+                            base: 2.0,
+                        },
+                        max_retries: options.max_retries,
+                        retry_timeout: options.retry_timeout,
+                    })
+                    .with_client_options(
+                        ClientOptions::new()
+                            .with_allow_http(options.allow_http)
+                            .with_connect_timeout(Duration::from_secs(10))
+                            .with_timeout(Duration::from_secs(300)),
+                    );
+                if let Some(endpoint) = &options.endpoint {
+                    builder = builder.with_endpoint(endpoint);
+                }
+                let region = options
+                    .region
+                    .clone()
+                    .or_else(|| std::env::var("AWS_REGION").ok())
+                    .unwrap_or_else(|| "us-east-1".to_owned());
+                builder = builder.with_region(region);
+                if let Some(key) = &options.access_key_id {
+                    builder = builder.with_access_key_id(key.expose_secret());
+                }
+                if let Some(secret) = &options.secret_access_key {
+                    builder = builder.with_secret_access_key(secret.expose_secret());
+                }
+                let store = builder.build().map_err(|e| invalid(e.to_string()))?;
+                (Arc::new(store), prefix.clone())
+            }
+        };
+        Ok(Storage {
+            store,
+            url: display,
+            prefix,
+            part_concurrency: options.part_concurrency.max(1),
+        })
+    }
+
+    /// Wraps any object store (for library users with their own, and for tests).
+    pub fn from_store(store: Arc<dyn ObjectStore>, url: impl Into<String>) -> Storage {
+        Storage {
+            store,
+            url: url.into(),
+            prefix: String::new(),
+            part_concurrency: 4,
+        }
+    }
+
+    /// The URL, for messages.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub(crate) fn path(&self, key: &str) -> ObjectPath {
+        if self.prefix.is_empty() {
+            ObjectPath::from(key)
+        } else {
+            ObjectPath::from(format!("{}/{key}", self.prefix))
+        }
+    }
+
+    fn key_of(&self, path: &ObjectPath) -> String {
+        let full = path.as_ref();
+        if self.prefix.is_empty() {
+            full.to_owned()
+        } else {
+            full.strip_prefix(&self.prefix)
+                .map(|k| k.trim_start_matches('/').to_owned())
+                .unwrap_or_else(|| full.to_owned())
+        }
+    }
+
+    pub(crate) fn error(&self, op: &'static str, key: &str, e: object_store::Error) -> Error {
+        match e {
+            object_store::Error::NotFound { .. } => Error::NotFound {
+                key: key.to_owned(),
+                repo: self.url.clone(),
+            },
+            other => Error::Storage {
+                op,
+                key: key.to_owned(),
+                repo: self.url.clone(),
+                detail: explain(&other),
+            },
+        }
+    }
+
+    /// Writes a small object whole; readers see the old object or the new one, never a part.
+    pub async fn put(&self, key: &str, data: impl Into<Bytes>) -> Result<()> {
+        self.store
+            .put(&self.path(key), PutPayload::from_bytes(data.into()))
+            .await
+            .map(drop)
+            .map_err(|e| self.error("writing", key, e))
+    }
+
+    /// Reads a small object whole; `None` when it does not exist.
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        let result = async { self.store.get(&self.path(key)).await?.bytes().await }.await;
+        match result {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error("reading", key, e)),
+        }
+    }
+
+    /// Deletes an object; deleting one that does not exist is not an error.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        match self.store.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.error("deleting", key, e)),
+        }
+    }
+
+    /// Every object whose key starts with the folder `prefix` (`backups/`, `locks/x/`), sorted by key.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let folder = prefix.trim_end_matches('/');
+        let path = if folder.is_empty() && self.prefix.is_empty() {
+            None
+        } else {
+            Some(self.path(folder))
+        };
+        let metas: Vec<_> = self
+            .store
+            .list(path.as_ref())
+            .try_collect()
+            .await
+            .map_err(|e| self.error("listing", prefix, e))?;
+        let mut objects: Vec<ObjectInfo> = metas
+            .into_iter()
+            .map(|m| ObjectInfo {
+                key: self.key_of(&m.location),
+                size: m.size,
+                modified: m.last_modified,
+            })
+            .collect();
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(objects)
+    }
+
+    /// A sink that streams into the object `key`, sized for about `size_hint` bytes.
+    pub fn sink(&self, key: &str, size_hint: Option<u64>) -> ObjectSink {
+        ObjectSink::new(self.clone(), key, size_hint, self.part_concurrency)
+    }
+
+    /// A source that streams the object `key` back.
+    pub fn source(&self, key: &str) -> ObjectSource {
+        ObjectSource::new(self.clone(), key)
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+}
+
+/// Turns an object_store error into one line that says what to do.
+fn explain(e: &object_store::Error) -> String {
+    let text = e.to_string().replace('\n', " ");
+    let lower = text.to_ascii_lowercase();
+    let hint = if lower.contains("403")
+        || lower.contains("forbidden")
+        || lower.contains("signature")
+        || lower.contains("accessdenied")
+        || lower.contains("invalidaccesskeyid")
+    {
+        "access denied: check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the *_file keys) and the bucket's permissions"
+    } else if lower.contains("nosuchbucket") || (lower.contains("404") && lower.contains("bucket"))
+    {
+        "the bucket does not exist: create it, or fix the bucket name in the repository URL"
+    } else if lower.contains("connect")
+        || lower.contains("dns")
+        || lower.contains("error sending request")
+        || lower.contains("timed out")
+    {
+        "cannot reach the endpoint: check the endpoint URL, the network and any firewall"
+    } else {
+        "retries exhausted or the request was refused"
+    };
+    format!("{hint} ({text})")
+}

@@ -1,0 +1,206 @@
+//! Streaming an artifact into one object.
+//!
+//! Parts are all the same size (Cloudflare R2 requires it), chosen from the source's size
+//! estimate so that [`MAX_PARTS`] always suffice. Input smaller than one part is written with a
+//! single PUT. On any failure the multipart upload is aborted, so no parts are left billed and
+//! nothing appears under the final key.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
+
+use super::Storage;
+use crate::error::{Error, Result};
+use crate::pipeline::{ByteStream, Sink, SinkReceipt};
+
+/// S3's limit on parts per upload.
+pub const MAX_PARTS: u64 = 10_000;
+const MIB: u64 = 1 << 20;
+/// The smallest part: S3 requires 5 MiB for every part but the last.
+const MIN_PART: u64 = 8 * MIB;
+/// The part size when nothing is known about the size: 10,000 × 16 MiB = 156 GiB.
+const UNKNOWN_SIZE_PART: u64 = 16 * MIB;
+/// S3's largest part.
+const MAX_PART: u64 = 5 * 1024 * MIB;
+/// Parts in flight are held in memory: with big parts, fewer run at once.
+const MAX_IN_FLIGHT_BYTES: u64 = 256 * MIB;
+
+/// The part size for an upload of about `size_hint` bytes: twice the estimate must fit in
+/// [`MAX_PARTS`] parts (estimates are rough; compressed output is usually far smaller), rounded
+/// up to whole MiB, at least 8 MiB. A 2 TB source gets 400 MiB parts.
+pub fn part_size_for(size_hint: Option<u64>) -> u64 {
+    let Some(size) = size_hint else {
+        return UNKNOWN_SIZE_PART;
+    };
+    let needed = size.saturating_mul(2).div_ceil(MAX_PARTS);
+    needed
+        .div_ceil(MIB)
+        .saturating_mul(MIB)
+        .clamp(MIN_PART, MAX_PART)
+}
+
+/// A [`Sink`] that writes one object.
+pub struct ObjectSink {
+    storage: Storage,
+    key: String,
+    part_size: u64,
+    concurrency: usize,
+}
+
+impl ObjectSink {
+    pub(crate) fn new(
+        storage: Storage,
+        key: &str,
+        size_hint: Option<u64>,
+        concurrency: usize,
+    ) -> Self {
+        let part_size = part_size_for(size_hint);
+        let memory_bound = usize::try_from(MAX_IN_FLIGHT_BYTES / part_size)
+            .unwrap_or(1)
+            .max(1);
+        ObjectSink {
+            storage,
+            key: key.to_owned(),
+            part_size,
+            concurrency: concurrency.clamp(1, memory_bound),
+        }
+    }
+
+    /// The part size this sink uses.
+    pub fn part_size(&self) -> u64 {
+        self.part_size
+    }
+
+    async fn single_put(&self, chunks: Vec<Bytes>) -> Result<u64> {
+        let payload: PutPayload = chunks.into_iter().collect();
+        let bytes = payload.content_length() as u64;
+        let path = self.storage.path(&self.key);
+        self.storage
+            .store()
+            .put(&path, payload)
+            .await
+            .map_err(|e| self.storage.error("uploading", &self.key, e))?;
+        Ok(bytes)
+    }
+
+    async fn multipart(&self, first: Vec<Bytes>, mut input: ByteStream) -> Result<u64> {
+        let path = self.storage.path(&self.key);
+        let upload = self
+            .storage
+            .store()
+            .put_multipart(&path)
+            .await
+            .map_err(|e| self.storage.error("starting the upload of", &self.key, e))?;
+        let part_size = usize::try_from(self.part_size).unwrap_or(usize::MAX);
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, part_size);
+        let mut bytes = 0u64;
+        for chunk in first {
+            bytes += chunk.len() as u64;
+            writer.put(chunk);
+        }
+        let outcome: Result<()> = async {
+            while let Some(chunk) = input.next().await {
+                let chunk = chunk?;
+                bytes += chunk.len() as u64;
+                if bytes.div_ceil(self.part_size) > MAX_PARTS {
+                    return Err(Error::Storage {
+                        op: "uploading",
+                        key: self.key.clone(),
+                        repo: self.storage.url().to_owned(),
+                        detail: format!(
+                            "the artifact outgrew {MAX_PARTS} parts of {} MiB: the source's size estimate was far too low",
+                            self.part_size / MIB
+                        ),
+                    });
+                }
+                writer
+                    .wait_for_capacity(self.concurrency)
+                    .await
+                    .map_err(|e| self.storage.error("uploading a part of", &self.key, e))?;
+                writer.put(chunk);
+            }
+            Ok(())
+        }
+        .await;
+        match outcome {
+            Ok(()) => {
+                // `finish` aborts the upload itself when a part or the completion fails.
+                writer
+                    .finish()
+                    .await
+                    .map_err(|e| self.storage.error("completing the upload of", &self.key, e))?;
+                Ok(bytes)
+            }
+            Err(e) => {
+                if let Err(abort) = writer.abort().await {
+                    tracing::warn!(key = %self.key, error = %abort, "could not abort the multipart upload; the bucket's lifecycle rule for incomplete uploads will remove it");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for ObjectSink {
+    async fn write(&mut self, mut input: ByteStream) -> Result<SinkReceipt> {
+        // Buffer up to one part: what fits in one part needs no multipart upload.
+        let mut first = Vec::new();
+        let mut buffered = 0u64;
+        while buffered < self.part_size {
+            match input.next().await {
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    buffered += chunk.len() as u64;
+                    first.push(chunk);
+                }
+                None => {
+                    let bytes = self.single_put(first).await?;
+                    return Ok(self.receipt(bytes));
+                }
+            }
+        }
+        let bytes = self.multipart(first, input).await?;
+        Ok(self.receipt(bytes))
+    }
+
+    async fn abort(&mut self) {
+        // `write` aborts its own multipart upload on every failure path, and a single PUT
+        // either happened whole or not at all: nothing is left to undo here.
+    }
+}
+
+impl ObjectSink {
+    fn receipt(&self, bytes: u64) -> SinkReceipt {
+        SinkReceipt {
+            bytes,
+            location: Some(format!(
+                "{}/{}",
+                self.storage.url().trim_end_matches('/'),
+                self.key
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_always_suffice() {
+        assert_eq!(part_size_for(None), 16 * MIB);
+        assert_eq!(part_size_for(Some(0)), MIN_PART);
+        assert_eq!(part_size_for(Some(300 * MIB)), MIN_PART);
+        let two_tb = 2_000_000_000_000u64;
+        let part = part_size_for(Some(two_tb));
+        assert_eq!(part % MIB, 0, "whole MiB");
+        assert!(
+            two_tb.div_ceil(part) * 2 <= MAX_PARTS,
+            "2 TB in {} parts",
+            two_tb.div_ceil(part)
+        );
+        assert_eq!(part_size_for(Some(u64::MAX)), MAX_PART);
+    }
+}
