@@ -34,18 +34,18 @@ const EXIT_CODES: &str = "Exit codes: 0 success · 1 the operation failed · 2 b
 /// Every command of the contract.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create the repository marker (not built yet).
-    Init(NotBuilt),
+    /// Create the repository marker (ecobackup.json) at --repo.
+    Init,
     /// Manage age keys.
     #[command(subcommand)]
     Key(KeyCommand),
     /// Take a backup (not built yet).
     #[command(subcommand)]
     Backup(BackupCommand),
-    /// List backups (not built yet).
-    List(NotBuilt),
-    /// Show one backup's manifest (not built yet).
-    Show(NotBuilt),
+    /// List backups, oldest first (by when they finished).
+    List(ListArgs),
+    /// Show one backup's manifest.
+    Show(ShowArgs),
     /// Restore a backup (not built yet).
     #[command(subcommand)]
     Restore(RestoreCommand),
@@ -111,6 +111,22 @@ pub struct NotBuilt {
     /// Arguments (this command is not built yet).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     pub args: Vec<String>,
+}
+
+/// `list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only backups of this kind: logical, physical or files.
+    #[arg(long, value_name = "K")]
+    pub kind: Option<ecobackup_core::repository::BackupKind>,
+}
+
+/// `show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// A backup id, or `latest`.
+    #[arg(value_name = "ID|latest")]
+    pub id: String,
 }
 
 /// `key generate`.

@@ -35,6 +35,8 @@ impl From<ecobackup_core::Error> for CliError {
         let usage = matches!(
             e,
             E::NoRecipients
+                | E::InvalidUrl { .. }
+                | E::NotARepository { .. }
                 | E::NoIdentities
                 | E::InvalidRecipient { .. }
                 | E::InsecureKeyFile { .. }
@@ -56,6 +58,8 @@ pub struct Context {
     pub json: bool,
     /// `-q`.
     pub quiet: bool,
+    /// `--repo` / `ECOBACKUP_REPO`.
+    pub repo: Option<String>,
     /// The loaded configuration.
     pub config: Config,
 }
@@ -107,10 +111,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     let ctx = Context {
         json: cli.json,
         quiet: cli.quiet,
+        repo: cli.repo,
         config: Config::load(cli.config.as_deref())?,
     };
     match cli.command {
         Command::Key(cli::KeyCommand::Generate(args)) => commands::key::generate(&ctx, args),
+        Command::Init => commands::repo::init(&ctx).await,
+        Command::List(args) => commands::repo::list(&ctx, args).await,
+        Command::Show(args) => commands::repo::show(&ctx, args).await,
         Command::Encrypt(args) => commands::filter::encrypt(&ctx, args).await,
         Command::Decrypt(args) => commands::filter::decrypt(&ctx, args).await,
         other => Err(not_built(&other)),
@@ -121,12 +129,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
 fn not_built(command: &Command) -> CliError {
     use cli::{BackupCommand as B, RestoreCommand as R};
     let name = match command {
-        Command::Init(_) => "init",
         Command::Backup(B::Logical(_)) => "backup logical",
         Command::Backup(B::Physical(_)) => "backup physical",
         Command::Backup(B::Files(_)) => "backup files",
-        Command::List(_) => "list",
-        Command::Show(_) => "show",
         Command::Restore(R::Logical(_)) => "restore logical",
         Command::Restore(R::Physical(_)) => "restore physical",
         Command::Restore(R::Files(_)) => "restore files",
@@ -139,9 +144,14 @@ fn not_built(command: &Command) -> CliError {
         Command::Check(_) => "check",
         Command::Daemon(_) => "daemon",
         Command::Demo(_) => "demo",
-        Command::Key(_) | Command::Encrypt(_) | Command::Decrypt(_) => "this command",
+        Command::Init
+        | Command::List(_)
+        | Command::Show(_)
+        | Command::Key(_)
+        | Command::Encrypt(_)
+        | Command::Decrypt(_) => "this command",
     };
     CliError::usage(format!(
-        "`ecobackup {name}` is not built yet in this version; nothing was done (ecobackup encrypt / decrypt / key generate work today)"
+        "`ecobackup {name}` is not built yet in this version; nothing was done (working today: init, list, show, key generate, encrypt, decrypt)"
     ))
 }

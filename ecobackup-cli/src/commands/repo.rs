@@ -1,0 +1,187 @@
+//! `ecobackup init`, `list`, `show`: the repository as an operator sees it.
+
+use std::time::Duration;
+
+use ecobackup_core::crypto::{fingerprint, parse_recipients, read_secret_file};
+use ecobackup_core::repository::{InitOutcome, Manifest, Repository};
+use ecobackup_core::storage::{RepoUrl, Storage, StorageOptions, DEFAULT_REPOSITORY};
+
+use crate::cli::{ListArgs, ShowArgs};
+use crate::{CliError, Context};
+
+/// The repository URL: `--repo` / `ECOBACKUP_REPO`, then the file, then `./ecobackup-repo`.
+fn repo_url(ctx: &Context) -> Result<RepoUrl, CliError> {
+    let url = ctx
+        .repo
+        .clone()
+        .or_else(|| ctx.config.repository.url.clone())
+        .unwrap_or_else(|| DEFAULT_REPOSITORY.to_owned());
+    Ok(RepoUrl::parse(&url)?)
+}
+
+fn env_or(name: &str, file: Option<&String>) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .or_else(|| file.cloned())
+}
+
+/// Storage settings: `ECOBACKUP_S3_*` variables, then `[repository]`; credentials from the
+/// `*_file` keys, else the standard `AWS_*` variables or instance metadata.
+pub fn storage(ctx: &Context) -> Result<Storage, CliError> {
+    let repo = &ctx.config.repository;
+    let allow_http = match std::env::var("ECOBACKUP_S3_ALLOW_HTTP") {
+        Ok(v) => matches!(v.as_str(), "1" | "true" | "yes"),
+        Err(_) => repo.allow_http,
+    };
+    let options = StorageOptions {
+        endpoint: env_or("ECOBACKUP_S3_ENDPOINT", repo.endpoint.as_ref()),
+        region: env_or("ECOBACKUP_S3_REGION", repo.region.as_ref()),
+        allow_http,
+        access_key_id: repo
+            .access_key_id_file
+            .as_deref()
+            .map(read_secret_file)
+            .transpose()?,
+        secret_access_key: repo
+            .secret_access_key_file
+            .as_deref()
+            .map(read_secret_file)
+            .transpose()?,
+        ..StorageOptions::default()
+    };
+    Ok(Storage::open(&repo_url(ctx)?, &options)?)
+}
+
+/// Opens the configured repository.
+pub async fn open(ctx: &Context) -> Result<Repository, CliError> {
+    Ok(Repository::open(storage(ctx)?).await?)
+}
+
+/// `init`: creates `ecobackup.json`, recording the configured recipients' fingerprints.
+pub async fn init(ctx: &Context) -> Result<(), CliError> {
+    let recipients = match std::env::var("ECOBACKUP_RECIPIENTS") {
+        Ok(list) => vec![list],
+        Err(_) => ctx.config.encryption.recipients.clone(),
+    };
+    let fingerprints = parse_recipients(&recipients)?
+        .iter()
+        .map(fingerprint)
+        .collect();
+    let (created, repo) = match Repository::init(storage(ctx)?, fingerprints).await? {
+        InitOutcome::Created(repo) => (true, repo),
+        InitOutcome::AlreadyInitialized(repo) => (false, repo),
+    };
+    if ctx.json {
+        let report = serde_json::json!({
+            "repository": repo.storage().url(),
+            "created": created,
+            "marker": repo.marker(),
+        });
+        println!("{report}");
+    } else if !ctx.quiet {
+        let what = if created {
+            "initialised"
+        } else {
+            "already initialised, left unchanged:"
+        };
+        println!("{what} repository {}", repo.storage().url());
+    }
+    Ok(())
+}
+
+/// `list`: one line per backup, oldest first.
+pub async fn list(ctx: &Context, args: ListArgs) -> Result<(), CliError> {
+    let repo = open(ctx).await?;
+    let manifests: Vec<Manifest> = repo
+        .manifests()
+        .await?
+        .into_iter()
+        .filter(|m| args.kind.is_none_or(|k| m.kind == k))
+        .collect();
+    if ctx.json {
+        println!("{}", serde_json::to_string(&manifests).unwrap_or_default());
+        return Ok(());
+    }
+    if manifests.is_empty() {
+        if !ctx.quiet {
+            println!("no backups in {}", repo.storage().url());
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<34} {:<9} {:<21} {:>10} {:>9}  tags",
+        "id", "kind", "finished (UTC)", "stored", "took"
+    );
+    for m in &manifests {
+        let stored: u64 = m.artifacts.iter().map(|a| a.stored_size).sum();
+        let took = (m.finished_at - m.started_at)
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "{:<34} {:<9} {:<21} {:>10} {:>8.1}s  {}",
+            m.id,
+            m.kind.as_str(),
+            m.finished_at.format("%Y-%m-%d %H:%M:%S"),
+            human_bytes(stored),
+            took.as_secs_f64(),
+            tags.join(",")
+        );
+    }
+    Ok(())
+}
+
+/// `show`: a backup's manifest.
+pub async fn show(ctx: &Context, args: ShowArgs) -> Result<(), CliError> {
+    let repo = open(ctx).await?;
+    let manifest = repo.resolve(&args.id, None).await?;
+    if ctx.json {
+        println!("{}", serde_json::to_string(&manifest).unwrap_or_default());
+        return Ok(());
+    }
+    println!("backup   {}", manifest.id);
+    println!("kind     {}", manifest.kind.as_str());
+    println!("started  {}", manifest.started_at.to_rfc3339());
+    println!("finished {}", manifest.finished_at.to_rfc3339());
+    for (k, v) in &manifest.tags {
+        println!("tag      {k}={v}");
+    }
+    if let Some(version) = &manifest.source.server_version {
+        println!("server   PostgreSQL {version}");
+    }
+    if !manifest.source.databases.is_empty() {
+        println!("databases {}", manifest.source.databases.join(", "));
+    }
+    for a in &manifest.artifacts {
+        println!(
+            "artifact {}  {} stored ({} raw, {})  sha256 {}  to {}",
+            a.name,
+            human_bytes(a.stored_size),
+            human_bytes(a.raw_size),
+            a.compression,
+            a.stored_sha256,
+            if a.recipients.is_empty() {
+                "nobody (not encrypted)".to_owned()
+            } else {
+                a.recipients.join(", ")
+            }
+        );
+    }
+    Ok(())
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
