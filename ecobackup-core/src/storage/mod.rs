@@ -131,6 +131,9 @@ impl Storage {
                     .with_bucket_name(bucket)
                     .with_allow_http(options.allow_http)
                     .with_virtual_hosted_style_request(options.virtual_hosted_style)
+                    // Bulk DeleteObjects must carry a checksum header, which Backblaze B2 and
+                    // Cloudflare R2 reject; plain DELETEs work on every S3-compatible service.
+                    .with_disable_bulk_delete(true)
                     .with_retry(RetryConfig {
                         backoff: object_store::BackoffConfig {
                             init_backoff: options.initial_backoff,
