@@ -39,6 +39,13 @@ pub struct RepositoryConfig {
     pub access_key_id_file: Option<PathBuf>,
     /// File holding the S3 secret access key.
     pub secret_access_key_file: Option<PathBuf>,
+    /// Bucket in the host name (`bucket.s3.example.com`) instead of the path.
+    #[serde(default)]
+    pub virtual_hosted_style: bool,
+    /// Retries of a failed request before giving up (default 10).
+    pub max_retries: Option<usize>,
+    /// Multipart parts uploaded at once (default 4).
+    pub part_concurrency: Option<usize>,
 }
 
 /// `[encryption]`.

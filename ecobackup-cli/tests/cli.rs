@@ -2,52 +2,11 @@
 //! one clear error line with a non-zero exit for every bad input.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
+mod common;
+
+use common::{ecobackup, key, one_error_line};
 use predicates::prelude::*;
-
-/// The binary with a clean environment: no configuration leaks in from the machine.
-fn ecobackup(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("ecobackup").unwrap();
-    cmd.current_dir(dir);
-    for var in [
-        "ECOBACKUP_CONFIG",
-        "ECOBACKUP_REPO",
-        "ECOBACKUP_RECIPIENTS",
-        "ECOBACKUP_IDENTITY_FILE",
-        "ECOBACKUP_IDENTITY_PASSPHRASE",
-        "ECOBACKUP_IDENTITY_PASSPHRASE_FILE",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd
-}
-
-/// Generates a key in `dir`; returns (identity file, recipient).
-fn key(dir: &Path, name: &str) -> (PathBuf, String) {
-    let out = ecobackup(dir)
-        .args(["key", "generate", "--out", name])
-        .assert()
-        .success();
-    let recipient = String::from_utf8(out.get_output().stdout.clone())
-        .unwrap()
-        .trim()
-        .to_owned();
-    assert!(recipient.starts_with("age1"), "{recipient}");
-    (dir.join(name), recipient)
-}
-
-fn one_error_line(stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr).into_owned();
-    assert_eq!(
-        text.lines().count(),
-        1,
-        "exactly one line on stderr: {text:?}"
-    );
-    assert!(text.starts_with("error: "), "{text}");
-    text
-}
 
 #[test]
 fn help_shows_the_whole_command_tree_and_what_is_not_built() {
@@ -78,7 +37,11 @@ fn help_shows_the_whole_command_tree_and_what_is_not_built() {
             "missing {command} in:\n{help}"
         );
     }
-    assert!(help.contains("Create the repository marker (not built yet)"));
+    assert!(help.contains("Create the repository marker (ecobackup.json)"));
+    assert!(
+        !help.contains("Create the repository marker (ecobackup.json) at --repo (not built yet)")
+    );
+    assert!(help.contains("(not built yet)"), "unbuilt commands say so");
     ecobackup(dir.path())
         .args(["backup", "--help"])
         .assert()

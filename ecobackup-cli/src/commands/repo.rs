@@ -26,18 +26,44 @@ fn env_or(name: &str, file: Option<&String>) -> Option<String> {
         .or_else(|| file.cloned())
 }
 
+fn env_flag(name: &str) -> Result<Option<bool>, CliError> {
+    match std::env::var(name).ok().as_deref() {
+        None | Some("") => Ok(None),
+        Some("1" | "true" | "yes") => Ok(Some(true)),
+        Some("0" | "false" | "no") => Ok(Some(false)),
+        Some(other) => Err(CliError::usage(format!(
+            "{name}={other:?} is not a yes/no value: use true or false"
+        ))),
+    }
+}
+
+fn env_number(name: &str) -> Result<Option<usize>, CliError> {
+    match std::env::var(name).ok().as_deref() {
+        None | Some("") => Ok(None),
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|_| CliError::usage(format!("{name}={text:?} is not a whole number"))),
+    }
+}
+
 /// Storage settings: `ECOBACKUP_S3_*` variables, then `[repository]`; credentials from the
 /// `*_file` keys, else the standard `AWS_*` variables or instance metadata.
 pub fn storage(ctx: &Context) -> Result<Storage, CliError> {
     let repo = &ctx.config.repository;
-    let allow_http = match std::env::var("ECOBACKUP_S3_ALLOW_HTTP") {
-        Ok(v) => matches!(v.as_str(), "1" | "true" | "yes"),
-        Err(_) => repo.allow_http,
-    };
+    let defaults = StorageOptions::default();
     let options = StorageOptions {
         endpoint: env_or("ECOBACKUP_S3_ENDPOINT", repo.endpoint.as_ref()),
         region: env_or("ECOBACKUP_S3_REGION", repo.region.as_ref()),
-        allow_http,
+        allow_http: env_flag("ECOBACKUP_S3_ALLOW_HTTP")?.unwrap_or(repo.allow_http),
+        virtual_hosted_style: env_flag("ECOBACKUP_S3_VIRTUAL_HOSTED_STYLE")?
+            .unwrap_or(repo.virtual_hosted_style),
+        max_retries: env_number("ECOBACKUP_S3_MAX_RETRIES")?
+            .or(repo.max_retries)
+            .unwrap_or(defaults.max_retries),
+        part_concurrency: env_number("ECOBACKUP_S3_PART_CONCURRENCY")?
+            .or(repo.part_concurrency)
+            .unwrap_or(defaults.part_concurrency),
         access_key_id: repo
             .access_key_id_file
             .as_deref()
@@ -48,7 +74,7 @@ pub fn storage(ctx: &Context) -> Result<Storage, CliError> {
             .as_deref()
             .map(read_secret_file)
             .transpose()?,
-        ..StorageOptions::default()
+        ..defaults
     };
     Ok(Storage::open(&repo_url(ctx)?, &options)?)
 }

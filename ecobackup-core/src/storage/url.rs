@@ -27,7 +27,7 @@ impl RepoUrl {
     /// Parses a repository URL. A bare path (no scheme) is a local directory.
     pub fn parse(url: &str) -> Result<RepoUrl> {
         let bad = |why: &str| Error::InvalidUrl {
-            url: url.to_owned(),
+            url: redacted(url),
             detail: why.to_owned(),
         };
         let url_trimmed = url.trim();
@@ -74,6 +74,14 @@ impl RepoUrl {
                 "unknown scheme {other:?}; expected file://, s3:// or memory://"
             ))),
         }
+    }
+}
+
+/// The URL with any `user:password@` part masked: URLs end up in error messages and logs.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(start), Some(at)) if at > start => format!("{}://***{}", &url[..start], &url[at..]),
+        _ => url.to_owned(),
     }
 }
 
@@ -153,5 +161,14 @@ mod tests {
             let err = RepoUrl::parse(url).unwrap_err().to_string();
             assert!(err.contains(reason), "{url}: {err}");
         }
+    }
+
+    #[test]
+    fn credentials_in_a_url_never_reach_the_message() {
+        let err = RepoUrl::parse("s3://AKIA:hunter2@Bad_Bucket/x")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2") && !err.contains("AKIA"), "{err}");
+        assert!(err.contains("s3://***@Bad_Bucket/x"), "{err}");
     }
 }

@@ -1,0 +1,57 @@
+//! Helpers shared by the CLI tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+/// The binary with a clean environment: no configuration leaks in from the machine.
+pub fn ecobackup(dir: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("ecobackup").unwrap();
+    cmd.current_dir(dir);
+    for var in [
+        "ECOBACKUP_CONFIG",
+        "ECOBACKUP_REPO",
+        "ECOBACKUP_RECIPIENTS",
+        "ECOBACKUP_IDENTITY_FILE",
+        "ECOBACKUP_IDENTITY_PASSPHRASE",
+        "ECOBACKUP_IDENTITY_PASSPHRASE_FILE",
+        "ECOBACKUP_S3_ENDPOINT",
+        "ECOBACKUP_S3_REGION",
+        "ECOBACKUP_S3_ALLOW_HTTP",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_REGION",
+        "AWS_ENDPOINT",
+        "AWS_PROFILE",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Generates a key in `dir`; returns (identity file, recipient).
+pub fn key(dir: &Path, name: &str) -> (PathBuf, String) {
+    let out = ecobackup(dir)
+        .args(["key", "generate", "--out", name])
+        .assert()
+        .success();
+    let recipient = String::from_utf8(out.get_output().stdout.clone())
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(recipient.starts_with("age1"), "{recipient}");
+    (dir.join(name), recipient)
+}
+
+pub fn one_error_line(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr).into_owned();
+    assert_eq!(
+        text.lines().count(),
+        1,
+        "exactly one line on stderr: {text:?}"
+    );
+    assert!(text.starts_with("error: "), "{text}");
+    text
+}
