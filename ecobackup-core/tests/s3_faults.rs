@@ -24,7 +24,7 @@ fn options(s3: &S3TestServer) -> StorageOptions {
     }
 }
 
-fn storage_with(s3: &S3TestServer, bucket: &str, options: &StorageOptions) -> Storage {
+fn storage_with(bucket: &str, options: &StorageOptions) -> Storage {
     let url = RepoUrl::S3 {
         bucket: bucket.to_owned(),
         prefix: "repo".to_owned(),
@@ -33,7 +33,7 @@ fn storage_with(s3: &S3TestServer, bucket: &str, options: &StorageOptions) -> St
 }
 
 fn storage(s3: &S3TestServer) -> Storage {
-    storage_with(s3, s3.bucket(), &options(s3))
+    storage_with(s3.bucket(), &options(s3))
 }
 
 /// Bytes that do not repeat at any part boundary, so a misplaced part shows.
@@ -257,7 +257,7 @@ async fn bad_credentials_say_access_denied_and_write_nothing() {
     let s3 = S3TestServer::start().await;
     let mut bad = options(&s3);
     bad.secret_access_key = Some("not-the-secret".to_owned().into());
-    let message = init_error(&storage_with(&s3, s3.bucket(), &bad)).await;
+    let message = init_error(&storage_with(s3.bucket(), &bad)).await;
     assert!(message.contains("check the credentials"), "{message}");
     assert!(
         !message.contains("not-the-secret"),
@@ -269,7 +269,7 @@ async fn bad_credentials_say_access_denied_and_write_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_bucket_says_so() {
     let s3 = S3TestServer::start().await;
-    let message = init_error(&storage_with(&s3, "no-such-bucket", &options(&s3))).await;
+    let message = init_error(&storage_with("no-such-bucket", &options(&s3))).await;
     assert!(message.contains("bucket does not exist"), "{message}");
     assert!(s3.object_keys().is_empty());
 }
@@ -283,6 +283,6 @@ async fn an_unreachable_endpoint_says_so() {
     let mut options = options(&s3);
     options.endpoint = Some(format!("http://127.0.0.1:{port}"));
     options.max_retries = 1;
-    let message = init_error(&storage_with(&s3, s3.bucket(), &options)).await;
+    let message = init_error(&storage_with(s3.bucket(), &options)).await;
     assert!(message.contains("cannot reach the endpoint"), "{message}");
 }
