@@ -297,22 +297,23 @@ impl Storage {
 fn explain(e: &object_store::Error) -> String {
     let text = e.to_string().replace('\n', " ");
     let lower = text.to_ascii_lowercase();
-    let hint = if lower.contains("403")
+    // Numbers appear in URLs and ports too: look for statuses and S3 error codes as words.
+    let hint = if lower.contains("error sending request")
+        || lower.contains("connection refused")
+        || lower.contains("dns error")
+        || lower.contains("timed out")
+        || lower.contains("tcp connect")
+    {
+        "cannot reach the endpoint: check the endpoint URL, the network and any firewall"
+    } else if lower.contains("nosuchbucket") {
+        "the bucket does not exist: create it, or fix the bucket name in the repository URL"
+    } else if lower.contains("status 403")
         || lower.contains("forbidden")
-        || lower.contains("signature")
+        || lower.contains("signaturedoesnotmatch")
         || lower.contains("accessdenied")
         || lower.contains("invalidaccesskeyid")
     {
         "access denied: check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the *_file keys) and the bucket's permissions"
-    } else if lower.contains("nosuchbucket") || (lower.contains("404") && lower.contains("bucket"))
-    {
-        "the bucket does not exist: create it, or fix the bucket name in the repository URL"
-    } else if lower.contains("connect")
-        || lower.contains("dns")
-        || lower.contains("error sending request")
-        || lower.contains("timed out")
-    {
-        "cannot reach the endpoint: check the endpoint URL, the network and any firewall"
     } else {
         "retries exhausted or the request was refused"
     };
