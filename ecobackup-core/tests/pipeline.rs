@@ -247,3 +247,29 @@ async fn a_cut_zstd_stream_is_refused() {
     .unwrap_err();
     assert!(err.to_string().contains("decompression failed"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_pledged_size_fails_instead_of_storing_an_undecodable_frame() {
+    for (actual, pledged) in [(3 << 20, 5 << 20), (5 << 20, 3 << 20)] {
+        let sink = MemorySink::new();
+        let err = Pipeline::new(ChunkedSource::new(vec![7u8; actual], vec![1 << 20]))
+            .then(Compress::new(3).pledged_size(pledged as u64))
+            .into(sink.clone())
+            .run()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("pledged"), "{err}");
+        assert_eq!(sink.committed(), None, "nothing committed");
+    }
+    // The right size compresses and decompresses.
+    let data = vec![7u8; 3 << 20];
+    let sink = MemorySink::new();
+    Pipeline::new(ChunkedSource::new(data.clone(), vec![1 << 20]))
+        .then(Compress::new(3).pledged_size(data.len() as u64))
+        .then(Decompress::new())
+        .into(sink.clone())
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(sink.committed().unwrap(), data);
+}

@@ -94,8 +94,17 @@ impl Transform for Compress {
             if let Some(size) = self.size_hint {
                 encoder.set_pledged_src_size(Some(size)).map_err(failed)?;
             }
+            let mut consumed = 0u64;
             while let Some(chunk) = reader.next_chunk().map_err(failed)? {
+                consumed += chunk.len() as u64;
                 encoder.write_all(&chunk).map_err(failed)?;
+            }
+            // The multithreaded encoder does not always enforce the pledge, and a frame whose
+            // header states the wrong size does not decompress: never let one be stored.
+            if let Some(pledged) = self.size_hint.filter(|&p| p != consumed) {
+                return Err(Error::Compress {
+                    detail: format!("the input was {consumed} bytes, {pledged} were pledged"),
+                });
             }
             encoder.finish().map_err(failed)?;
             Ok(())
