@@ -232,6 +232,46 @@ pub enum Error {
         detail: String,
     },
 
+    /// A PostgreSQL program (or its binaries) could not be found.
+    #[error("{program} for PostgreSQL {major} not found (looked in {looked_in}); install the PostgreSQL {major} client (Debian: apt-get install postgresql-client-{major}) or give --pg-bin DIR")]
+    BinaryNotFound {
+        /// The program (`pg_dump`, `initdb`, …).
+        program: String,
+        /// The major version wanted.
+        major: u32,
+        /// Where we looked.
+        looked_in: String,
+    },
+
+    /// A PostgreSQL operation (connection, query) failed.
+    #[error("{context}: {detail}")]
+    Postgres {
+        /// What was being done, naming the database (never its password).
+        context: String,
+        /// What PostgreSQL said, and what to do.
+        detail: String,
+    },
+
+    /// A child process (pg_dump, pg_restore, initdb, …) failed.
+    #[error("{program} failed ({status}): {detail}")]
+    Process {
+        /// The program.
+        program: String,
+        /// How it ended (`exit status 1`, `killed by SIGKILL`).
+        status: String,
+        /// Its last line of stderr, or what to do.
+        detail: String,
+    },
+
+    /// An artifact's bytes do not match its manifest entry.
+    #[error("{artifact} does not match its manifest: {detail}; it was altered or replaced after the backup, restore from another backup")]
+    ArtifactMismatch {
+        /// The artifact's key.
+        artifact: String,
+        /// Which digest or size differs.
+        detail: String,
+    },
+
     /// The operation was cancelled before it finished (nothing was committed).
     #[error("cancelled: {0}; nothing was committed")]
     Cancelled(String),

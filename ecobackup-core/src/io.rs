@@ -237,3 +237,54 @@ async fn sync_parent(path: &Path) -> Result<()> {
         .await
         .with_context(|| format!("syncing {}", parent.display()))
 }
+
+/// Collects a (small) stream in memory: catalogs, manifests, test data. Refuses more than
+/// `limit` bytes, so a wrong object cannot exhaust memory.
+#[derive(Clone, Debug)]
+pub struct VecSink {
+    contents: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    limit: usize,
+}
+
+impl Default for VecSink {
+    fn default() -> Self {
+        VecSink {
+            contents: Default::default(),
+            limit: 64 << 20,
+        }
+    }
+}
+
+impl VecSink {
+    /// Where the bytes end up, once `write` returned.
+    pub fn contents(&self) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+        self.contents.clone()
+    }
+}
+
+#[async_trait]
+impl Sink for VecSink {
+    async fn write(&mut self, mut input: ByteStream) -> Result<SinkReceipt> {
+        let mut buffer = Vec::new();
+        while let Some(chunk) = input.next().await {
+            let chunk = chunk?;
+            if buffer.len() + chunk.len() > self.limit {
+                return Err(Error::io(
+                    "reading a small object into memory",
+                    std::io::Error::other(format!("it is larger than {} bytes", self.limit)),
+                ));
+            }
+            buffer.extend_from_slice(&chunk);
+        }
+        let bytes = buffer.len() as u64;
+        if let Ok(mut contents) = self.contents.lock() {
+            *contents = buffer;
+        }
+        Ok(SinkReceipt {
+            bytes,
+            location: None,
+        })
+    }
+
+    async fn abort(&mut self) {}
+}

@@ -18,11 +18,17 @@
 
 #![warn(missing_docs)]
 
+pub mod artifact;
+pub mod backup;
 pub mod crypto;
 pub mod error;
 pub mod io;
 pub mod pipeline;
+pub mod postgres;
+pub mod process;
+pub mod progress;
 pub mod repository;
+pub mod restore;
 pub mod storage;
 pub mod transform;
 

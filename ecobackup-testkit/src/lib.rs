@@ -6,11 +6,13 @@
 #![warn(missing_docs)]
 
 pub mod data;
+pub mod pg;
 pub mod s3;
 pub mod sinks;
 pub mod sources;
 
 pub use data::RowGenerator;
+pub use pg::TestPg;
 pub use s3::{Fault, FaultRule, RecordedRequest, S3TestServer};
 pub use sinks::{CountingSink, MemorySink, SinkState};
 pub use sources::{ChunkedSource, FailingSource, GeneratedSource};

@@ -1,0 +1,967 @@
+//! Throwaway PostgreSQL clusters, for `ecobackup demo`, restore drills and tests.
+//!
+//! [`Cluster::start`] runs `initdb` into a fresh temporary directory, picks a free TCP port on
+//! 127.0.0.1, puts the unix socket in the same directory and starts the server with `pg_ctl`.
+//! Dropping the [`Cluster`] stops the server (immediate mode) and deletes the directory;
+//! [`Cluster::keep`] leaves both in place instead.
+//!
+//! PostgreSQL refuses to run as root: when ecobackup runs as root, `initdb` and `pg_ctl` run as
+//! the `postgres` system user, which then owns the temporary directory.
+//!
+//! The module also holds small helpers every PostgreSQL caller needs: [`connect`],
+//! [`redact_url`] and [`describe_pg_error`] (identifiers are quoted with
+//! [`quote_ident`]).
+
+use std::error::Error as _;
+use std::fmt::Write as _;
+use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+
+use nix::unistd::{Gid, Uid, User};
+use tempfile::TempDir;
+
+use crate::error::{Error, Result};
+use crate::postgres::binaries::{installed_server_dirs, program_major_version};
+use crate::postgres::conn::quote_ident;
+
+/// How to set up a throwaway cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// The directory holding `initdb` and `pg_ctl`; by default the newest installed PostgreSQL
+    /// (see [`installed_server_dirs`]).
+    pub bin_dir: Option<PathBuf>,
+    /// Extra `postgresql.conf` lines (archive settings, `wal_level`, …), written after ecobackup's
+    /// own, so they win.
+    pub conf: Vec<String>,
+    /// Whether the server flushes to disk. `false` (for tests) turns off `fsync`,
+    /// `synchronous_commit` and `full_page_writes`, and runs `initdb --no-sync`.
+    pub fsync: bool,
+    /// Where the temporary directory is created; by default [`std::env::temp_dir`]. When running
+    /// as root, the `postgres` user must be able to reach it (mode 0755 or 0711 on every parent).
+    pub base_dir: Option<PathBuf>,
+}
+
+impl Default for ClusterOptions {
+    /// The newest installed PostgreSQL, no extra settings, `fsync` on, in the system temp dir.
+    fn default() -> Self {
+        ClusterOptions {
+            bin_dir: None,
+            conf: Vec::new(),
+            fsync: true,
+            base_dir: None,
+        }
+    }
+}
+
+/// A PostgreSQL server in a temporary directory, listening on 127.0.0.1 and a unix socket, with
+/// the superuser `postgres` and trust authentication. Stopped and deleted on drop.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The temporary directory; `None` once [`Cluster::keep`] took it.
+    dir: Option<TempDir>,
+    root: PathBuf,
+    data_dir: PathBuf,
+    socket_dir: PathBuf,
+    bin_dir: PathBuf,
+    port: u16,
+    major: u32,
+    /// The user the server runs as when we are root.
+    run_as: Option<(Uid, Gid)>,
+    running: bool,
+}
+
+/// How many times [`Cluster::start`] tries another port when the one it picked was taken.
+const PORT_ATTEMPTS: usize = 3;
+
+impl Cluster {
+    /// Creates and starts a throwaway cluster: `initdb -U postgres --auth=trust -E UTF8
+    /// --locale=C.UTF-8` (or `--locale=C` where C.UTF-8 is missing) in a new temporary
+    /// directory, then `pg_ctl start` on a random free port.
+    ///
+    /// On failure the temporary directory is removed and the error names the step that failed,
+    /// quoting `initdb`'s last error line or the last meaningful lines of the server log.
+    pub async fn start(options: ClusterOptions) -> Result<Cluster> {
+        let bin_dir = server_bin_dir(options.bin_dir.as_deref())?;
+        let initdb = bin_dir.join("initdb");
+        let major = program_major_version(&initdb).ok_or_else(|| Error::Process {
+            program: initdb.display().to_string(),
+            status: "unusable".to_owned(),
+            detail: "`initdb --version` did not report a PostgreSQL version; check the installation or give another --pg-bin DIR".to_owned(),
+        })?;
+        let run_as = server_user()?;
+
+        let base_dir = options.base_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let dir = tempfile::Builder::new()
+            .prefix("ecobackup-pg-")
+            .tempdir_in(&base_dir)
+            .map_err(|e| {
+                Error::io(
+                    format!("creating a temporary directory in {}", base_dir.display()),
+                    e,
+                )
+            })?;
+        let root = dir.path().to_owned();
+        let socket_dir = root.join("socket");
+        std::fs::create_dir(&socket_dir)
+            .map_err(|e| Error::io(format!("creating {}", socket_dir.display()), e))?;
+        if let Some((uid, gid)) = run_as {
+            for path in [&root, &socket_dir] {
+                std::os::unix::fs::chown(path, Some(uid.as_raw()), Some(gid.as_raw())).map_err(
+                    |e| {
+                        Error::io(
+                            format!("handing {} to the postgres user", path.display()),
+                            e,
+                        )
+                    },
+                )?;
+            }
+        }
+
+        // From here on, dropping `cluster` cleans up whatever was done.
+        let mut cluster = Cluster {
+            dir: Some(dir),
+            data_dir: root.join("data"),
+            root,
+            socket_dir,
+            bin_dir,
+            port: 0,
+            major,
+            run_as,
+            running: false,
+        };
+        cluster.initdb(options.fsync).await?;
+        let original_conf = std::fs::read_to_string(cluster.conf_file())
+            .map_err(|e| Error::io(format!("reading {}", cluster.conf_file().display()), e))?;
+
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            cluster.port = free_port()?;
+            let conf = cluster.conf_text(&original_conf, &options);
+            std::fs::write(cluster.conf_file(), conf)
+                .map_err(|e| Error::io(format!("writing {}", cluster.conf_file().display()), e))?;
+            match cluster.pg_ctl_start(false).await {
+                Ok(()) => break,
+                Err(StartFailure { error, port_taken }) => {
+                    if !port_taken || attempt >= PORT_ATTEMPTS {
+                        return Err(error);
+                    }
+                    tracing::debug!(
+                        port = cluster.port,
+                        "port taken meanwhile, trying another: {error}"
+                    );
+                }
+            }
+        }
+        tracing::debug!(
+            dir = %cluster.root.display(),
+            port = cluster.port,
+            major,
+            "throwaway PostgreSQL cluster started"
+        );
+        Ok(cluster)
+    }
+
+    /// The TCP port the server listens on (on 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The data directory (`PGDATA`).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The directory holding the server's unix socket (`host=` for libpq).
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
+    /// The directory of the server programs (`initdb`, `pg_ctl`, `postgres`) this cluster uses.
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
+    }
+
+    /// The server's major version (15 for PostgreSQL 15.x).
+    pub fn major_version(&self) -> u32 {
+        self.major
+    }
+
+    /// The server log (`pg_ctl -l`).
+    pub fn log_file(&self) -> PathBuf {
+        self.root.join("log")
+    }
+
+    /// Whether the server was started and not stopped since (as far as this handle knows).
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+
+    /// A connection URL for `database`: `postgres://postgres@127.0.0.1:{port}/{database}`.
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{}",
+            self.port,
+            percent_encode(database)
+        )
+    }
+
+    /// Stops the server cleanly (`pg_ctl stop -m fast`). Does nothing when it is not running.
+    pub async fn stop(&mut self) -> Result<()> {
+        self.pg_ctl_stop("fast").await
+    }
+
+    /// Starts the server again after [`Cluster::stop`] or [`Cluster::crash`] (after a crash,
+    /// PostgreSQL runs crash recovery first). Does nothing when it is running.
+    pub async fn start_again(&mut self) -> Result<()> {
+        if self.running {
+            return Ok(());
+        }
+        self.pg_ctl_start(true).await.map_err(|f| f.error)
+    }
+
+    /// Stops the server cleanly and starts it again (`pg_ctl stop -m fast`, then `pg_ctl
+    /// start`), for settings that need a restart.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.pg_ctl_stop("fast").await?;
+        self.pg_ctl_start(true).await.map_err(|f| f.error)
+    }
+
+    /// Kills the server the way a power cut would (`pg_ctl stop -m immediate`): no shutdown
+    /// checkpoint, the next start runs crash recovery. Does nothing when it is not running.
+    ///
+    /// With `fsync: false`, `synchronous_commit` is off: commits of the last few hundred
+    /// milliseconds may be lost. A test that needs them to survive runs
+    /// `SET synchronous_commit = on` in its session (cheap without fsync) or a `CHECKPOINT`.
+    pub async fn crash(&mut self) -> Result<()> {
+        self.pg_ctl_stop("immediate").await
+    }
+
+    /// Creates database `name` (any name: it is quoted).
+    pub async fn create_database(&self, name: &str) -> Result<()> {
+        let url = self.url("postgres");
+        let client = connect(&url).await?;
+        client
+            .batch_execute(&format!("CREATE DATABASE {}", quote_ident(name)))
+            .await
+            .map_err(|e| Error::Postgres {
+                context: format!("creating database {name:?} on {}", redact_url(&url)),
+                detail: describe_pg_error(&e),
+            })
+    }
+
+    /// Keeps the directory and leaves the server running (for `ecobackup demo` to show where it
+    /// is); returns the directory, which holds `data/`, `socket/` and `log`. Stop the server
+    /// later with `pg_ctl -D <dir>/data stop`.
+    pub fn keep(mut self) -> PathBuf {
+        self.running = false;
+        match self.dir.take() {
+            Some(dir) => dir.keep(),
+            None => self.root.clone(),
+        }
+    }
+
+    fn conf_file(&self) -> PathBuf {
+        self.data_dir.join("postgresql.conf")
+    }
+
+    fn conf_text(&self, original: &str, options: &ClusterOptions) -> String {
+        let mut conf = original.to_owned();
+        if !conf.ends_with('\n') {
+            conf.push('\n');
+        }
+        conf.push_str("\n# ecobackup throwaway cluster\n");
+        let _ = writeln!(conf, "listen_addresses = '127.0.0.1'");
+        let _ = writeln!(conf, "port = {}", self.port);
+        let _ = writeln!(
+            conf,
+            "unix_socket_directories = {}",
+            conf_string(&self.socket_dir.to_string_lossy())
+        );
+        let _ = writeln!(conf, "max_connections = 50");
+        if !options.fsync {
+            conf.push_str("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
+        }
+        if !options.conf.is_empty() {
+            conf.push_str("\n# given by the caller\n");
+            for line in &options.conf {
+                conf.push_str(line);
+                conf.push('\n');
+            }
+        }
+        conf
+    }
+
+    /// A command for one of the server programs, run as the server's user, in the cluster's
+    /// directory, with no PostgreSQL environment variables inherited.
+    fn command(&self, program: &str) -> std::process::Command {
+        let mut command = std::process::Command::new(self.bin_dir.join(program));
+        command.current_dir(&self.root).stdin(Stdio::null());
+        for name in [
+            "PGDATA",
+            "PGPORT",
+            "PGHOST",
+            "PGHOSTADDR",
+            "PGUSER",
+            "PGDATABASE",
+            "PGOPTIONS",
+            "PGPASSWORD",
+            "PGPASSFILE",
+            "PGSERVICE",
+            "PGSERVICEFILE",
+            "PGTZ",
+            "PGCLIENTENCODING",
+            "PGCTLTIMEOUT",
+        ] {
+            command.env_remove(name);
+        }
+        if let Some((uid, gid)) = self.run_as {
+            command.uid(uid.as_raw()).gid(gid.as_raw());
+        }
+        command
+    }
+
+    async fn run(&self, program: &str, args: &[&std::ffi::OsStr]) -> Result<std::process::Output> {
+        let mut command = tokio::process::Command::from(self.command(program));
+        command.args(args);
+        command.output().await.map_err(|e| {
+            Error::io(
+                format!("running {}", self.bin_dir.join(program).display()),
+                e,
+            )
+        })
+    }
+
+    async fn initdb(&self, fsync: bool) -> Result<()> {
+        let mut last_error = None;
+        for locale in ["C.UTF-8", "C"] {
+            let data = self.data_dir.as_os_str();
+            let locale_arg = format!("--locale={locale}");
+            let mut args: Vec<&std::ffi::OsStr> = vec![
+                "-D".as_ref(),
+                data,
+                "-U".as_ref(),
+                "postgres".as_ref(),
+                "--auth=trust".as_ref(),
+                "-E".as_ref(),
+                "UTF8".as_ref(),
+                locale_arg.as_ref(),
+            ];
+            if !fsync {
+                args.push("--no-sync".as_ref());
+            }
+            let output = self.run("initdb", &args).await?;
+            if output.status.success() {
+                return Ok(());
+            }
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let line =
+                last_line(&stderr).unwrap_or_else(|| "it printed nothing on stderr".to_owned());
+            let mut detail = format!(
+                "creating a throwaway cluster in {}: {line}",
+                self.data_dir.display()
+            );
+            if stderr.contains("ermission denied") {
+                if let Some((uid, _)) = self.run_as {
+                    let _ = write!(
+                        detail,
+                        "; the server runs as user postgres (uid {uid}), which must be able to reach {} (give every parent directory mode 0711 or 0755, or pick another base directory)",
+                        self.root.display()
+                    );
+                }
+            } else {
+                let _ = write!(
+                    detail,
+                    "; check free space and permissions in {}",
+                    self.root.display()
+                );
+            }
+            last_error = Some(Error::Process {
+                program: "initdb".to_owned(),
+                status: describe_status(output.status),
+                detail,
+            });
+            if !stderr.to_ascii_lowercase().contains("locale") {
+                break;
+            }
+            // initdb removes a data directory it created, but make sure before the retry.
+            if self.data_dir.exists() {
+                std::fs::remove_dir_all(&self.data_dir)
+                    .map_err(|e| Error::io(format!("removing {}", self.data_dir.display()), e))?;
+            }
+            tracing::debug!("initdb --locale={locale} failed, trying the next locale: {line}");
+        }
+        Err(last_error.expect("initdb was run at least once"))
+    }
+
+    /// `log_kept`: whether the log outlives a failure (not in [`Cluster::start`], whose
+    /// directory is removed), so the error may point at it.
+    async fn pg_ctl_start(&mut self, log_kept: bool) -> std::result::Result<(), StartFailure> {
+        let log = self.log_file();
+        let log_start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        let args: [&std::ffi::OsStr; 8] = [
+            "-D".as_ref(),
+            self.data_dir.as_os_str(),
+            "-l".as_ref(),
+            log.as_os_str(),
+            "-w".as_ref(),
+            "-t".as_ref(),
+            "60".as_ref(),
+            "start".as_ref(),
+        ];
+        let output = self
+            .run("pg_ctl", &args)
+            .await
+            .map_err(|error| StartFailure {
+                error,
+                port_taken: false,
+            })?;
+        if output.status.success() {
+            self.running = true;
+            return Ok(());
+        }
+        let log_text = read_from(&log, log_start);
+        let port_taken = log_text.contains("could not bind")
+            || log_text.contains("Address already in use")
+            || log_text.contains("could not create any TCP/IP sockets");
+        let said = match log_excerpt(&log_text) {
+            Some(excerpt) => format!("the server log says: {excerpt}"),
+            None => match last_line(&String::from_utf8_lossy(&output.stderr)) {
+                Some(line) => format!("pg_ctl says: {line}; the server log is empty"),
+                None => "neither pg_ctl nor the server said why".to_owned(),
+            },
+        };
+        // A server that did not come up in time may still be running: `Drop` checks the pid file.
+        Err(StartFailure {
+            error: Error::Process {
+                program: "pg_ctl start".to_owned(),
+                status: describe_status(output.status),
+                detail: format!(
+                    "starting PostgreSQL {} in {} on port {}: {said}; fix what it names and try again{}",
+                    self.major,
+                    self.data_dir.display(),
+                    self.port,
+                    if log_kept {
+                        format!(" (full log: {})", log.display())
+                    } else {
+                        String::new()
+                    }
+                ),
+            },
+            port_taken,
+        })
+    }
+
+    async fn pg_ctl_stop(&mut self, mode: &str) -> Result<()> {
+        if !self.running && !self.pid_file_exists() {
+            return Ok(());
+        }
+        let args: [&std::ffi::OsStr; 8] = [
+            "-D".as_ref(),
+            self.data_dir.as_os_str(),
+            "-m".as_ref(),
+            mode.as_ref(),
+            "-w".as_ref(),
+            "-t".as_ref(),
+            "60".as_ref(),
+            "stop".as_ref(),
+        ];
+        let output = self.run("pg_ctl", &args).await?;
+        if output.status.success() {
+            self.running = false;
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if !self.pid_file_exists() {
+            // It was not running after all (stopped behind our back, or crashed).
+            self.running = false;
+            return Ok(());
+        }
+        Err(Error::Process {
+            program: format!("pg_ctl stop -m {mode}"),
+            status: describe_status(output.status),
+            detail: format!(
+                "stopping the server in {}: {}; see the server log {}",
+                self.data_dir.display(),
+                last_line(&stderr).unwrap_or_else(|| "it printed nothing on stderr".to_owned()),
+                self.log_file().display()
+            ),
+        })
+    }
+
+    fn pid_file_exists(&self) -> bool {
+        self.data_dir.join("postmaster.pid").exists()
+    }
+}
+
+impl Drop for Cluster {
+    /// Stops the server (immediate mode) if it may be running, then deletes the directory.
+    fn drop(&mut self) {
+        if self.dir.is_none() {
+            return; // kept
+        }
+        if self.running || self.pid_file_exists() {
+            let result = self
+                .command("pg_ctl")
+                .arg("-D")
+                .arg(&self.data_dir)
+                .args(["-m", "immediate", "-w", "-t", "30", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if !matches!(result, Ok(status) if status.success()) && self.pid_file_exists() {
+                tracing::warn!(
+                    dir = %self.data_dir.display(),
+                    "could not stop the throwaway PostgreSQL server; it stops by itself within a minute of its directory being removed"
+                );
+            }
+        }
+        // The TempDir field removes the files.
+    }
+}
+
+/// Why `pg_ctl start` failed, and whether another port may help.
+struct StartFailure {
+    error: Error,
+    port_taken: bool,
+}
+
+/// The directory holding `initdb` and `pg_ctl`: the explicit one, or the newest installed.
+fn server_bin_dir(explicit: Option<&Path>) -> Result<PathBuf> {
+    let dirs = installed_server_dirs(explicit);
+    let found = dirs
+        .into_iter()
+        .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file());
+    found.ok_or_else(|| {
+        let looked_in = match explicit {
+            Some(dir) => dir.display().to_string(),
+            None => "/usr/lib/postgresql/*/bin, /usr/pgsql-*/bin and PATH".to_owned(),
+        };
+        Error::Process {
+            program: "initdb".to_owned(),
+            status: "not found".to_owned(),
+            detail: format!(
+                "no PostgreSQL server programs (initdb and pg_ctl) in {looked_in}; install the PostgreSQL server (Debian: apt-get install postgresql) or give --pg-bin DIR"
+            ),
+        }
+    })
+}
+
+/// `Some(postgres user)` when we are root (PostgreSQL refuses to run as root), else `None`.
+fn server_user() -> Result<Option<(Uid, Gid)>> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    match User::from_name("postgres") {
+        Ok(Some(user)) => Ok(Some((user.uid, user.gid))),
+        Ok(None) => Err(Error::Process {
+            program: "initdb".to_owned(),
+            status: "not started".to_owned(),
+            detail: "PostgreSQL refuses to run as root and there is no `postgres` user to run it as; create one (useradd --system postgres) or run as an ordinary user".to_owned(),
+        }),
+        Err(e) => Err(Error::io("looking up the postgres user", std::io::Error::from(e))),
+    }
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .map_err(|e| Error::io("finding a free TCP port on 127.0.0.1", e))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| Error::io("finding a free TCP port on 127.0.0.1", e))?
+        .port();
+    Ok(port)
+}
+
+/// A `postgresql.conf` string literal.
+fn conf_string(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// The text of `path` from byte `offset` on (empty when unreadable).
+fn read_from(path: &Path, offset: u64) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
+
+/// `exit status 1`, `killed by SIGKILL`.
+fn describe_status(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => match nix::sys::signal::Signal::try_from(signal) {
+            Ok(signal) => format!("killed by {signal}"),
+            Err(_) => format!("killed by signal {signal}"),
+        },
+        (None, None) => status.to_string(),
+    }
+}
+
+/// The last non-empty line of a program's output.
+fn last_line(text: &str) -> Option<String> {
+    text.lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .map(str::to_owned)
+}
+
+const SEVERITIES: [&str; 8] = [
+    "PANIC:", "FATAL:", "ERROR:", "WARNING:", "LOG:", "DETAIL:", "HINT:", "CONTEXT:",
+];
+
+/// Messages every start and stop logs, which never explain a failure.
+const ROUTINE: [&str; 14] = [
+    "starting PostgreSQL",
+    "listening on",
+    "database system is",
+    "database system was",
+    "redirecting log output",
+    "received fast shutdown",
+    "received immediate shutdown",
+    "received smart shutdown",
+    "aborting any active transactions",
+    "background worker",
+    "shutting down",
+    "checkpoint starting",
+    "checkpoint complete",
+    "could not bind IPv6",
+];
+
+/// A log line without its `log_line_prefix` (`2024-… UTC [123] `), from its severity on, with
+/// the double space after the severity collapsed.
+fn log_message(line: &str) -> Option<String> {
+    let start = SEVERITIES.iter().filter_map(|s| line.find(s)).min()?;
+    let message = &line[start..];
+    let (severity, text) = message.split_once(':')?;
+    Some(format!("{severity}: {}", text.trim()))
+}
+
+fn is_routine(message: &str) -> bool {
+    ROUTINE.iter().any(|r| message.contains(r))
+}
+
+/// The lines of a server log that explain a failure: the last FATAL or PANIC (else ERROR)
+/// message, with up to two meaningful messages just before it and its DETAIL and HINT lines.
+/// `None` when the log holds nothing but routine messages.
+fn log_excerpt(log: &str) -> Option<String> {
+    let messages: Vec<String> = log.lines().filter_map(log_message).collect();
+    let worst = messages
+        .iter()
+        .rposition(|m| m.starts_with("FATAL:") || m.starts_with("PANIC:"))
+        .or_else(|| messages.iter().rposition(|m| m.starts_with("ERROR:")));
+    let mut picked: Vec<&str> = Vec::new();
+    match worst {
+        Some(i) => {
+            let mut before: Vec<&str> = messages[..i]
+                .iter()
+                .rev()
+                .take(2)
+                .take_while(|m| {
+                    !is_routine(m) && !m.starts_with("DETAIL:") && !m.starts_with("HINT:")
+                })
+                .map(String::as_str)
+                .collect();
+            before.reverse();
+            picked.extend(before);
+            picked.push(&messages[i]);
+            picked.extend(
+                messages[i + 1..]
+                    .iter()
+                    .take_while(|m| m.starts_with("DETAIL:") || m.starts_with("HINT:"))
+                    .map(String::as_str),
+            );
+        }
+        None => {
+            let last = messages.iter().rev().find(|m| !is_routine(m))?;
+            picked.push(last);
+        }
+    }
+    let mut excerpt = picked.join(" / ");
+    if excerpt.len() > 1000 {
+        let cut = (0..=1000)
+            .rev()
+            .find(|&i| excerpt.is_char_boundary(i))
+            .unwrap_or(0);
+        excerpt.truncate(cut);
+        excerpt.push('…');
+    }
+    Some(excerpt)
+}
+
+/// Percent-encodes a database name for the path of a URL.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
+/// A connection string fit for messages and logs: the password removed from a URL
+/// (`postgres://user:secret@host/db` → `postgres://user@host/db`, and `?password=`) or from a
+/// `key=value` string (`password=secret`).
+pub fn redact_url(url: &str) -> String {
+    match url.find("://") {
+        Some(scheme_end) => redact_uri(url, scheme_end + 3),
+        None => redact_key_values(url),
+    }
+}
+
+fn redact_uri(url: &str, rest_start: usize) -> String {
+    let rest = &url[rest_start..];
+    let query_start = rest.find('?').unwrap_or(rest.len());
+    let (before_query, query) = rest.split_at(query_start);
+    // The user info ends at the last `@` before the query: a raw `/` or `@` in a password
+    // must not make us print it.
+    let host_part = match before_query.rfind('@') {
+        Some(at) => {
+            let user = before_query[..at].split(':').next().unwrap_or_default();
+            format!("{user}@{}", &before_query[at + 1..])
+        }
+        None => before_query.to_owned(),
+    };
+    let query = match query.strip_prefix('?') {
+        Some(params) => {
+            let kept: Vec<&str> = params
+                .split('&')
+                .filter(|kv| !kv.to_ascii_lowercase().starts_with("password="))
+                .collect();
+            if kept.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", kept.join("&"))
+            }
+        }
+        None => String::new(),
+    };
+    format!("{}{host_part}{query}", &url[..rest_start])
+}
+
+fn redact_key_values(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        // At the start of a key?
+        let at_key_start = i == 0 || chars[i - 1].is_whitespace();
+        if at_key_start
+            && chars[i..]
+                .iter()
+                .take(8)
+                .collect::<String>()
+                .eq_ignore_ascii_case("password")
+        {
+            let mut j = i + 8;
+            while j < chars.len() && chars[j].is_whitespace() {
+                j += 1;
+            }
+            if j < chars.len() && chars[j] == '=' {
+                j += 1;
+                while j < chars.len() && chars[j].is_whitespace() {
+                    j += 1;
+                }
+                if j < chars.len() && chars[j] == '\'' {
+                    j += 1;
+                    while j < chars.len() && chars[j] != '\'' {
+                        if chars[j] == '\\' {
+                            j += 1;
+                        }
+                        j += 1;
+                    }
+                    j += 1;
+                } else {
+                    while j < chars.len() && !chars[j].is_whitespace() {
+                        j += 1;
+                    }
+                }
+                while j < chars.len() && chars[j].is_whitespace() {
+                    j += 1;
+                }
+                i = j.min(chars.len());
+                continue;
+            }
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    out.trim_end().to_owned()
+}
+
+/// One line saying what PostgreSQL (or the connection) reported: `FATAL: database "x" does not
+/// exist`, with DETAIL and HINT when there are any. The DETAIL of a constraint violation is left
+/// out: it quotes row data.
+pub fn describe_pg_error(error: &tokio_postgres::Error) -> String {
+    let text = match error.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{}: {}", db.severity(), db.message());
+            let integrity_violation = db.code().code().starts_with("23");
+            if let Some(detail) = db.detail().filter(|_| !integrity_violation) {
+                let _ = write!(text, " ({detail})");
+            }
+            if let Some(hint) = db.hint() {
+                let _ = write!(text, "; hint: {hint}");
+            }
+            text
+        }
+        None => {
+            let mut text = error.to_string();
+            let mut source = error.source();
+            while let Some(cause) = source {
+                let cause_text = cause.to_string();
+                if !text.contains(&cause_text) {
+                    let _ = write!(text, ": {cause_text}");
+                }
+                source = cause.source();
+            }
+            text
+        }
+    };
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Connects to `url` (without TLS) and runs the connection on the current tokio runtime.
+///
+/// The error names the URL with its password removed ([`redact_url`]).
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| Error::Postgres {
+            context: format!("connecting to {}", redact_url(url)),
+            detail: format!(
+                "{}; check that the server is running and reachable and that the URL, user and password are right",
+                describe_pg_error(&e)
+            ),
+        })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("PostgreSQL connection ended: {}", describe_pg_error(&e));
+        }
+    });
+    Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_survive_redaction() {
+        assert_eq!(
+            redact_url("postgres://postgres:pw@localhost:5432/postgres"),
+            "postgres://postgres@localhost:5432/postgres"
+        );
+        assert_eq!(
+            redact_url("postgresql://u:p/w@d@h/db?sslmode=require&password=x"),
+            "postgresql://u@h/db?sslmode=require"
+        );
+        assert_eq!(redact_url("postgres://h/db?password=x"), "postgres://h/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact_url("host=h password='a b\\' c' user=u"),
+            "host=h user=u"
+        );
+        assert_eq!(
+            redact_url("host=h PASSWORD = s3cret dbname=x"),
+            "host=h dbname=x"
+        );
+        assert_eq!(redact_url("host=h dbname=x password=s"), "host=h dbname=x");
+        assert_eq!(redact_url("host=h mypassword=x"), "host=h mypassword=x");
+    }
+
+    #[test]
+    fn identifiers_and_urls_are_quoted() {
+        assert_eq!(percent_encode("a b/ü"), "a%20b%2F%C3%BC");
+        assert_eq!(conf_string("/tmp/it's"), "'/tmp/it''s'");
+    }
+
+    #[test]
+    fn the_log_excerpt_explains_the_failure() {
+        let log = "\
+2025-01-01 10:00:00.000 UTC [10] LOG:  starting PostgreSQL 15.8 on x86_64
+2025-01-01 10:00:00.000 UTC [10] LOG:  invalid value for parameter \"shared_buffers\": \"lots\"
+2025-01-01 10:00:00.000 UTC [10] FATAL:  configuration file \"/tmp/x/postgresql.conf\" contains errors
+";
+        assert_eq!(
+            log_excerpt(log).unwrap(),
+            "LOG: invalid value for parameter \"shared_buffers\": \"lots\" / FATAL: configuration file \"/tmp/x/postgresql.conf\" contains errors"
+        );
+        let log = "\
+2025-01-01 10:00:00.000 UTC [10] LOG:  starting PostgreSQL 15.8 on x86_64
+2025-01-01 10:00:00.000 UTC [10] FATAL:  data directory \"/x\" has invalid permissions
+2025-01-01 10:00:00.000 UTC [10] DETAIL:  Permissions should be u=rwx (0700).
+2025-01-01 10:00:00.000 UTC [10] LOG:  database system is shut down
+";
+        assert_eq!(
+            log_excerpt(log).unwrap(),
+            "FATAL: data directory \"/x\" has invalid permissions / DETAIL: Permissions should be u=rwx (0700)."
+        );
+        let log = "2025-01-01 10:00:00.000 UTC [10] LOG:  database system is shut down\n";
+        assert_eq!(log_excerpt(log), None);
+        assert_eq!(log_excerpt(""), None);
+    }
+
+    #[test]
+    fn statuses_read_like_sentences() {
+        assert_eq!(
+            describe_status(ExitStatus::from_raw(1 << 8)),
+            "exit status 1"
+        );
+        assert_eq!(
+            describe_status(ExitStatus::from_raw(9)),
+            "killed by SIGKILL"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cluster_starts_serves_and_vanishes() {
+        let cluster = Cluster::start(ClusterOptions {
+            fsync: false,
+            ..ClusterOptions::default()
+        })
+        .await
+        .unwrap();
+        cluster
+            .create_database("with \"quotes\" and spaces")
+            .await
+            .unwrap();
+        let client = connect(&cluster.url("with \"quotes\" and spaces"))
+            .await
+            .unwrap();
+        let row = client
+            .query_one(
+                "SELECT current_database(), current_setting('server_version_num')::int",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "with \"quotes\" and spaces");
+        assert_eq!(row.get::<_, i32>(1) as u32 / 10000, cluster.major_version());
+        let root = cluster.data_dir().parent().unwrap().to_owned();
+        drop(client);
+        drop(cluster);
+        assert!(!root.exists());
+    }
+
+    #[tokio::test]
+    async fn connection_errors_name_the_url_without_its_password() {
+        let port = free_port().unwrap();
+        let err = connect(&format!("postgres://me:hunter2@127.0.0.1:{port}/db"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("connecting to postgres://me@127.0.0.1:{port}/db")),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("refused"), "{err}");
+    }
+}

@@ -1,0 +1,251 @@
+//! Database URLs: parsed once, shown without their password, handed to child programs with the
+//! password in `PGPASSWORD` rather than on the command line.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::crypto::{ExposeSecret, SecretString};
+use crate::error::{Error, Result};
+use crate::process::ChildCommand;
+
+/// A PostgreSQL connection URL (`postgres://user@host:5432/shop?sslmode=require`).
+#[derive(Clone, Debug)]
+pub struct DbUrl {
+    /// The URL without its password.
+    url: Url,
+    password: Option<SecretString>,
+}
+
+impl DbUrl {
+    /// Parses a `postgres://` or `postgresql://` URL. The database name is required.
+    pub fn parse(text: &str) -> Result<DbUrl> {
+        let bad = |detail: &str| Error::Postgres {
+            context: format!("reading the database URL {}", redact(text)),
+            detail: detail.to_owned(),
+        };
+        let mut url = Url::parse(text.trim())
+            .map_err(|e| bad(&format!("{e}; expected postgres://user@host:5432/database")))?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return Err(bad("expected a postgres:// or postgresql:// URL"));
+        }
+        let password = url.password().map(|p| percent_decode(p).into());
+        let _ = url.set_password(None);
+        let parsed = DbUrl { url, password };
+        if parsed.database().is_empty() {
+            return Err(bad("it names no database: add /dbname at the end"));
+        }
+        Ok(parsed)
+    }
+
+    /// Whether the URL carried a password.
+    pub fn has_password(&self) -> bool {
+        self.password.is_some()
+    }
+
+    /// Sets the password (read from a file or the environment).
+    pub fn with_password(mut self, password: Option<SecretString>) -> Self {
+        self.password = password;
+        self
+    }
+
+    /// The database name.
+    pub fn database(&self) -> String {
+        percent_decode(self.url.path().trim_start_matches('/'))
+    }
+
+    /// The same server and user, another database.
+    pub fn with_database(&self, database: &str) -> DbUrl {
+        let mut url = self.url.clone();
+        let encoded: String = url::form_urlencoded::byte_serialize(database.as_bytes()).collect();
+        url.set_path(&format!("/{}", encoded.replace('+', "%20")));
+        DbUrl {
+            url,
+            password: self.password.clone(),
+        }
+    }
+
+    /// The URL for messages and manifests: never the password.
+    pub fn redacted(&self) -> String {
+        self.url.to_string()
+    }
+
+    /// Connects with tokio-postgres; the connection runs on its own task.
+    pub async fn connect(&self) -> Result<tokio_postgres::Client> {
+        let mut config: tokio_postgres::Config = self
+            .url
+            .as_str()
+            .parse()
+            .map_err(|e: tokio_postgres::Error| self.error("reading", e))?;
+        if let Some(password) = &self.password {
+            config.password(password.expose_secret());
+        } else if let Ok(password) = std::env::var("PGPASSWORD") {
+            config.password(password);
+        }
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| self.error("connecting to", e))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "database connection ended");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Points a client program (`pg_dump`, `pg_restore`) at this database: `--dbname` without
+    /// the password, the password in the child's `PGPASSWORD`.
+    pub fn apply(&self, command: ChildCommand) -> ChildCommand {
+        let command = command.arg(format!("--dbname={}", self.url));
+        match &self.password {
+            Some(password) => command.env("PGPASSWORD", password.clone()),
+            None => command,
+        }
+    }
+
+    /// An error about a query on this database.
+    pub fn error(&self, doing: &str, e: tokio_postgres::Error) -> Error {
+        let detail = match e.as_db_error() {
+            Some(db) => match db.hint() {
+                Some(hint) => format!("{} ({hint})", db.message()),
+                None => db.message().to_owned(),
+            },
+            None => {
+                let text = e.to_string();
+                match std::error::Error::source(&e) {
+                    Some(source) => format!("{text}: {source}"),
+                    None => text,
+                }
+            }
+        };
+        Error::Postgres {
+            context: format!("{doing} {}", self.redacted()),
+            detail: detail.replace('\n', " "),
+        }
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// The URL with any password masked, for messages about URLs that did not parse.
+fn redact(text: &str) -> String {
+    if text.to_ascii_lowercase().contains("password") {
+        return "(not shown: it holds a password)".to_owned();
+    }
+    match (text.find("://"), text.rfind('@')) {
+        (Some(start), Some(at)) if at > start => {
+            let user_end = text[start + 3..at].find(':').map_or(at, |i| start + 3 + i);
+            format!("{}:***{}", &text[..user_end], &text[at..])
+        }
+        _ => text.to_owned(),
+    }
+}
+
+/// What a server told us about itself and one database, at backup time.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DatabaseFacts {
+    /// The database name.
+    pub name: String,
+    /// `server_version` (`15.18`).
+    pub server_version: String,
+    /// `server_version_num / 10000` (15).
+    pub major_version: u32,
+    /// `pg_database_size`, bytes.
+    pub size_bytes: u64,
+    /// Row estimates per table (`schema.table`), from the planner statistics.
+    pub row_estimates: BTreeMap<String, i64>,
+    /// The cluster's system identifier, when the role may read it.
+    pub system_identifier: Option<String>,
+}
+
+/// Asks the server about the database `client` is connected to.
+pub async fn database_facts(client: &tokio_postgres::Client, url: &DbUrl) -> Result<DatabaseFacts> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version'), current_setting('server_version_num')::int, \
+             pg_database_size(current_database())",
+            &[],
+        )
+        .await
+        .map_err(|e| url.error("asking the server version of", e))?;
+    let version_num: i32 = row.get(1);
+    let size: i64 = row.get(2);
+    let system_identifier = client
+        .query_one(
+            "SELECT system_identifier::text FROM pg_control_system()",
+            &[],
+        )
+        .await
+        .ok()
+        .map(|r| r.get::<_, String>(0));
+    // reltuples is -1 for a table never vacuumed or analyzed: then the statistics collector's
+    // live-tuple count is the better estimate.
+    let rows = client
+        .query(
+            "SELECT n.nspname || '.' || c.relname, \
+                    CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint \
+                         ELSE coalesce(s.n_live_tup, 0) END \
+             FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
+             WHERE c.relkind IN ('r', 'p') \
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+               AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'",
+            &[],
+        )
+        .await
+        .map_err(|e| url.error("reading the table statistics of", e))?;
+    Ok(DatabaseFacts {
+        name: url.database(),
+        server_version: row.get(0),
+        major_version: u32::try_from(version_num / 10_000).unwrap_or(0),
+        size_bytes: u64::try_from(size).unwrap_or(0),
+        row_estimates: rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        system_identifier,
+    })
+}
+
+/// Quotes an identifier for SQL (`"my ""odd"" db"`).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_leaves_the_url_and_goes_to_the_environment() {
+        let url =
+            DbUrl::parse("postgres://app:s%40cret@db.internal:6432/shop?sslmode=require").unwrap();
+        assert_eq!(url.database(), "shop");
+        assert_eq!(
+            url.redacted(),
+            "postgres://app@db.internal:6432/shop?sslmode=require"
+        );
+        assert!(url.has_password());
+        let other = url.with_database("my db");
+        assert_eq!(other.database(), "my db");
+        assert!(!other.redacted().contains("cret"));
+    }
+
+    #[test]
+    fn bad_urls_say_why_without_the_password() {
+        for (text, why) in [
+            ("mysql://u:hunter2@h/db", "postgres://"),
+            ("postgres://u:hunter2@h", "names no database"),
+            ("host=h dbname=x password=hunter2", "expected postgres://"),
+        ] {
+            let err = DbUrl::parse(text).unwrap_err().to_string();
+            assert!(err.contains(why), "{text}: {err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+}

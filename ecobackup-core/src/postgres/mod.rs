@@ -1,0 +1,9 @@
+//! PostgreSQL: connecting, learning about the server, finding its programs, and throwaway
+//! clusters for demos, drills and tests.
+
+pub mod binaries;
+pub mod cluster;
+pub mod conn;
+pub mod fixture;
+
+pub use conn::{database_facts, quote_ident, DatabaseFacts, DbUrl};

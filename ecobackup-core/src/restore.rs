@@ -1,0 +1,364 @@
+//! Logical restores: a database's dump streamed from the repository through age and zstd into
+//! `pg_restore`.
+//!
+//! With one job the dump goes straight into `pg_restore --single-transaction`: a restore that
+//! fails halfway (a tampered artifact, a wrong key, a dropped connection) rolls back and leaves
+//! the target as it was. Parallel restore (`jobs > 1`) needs a seekable file, so the dump is
+//! first downloaded to a private temporary file; it is not atomic (pg_restore's limitation).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::artifact;
+use crate::backup::{Catalog, CATALOG_ARTIFACT};
+use crate::crypto::Keyring;
+use crate::error::{Error, Result};
+use crate::io::FileSink;
+use crate::pipeline::PipelineReport;
+use crate::postgres::binaries::find_program;
+use crate::postgres::{quote_ident, DbUrl};
+use crate::process::{ChildCommand, ChildSink};
+use crate::progress::Progress;
+use crate::repository::{ArtifactEntry, BackupKind, Manifest, Repository};
+
+/// What to restore, where, and how.
+#[derive(Clone)]
+pub struct LogicalRestore {
+    /// A backup id, or `latest`.
+    pub backup: String,
+    /// The target database.
+    pub target: DbUrl,
+    /// Which database of the backup to restore; needed only when it holds several.
+    pub database: Option<String>,
+    /// Create the target database first (it must not exist).
+    pub create: bool,
+    /// Drop the objects of the dump before recreating them (`--clean --if-exists`).
+    pub clean: bool,
+    /// Parallel pg_restore jobs; above 1 the dump is downloaded to a temporary file first.
+    pub jobs: u32,
+    /// Terminate other sessions on the target database instead of refusing to restore.
+    pub terminate_connections: bool,
+    /// Identities able to decrypt the backup.
+    pub keyring: Option<Arc<Keyring>>,
+    /// `--pg-bin`.
+    pub pg_bin: Option<PathBuf>,
+    /// Where the temporary file of a parallel restore goes (default: the system temp dir).
+    pub temp_dir: Option<PathBuf>,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RestoreOutcome {
+    /// The backup restored.
+    pub backup_id: String,
+    /// The artifact restored.
+    pub artifact: String,
+    /// The target database URL, without password.
+    pub target: String,
+    /// Whether the target database was created.
+    pub created: bool,
+    /// Sessions terminated before restoring.
+    pub terminated_connections: u64,
+    /// The download/decrypt/restore pipeline's report.
+    pub report: PipelineReport,
+}
+
+fn refused(target: &DbUrl, detail: String) -> Error {
+    Error::Postgres {
+        context: format!("restoring into {}", target.redacted()),
+        detail,
+    }
+}
+
+/// Which dump of `manifest` to restore.
+fn choose_artifact<'m>(
+    manifest: &'m Manifest,
+    database: Option<&str>,
+) -> Result<&'m ArtifactEntry> {
+    let dumps: Vec<&ArtifactEntry> = manifest
+        .artifacts
+        .iter()
+        .filter(|a| a.name.contains(".dump"))
+        .collect();
+    let wanted = match (database, dumps.as_slice()) {
+        (Some(name), _) => name.to_owned(),
+        (None, [only]) => return Ok(only),
+        (None, _) => {
+            return Err(Error::BackupNotFound {
+                wanted: format!(
+                    "database to pick in {} (it holds {}): pass --database NAME",
+                    manifest.id,
+                    manifest.source.databases.join(", ")
+                ),
+                repo: "the backup".to_owned(),
+            })
+        }
+    };
+    dumps
+        .into_iter()
+        .find(|a| a.name.split(".dump").next() == Some(wanted.as_str()))
+        .ok_or_else(|| Error::BackupNotFound {
+            wanted: format!(
+                "of database {wanted:?} in {} (it holds {})",
+                manifest.id,
+                manifest.source.databases.join(", ")
+            ),
+            repo: "the backup".to_owned(),
+        })
+}
+
+/// Reads the encrypted catalog of a logical backup (sizes and row estimates per database).
+pub async fn read_catalog(
+    repo: &Repository,
+    manifest: &Manifest,
+    keyring: Option<Arc<Keyring>>,
+) -> Result<Catalog> {
+    let entry = manifest
+        .artifacts
+        .iter()
+        .find(|a| a.name.starts_with(CATALOG_ARTIFACT))
+        .ok_or_else(|| Error::NotFound {
+            key: format!("backups/{}/{CATALOG_ARTIFACT}…", manifest.id),
+            repo: repo.storage().url().to_owned(),
+        })?;
+    let sink = crate::io::VecSink::default();
+    let bytes = sink.contents();
+    artifact::open(
+        repo,
+        &manifest.id,
+        entry,
+        keyring,
+        sink,
+        &crate::progress::NoProgress,
+    )
+    .await?;
+    let bytes = bytes.lock().map(|b| b.clone()).unwrap_or_default();
+    serde_json::from_slice(&bytes).map_err(|e| Error::BadManifest {
+        key: Repository::artifact_key(&manifest.id, &entry.name),
+        detail: e.to_string(),
+    })
+}
+
+/// Prepares the target database: creates it, or checks who else is connected to it.
+async fn prepare_target(plan: &LogicalRestore) -> Result<(bool, u64)> {
+    let target = &plan.target;
+    let database = target.database();
+    let admin_url = target.with_database("postgres");
+    let admin = admin_url.connect().await?;
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
+        .await
+        .map_err(|e| admin_url.error("looking up the target database on", e))?
+        .is_some();
+    if plan.create {
+        if exists {
+            return Err(refused(
+                target,
+                format!("database {database:?} already exists: drop --create to restore into it (add --clean to replace its objects)"),
+            ));
+        }
+        admin
+            .batch_execute(&format!(
+                "CREATE DATABASE {} TEMPLATE template0",
+                quote_ident(&database)
+            ))
+            .await
+            .map_err(|e| admin_url.error("creating the target database on", e))?;
+        return Ok((true, 0));
+    }
+    if !exists {
+        return Err(refused(
+            target,
+            format!("database {database:?} does not exist: pass --create to create it"),
+        ));
+    }
+    let sessions = admin
+        .query(
+            "SELECT pid, coalesce(usename, '?'), coalesce(application_name, ''), \
+                    coalesce(host(client_addr), 'local') \
+             FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&database],
+        )
+        .await
+        .map_err(|e| admin_url.error("listing the sessions on", e))?;
+    if sessions.is_empty() {
+        return Ok((false, 0));
+    }
+    if !plan.terminate_connections {
+        let who: Vec<String> = sessions
+            .iter()
+            .take(3)
+            .map(|r| {
+                let app: String = r.get(2);
+                format!(
+                    "{}@{}{}",
+                    r.get::<_, String>(1),
+                    r.get::<_, String>(3),
+                    if app.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({app})")
+                    }
+                )
+            })
+            .collect();
+        return Err(refused(
+            target,
+            format!(
+                "database {database:?} has {} other session(s) ({}): stop them, or pass --terminate-connections",
+                sessions.len(),
+                who.join(", ")
+            ),
+        ));
+    }
+    let terminated = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&database],
+        )
+        .await
+        .map_err(|e| admin_url.error("terminating the sessions on", e))?;
+    Ok((false, terminated.len() as u64))
+}
+
+async fn server_major(url: &DbUrl) -> Result<u32> {
+    let client = url.with_database("postgres").connect().await?;
+    let row = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(|e| url.error("asking the server version of", e))?;
+    Ok(u32::try_from(row.get::<_, i32>(0) / 10_000).unwrap_or(0))
+}
+
+/// Runs pg_restore: streamed with one job, from a temporary file with several.
+async fn run_pg_restore(
+    repo: &Repository,
+    plan: &LogicalRestore,
+    manifest: &Manifest,
+    entry: &ArtifactEntry,
+    pg_restore: &std::path::Path,
+    progress: &dyn Progress,
+) -> Result<PipelineReport> {
+    let mut command = ChildCommand::new(pg_restore)
+        .arg("--no-owner")
+        .arg("--exit-on-error")
+        .arg("--no-password");
+    if plan.clean {
+        command = command.arg("--clean").arg("--if-exists");
+    }
+    let command_for = |command: ChildCommand| plan.target.apply(command);
+    if plan.jobs <= 1 {
+        let command = command_for(command.arg("--single-transaction"));
+        artifact::open(
+            repo,
+            &manifest.id,
+            entry,
+            plan.keyring.clone(),
+            ChildSink::new(command),
+            progress,
+        )
+        .await
+    } else {
+        let dir = tempfile::Builder::new()
+            .prefix("ecobackup-restore-")
+            .tempdir_in(plan.temp_dir.clone().unwrap_or_else(std::env::temp_dir))
+            .map_err(|e| Error::io("creating a temporary directory for the parallel restore", e))?;
+        let file = dir.path().join("dump");
+        progress.note(&format!(
+            "--jobs {}: downloading the dump to {} first (pg_restore needs a seekable file for a parallel restore; it is deleted afterwards)",
+            plan.jobs,
+            file.display()
+        ));
+        let report = artifact::open(
+            repo,
+            &manifest.id,
+            entry,
+            plan.keyring.clone(),
+            FileSink::new(&file),
+            progress,
+        )
+        .await?;
+        let command = command_for(command.arg(format!("--jobs={}", plan.jobs))).arg(&file);
+        command.output().await?;
+        Ok(report)
+    }
+}
+
+/// Drops a database this restore created, after the restore failed: the target is left as it
+/// was found (absent).
+async fn drop_created(target: &DbUrl) {
+    let admin_url = target.with_database("postgres");
+    let sql = format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        quote_ident(&target.database())
+    );
+    let result = match admin_url.connect().await {
+        Ok(admin) => admin
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| admin_url.error("dropping", e)),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not drop the database created for the failed restore");
+    }
+}
+
+/// Restores one database of a logical backup.
+pub async fn restore_logical(
+    repo: &Repository,
+    plan: &LogicalRestore,
+    progress: &dyn Progress,
+) -> Result<RestoreOutcome> {
+    let manifest = repo
+        .resolve(&plan.backup, Some(BackupKind::Logical))
+        .await?;
+    if manifest.kind != BackupKind::Logical {
+        return Err(Error::BackupNotFound {
+            wanted: format!(
+                "{} as a logical backup (it is {})",
+                manifest.id, manifest.kind
+            ),
+            repo: repo.storage().url().to_owned(),
+        });
+    }
+    let entry = choose_artifact(&manifest, plan.database.as_deref())?;
+    if !entry.recipients.is_empty() && plan.keyring.is_none() {
+        return Err(Error::NoIdentities);
+    }
+    let major = server_major(&plan.target).await?;
+    let source_major = manifest
+        .source
+        .server_version
+        .as_deref()
+        .and_then(|v| v.split('.').next())
+        .and_then(|v| v.parse::<u32>().ok());
+    if let Some(source_major) = source_major.filter(|&s| s > major) {
+        return Err(refused(
+            &plan.target,
+            format!("the backup comes from PostgreSQL {source_major}, the target runs {major}: restore into a server of version {source_major} or newer"),
+        ));
+    }
+    let pg_restore = find_program("pg_restore", major, plan.pg_bin.as_deref())?;
+    let (created, terminated) = prepare_target(plan).await?;
+
+    let outcome = run_pg_restore(repo, plan, &manifest, entry, &pg_restore, progress).await;
+    let report = match outcome {
+        Ok(report) => report,
+        Err(e) => {
+            if created {
+                drop_created(&plan.target).await;
+            }
+            return Err(e);
+        }
+    };
+    Ok(RestoreOutcome {
+        backup_id: manifest.id.clone(),
+        artifact: entry.name.clone(),
+        target: plan.target.redacted(),
+        created,
+        terminated_connections: terminated,
+        report,
+    })
+}
