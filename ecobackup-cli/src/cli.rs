@@ -39,14 +39,14 @@ pub enum Command {
     /// Manage age keys.
     #[command(subcommand)]
     Key(KeyCommand),
-    /// Take a backup (not built yet).
+    /// Take a backup.
     #[command(subcommand)]
     Backup(BackupCommand),
     /// List backups, oldest first (by when they finished).
     List(ListArgs),
     /// Show one backup's manifest.
     Show(ShowArgs),
-    /// Restore a backup (not built yet).
+    /// Restore a backup.
     #[command(subcommand)]
     Restore(RestoreCommand),
     /// archive_command: push one WAL segment (not built yet).
@@ -65,8 +65,8 @@ pub enum Command {
     Check(NotBuilt),
     /// Run the schedules in the config (not built yet).
     Daemon(NotBuilt),
-    /// Throwaway cluster → encrypted backup → restore drill → report (not built yet).
-    Demo(NotBuilt),
+    /// Throwaway cluster → encrypted backup → restore → every table compared → report.
+    Demo(DemoArgs),
     /// Filter stdin to stdout: zstd-compress, then age-encrypt to the recipients (the artifact format).
     Encrypt(EncryptArgs),
     /// Filter stdin to stdout: age-decrypt with the identities, then zstd-decompress if compressed.
@@ -86,8 +86,8 @@ pub enum KeyCommand {
 /// `backup` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
-    /// pg_dump per database (+ globals) → zstd → age → repository (not built yet).
-    Logical(NotBuilt),
+    /// pg_dump per database (+ globals) → zstd → age → repository, no temporary files.
+    Logical(BackupLogicalArgs),
     /// pg_basebackup streamed → zstd → age → repository (not built yet).
     Physical(NotBuilt),
     /// Directories of files → tar → zstd → age → repository (not built yet).
@@ -97,12 +97,84 @@ pub enum BackupCommand {
 /// `restore` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum RestoreCommand {
-    /// Restore a logical backup with pg_restore (not built yet).
-    Logical(NotBuilt),
+    /// Stream a logical backup from the repository into pg_restore.
+    Logical(RestoreLogicalArgs),
     /// Restore a base backup, optionally to a point in time (not built yet).
     Physical(NotBuilt),
     /// Restore a files backup into a directory (not built yet).
     Files(NotBuilt),
+}
+
+/// `backup logical`.
+#[derive(Debug, Args)]
+pub struct BackupLogicalArgs {
+    /// A database to dump (postgres://user@host:5432/db, no password: use PGPASSFILE or
+    /// PGPASSWORD); repeat for several. Default: the [[database]] entries of the config.
+    #[arg(long = "db", value_name = "URL")]
+    pub databases: Vec<String>,
+    /// Also dump the roles and tablespaces (pg_dumpall --globals-only).
+    #[arg(long)]
+    pub globals: bool,
+    /// A label for the manifest, e.g. --tag reason=pre-migration; repeat for several.
+    #[arg(long = "tag", value_name = "K=V")]
+    pub tags: Vec<String>,
+    #[command(flatten)]
+    pub recipients: RecipientArgs,
+    /// Store the backup unencrypted (refused without this flag when no recipient is configured).
+    #[arg(long)]
+    pub no_encryption: bool,
+    /// zstd level (1–19).
+    #[arg(long, default_value_t = ecobackup_core::transform::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+    /// Directory holding pg_dump of the server's major version.
+    #[arg(long, value_name = "DIR", env = "ECOBACKUP_PG_BIN")]
+    pub pg_bin: Option<PathBuf>,
+}
+
+/// `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the repository and the demo key go.
+    #[arg(long, value_name = "DIR", default_value = "ecobackup-demo")]
+    pub dir: PathBuf,
+    /// Size of the demo shop: 1 is about 16 MB, 50 about 400 MB.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub scale: u32,
+    /// Directory holding initdb, pg_ctl, pg_dump and pg_restore (default: the newest installed).
+    #[arg(long, value_name = "DIR", env = "ECOBACKUP_PG_BIN")]
+    pub pg_bin: Option<PathBuf>,
+}
+
+/// `restore logical`.
+#[derive(Debug, Args)]
+pub struct RestoreLogicalArgs {
+    /// A backup id, or `latest`.
+    #[arg(value_name = "ID|latest")]
+    pub id: String,
+    /// The target database (postgres://user@host:5432/db, no password: use PGPASSFILE or PGPASSWORD).
+    #[arg(long = "db", value_name = "URL")]
+    pub target: String,
+    /// Which database of the backup to restore (needed when it holds several).
+    #[arg(long, value_name = "NAME")]
+    pub database: Option<String>,
+    /// Create the target database (it must not exist yet).
+    #[arg(long)]
+    pub create: bool,
+    /// Drop the dump's objects in the target before recreating them.
+    #[arg(long)]
+    pub clean: bool,
+    /// Parallel pg_restore jobs; above 1 the dump is downloaded to a temporary file first,
+    /// and the restore is no longer a single transaction.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: u32,
+    /// Terminate other sessions on the target database (otherwise the restore refuses).
+    #[arg(long)]
+    pub terminate_connections: bool,
+    #[command(flatten)]
+    pub identities: IdentityArgs,
+    /// Directory holding pg_restore of the target server's major version.
+    #[arg(long, value_name = "DIR", env = "ECOBACKUP_PG_BIN")]
+    pub pg_bin: Option<PathBuf>,
 }
 
 /// The arguments of a command that is not built yet: accepted, then refused with a clear line.

@@ -44,6 +44,7 @@ impl From<ecobackup_core::Error> for CliError {
                 | E::PassphraseRequired { .. }
                 | E::WrongPassphrase { .. }
                 | E::AlreadyExists { .. }
+                | E::BinaryNotFound { .. }
         );
         CliError {
             message: e.to_string(),
@@ -121,6 +122,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Show(args) => commands::repo::show(&ctx, args).await,
         Command::Encrypt(args) => commands::filter::encrypt(&ctx, args).await,
         Command::Decrypt(args) => commands::filter::decrypt(&ctx, args).await,
+        Command::Demo(args) => commands::demo::demo(&ctx, args).await,
+        Command::Backup(cli::BackupCommand::Logical(args)) => {
+            commands::logical::backup(&ctx, args).await
+        }
+        Command::Restore(cli::RestoreCommand::Logical(args)) => {
+            commands::logical::restore(&ctx, args).await
+        }
         other => Err(not_built(&other)),
     }
 }
@@ -129,10 +137,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
 fn not_built(command: &Command) -> CliError {
     use cli::{BackupCommand as B, RestoreCommand as R};
     let name = match command {
-        Command::Backup(B::Logical(_)) => "backup logical",
         Command::Backup(B::Physical(_)) => "backup physical",
         Command::Backup(B::Files(_)) => "backup files",
-        Command::Restore(R::Logical(_)) => "restore logical",
         Command::Restore(R::Physical(_)) => "restore physical",
         Command::Restore(R::Files(_)) => "restore files",
         Command::WalPush(_) => "wal-push",
@@ -143,8 +149,10 @@ fn not_built(command: &Command) -> CliError {
         Command::Status(_) => "status",
         Command::Check(_) => "check",
         Command::Daemon(_) => "daemon",
-        Command::Demo(_) => "demo",
-        Command::Init
+        Command::Backup(B::Logical(_))
+        | Command::Restore(R::Logical(_))
+        | Command::Demo(_)
+        | Command::Init
         | Command::List(_)
         | Command::Show(_)
         | Command::Key(_)
@@ -152,6 +160,6 @@ fn not_built(command: &Command) -> CliError {
         | Command::Decrypt(_) => "this command",
     };
     CliError::usage(format!(
-        "`ecobackup {name}` is not built yet in this version; nothing was done (working today: init, list, show, key generate, encrypt, decrypt)"
+        "`ecobackup {name}` is not built yet in this version; nothing was done (working today: init, list, show, backup logical, restore logical, demo, key generate, encrypt, decrypt)"
     ))
 }

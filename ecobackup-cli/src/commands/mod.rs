@@ -1,5 +1,8 @@
 //! One module per user-facing command; each maps flags to library calls and prints the result.
 
+pub mod demo;
 pub mod filter;
 pub mod key;
+pub mod logical;
+pub mod progress;
 pub mod repo;

@@ -197,7 +197,7 @@ pub async fn show(ctx: &Context, args: ShowArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn human_bytes(n: u64) -> String {
+pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;
     let mut unit = 0;

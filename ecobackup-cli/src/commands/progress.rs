@@ -1,0 +1,82 @@
+//! Progress bars on a terminal (bytes, rate, ETA); silence when stderr is not a terminal, with
+//! `-q`, or with `--json`.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ecobackup_core::pipeline::StageMeter;
+use ecobackup_core::progress::Progress;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::Context;
+
+/// Bars for the long steps of one command.
+pub struct Bars {
+    visible: bool,
+    quiet: bool,
+    running: Mutex<HashMap<String, (ProgressBar, Arc<AtomicBool>)>>,
+}
+
+impl Bars {
+    /// Bars that show only on a terminal, and never with `-q` or `--json`.
+    pub fn new(ctx: &Context) -> Bars {
+        Bars {
+            visible: std::io::stderr().is_terminal() && !ctx.quiet && !ctx.json,
+            quiet: ctx.quiet || ctx.json,
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn begin(&self, step: &str, total: Option<u64>, meter: StageMeter) {
+        if !self.visible {
+            return;
+        }
+        let bar = match total {
+            Some(total) => ProgressBar::new(total).with_style(
+                ProgressStyle::with_template(
+                    "{msg:24} {bytes:>10} / ~{total_bytes:<10} {binary_bytes_per_sec:>12}  ETA {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ),
+            None => ProgressBar::no_length().with_style(
+                ProgressStyle::with_template("{msg:24} {bytes:>10} {binary_bytes_per_sec:>12}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ),
+        };
+        bar.set_message(step.to_owned());
+        let done = Arc::new(AtomicBool::new(false));
+        let (ticker, flag) = (bar.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                let bytes = meter.bytes_out();
+                if ticker.length().is_some_and(|len| bytes > len) {
+                    ticker.set_length(bytes);
+                }
+                ticker.set_position(bytes);
+                std::thread::sleep(Duration::from_millis(150));
+            }
+        });
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(step.to_owned(), (bar, done));
+        }
+    }
+
+    fn end(&self, step: &str) {
+        let entry = self.running.lock().ok().and_then(|mut r| r.remove(step));
+        if let Some((bar, done)) = entry {
+            done.store(true, Ordering::Relaxed);
+            bar.finish_and_clear();
+        }
+    }
+
+    fn note(&self, message: &str) {
+        if !self.quiet {
+            eprintln!("{message}");
+        }
+    }
+}
