@@ -170,9 +170,7 @@ impl World {
             None => url.to_owned(),
         };
         self.runtime.block_on(async {
-            let client = ecobackup_core::postgres::cluster::connect(&url)
-                .await
-                .unwrap();
+            let client = ecobackup_core::postgres::connect(&url).await.unwrap();
             client
                 .query_one(&format!("SELECT count(*) FROM {table}"), &[])
                 .await

@@ -21,9 +21,10 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ecobackup_core::postgres::cluster::{connect, redact_url, Cluster, ClusterOptions};
+use ecobackup_core::postgres::cluster::{Cluster, ClusterOptions};
 use ecobackup_core::postgres::fixture::load_shop;
 use ecobackup_core::postgres::quote_ident;
+use ecobackup_core::postgres::{connect, redact_url};
 
 /// The environment variable naming an external server to test against instead of a throwaway
 /// cluster: a `postgres://user:password@host:port/database` URL, whose database is used for
@@ -116,7 +117,7 @@ impl TestPg {
                 panic!(
                     "creating database {name:?} on {}: {}",
                     redact_url(&maintenance),
-                    ecobackup_core::postgres::cluster::describe_pg_error(&e)
+                    ecobackup_core::postgres::describe_pg_error(&e)
                 )
             });
         self.url(name)

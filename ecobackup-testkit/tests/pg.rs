@@ -5,7 +5,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ecobackup_core::postgres::binaries::installed_server_dirs;
-use ecobackup_core::postgres::cluster::{connect, Cluster, ClusterOptions};
+use ecobackup_core::postgres::cluster::{Cluster, ClusterOptions};
+use ecobackup_core::postgres::connect;
 use ecobackup_core::postgres::fixture::{load_shop, table_fingerprints};
 use ecobackup_testkit::TestPg;
 

@@ -8,11 +8,7 @@
 //! PostgreSQL refuses to run as root: when ecobackup runs as root, `initdb` and `pg_ctl` run as
 //! the `postgres` system user, which then owns the temporary directory.
 //!
-//! The module also holds small helpers every PostgreSQL caller needs: [`connect`],
-//! [`redact_url`] and [`describe_pg_error`] (identifiers are quoted with
-//! [`quote_ident`]).
 
-use std::error::Error as _;
 use std::fmt::Write as _;
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
@@ -23,7 +19,7 @@ use tempfile::TempDir;
 
 use crate::error::{Error, Result};
 use crate::postgres::binaries::{installed_server_dirs, program_major_version};
-use crate::postgres::conn::quote_ident;
+use crate::postgres::conn::{connect, describe_pg_error, quote_ident, redact_url};
 
 /// How to set up a throwaway cluster.
 #[derive(Clone, Debug)]
@@ -705,176 +701,9 @@ fn percent_encode(text: &str) -> String {
     out
 }
 
-/// A connection string fit for messages and logs: the password removed from a URL
-/// (`postgres://user:secret@host/db` → `postgres://user@host/db`, and `?password=`) or from a
-/// `key=value` string (`password=secret`).
-pub fn redact_url(url: &str) -> String {
-    match url.find("://") {
-        Some(scheme_end) => redact_uri(url, scheme_end + 3),
-        None => redact_key_values(url),
-    }
-}
-
-fn redact_uri(url: &str, rest_start: usize) -> String {
-    let rest = &url[rest_start..];
-    let query_start = rest.find('?').unwrap_or(rest.len());
-    let (before_query, query) = rest.split_at(query_start);
-    // The user info ends at the last `@` before the query: a raw `/` or `@` in a password
-    // must not make us print it.
-    let host_part = match before_query.rfind('@') {
-        Some(at) => {
-            let user = before_query[..at].split(':').next().unwrap_or_default();
-            format!("{user}@{}", &before_query[at + 1..])
-        }
-        None => before_query.to_owned(),
-    };
-    let query = match query.strip_prefix('?') {
-        Some(params) => {
-            let kept: Vec<&str> = params
-                .split('&')
-                .filter(|kv| !kv.to_ascii_lowercase().starts_with("password="))
-                .collect();
-            if kept.is_empty() {
-                String::new()
-            } else {
-                format!("?{}", kept.join("&"))
-            }
-        }
-        None => String::new(),
-    };
-    format!("{}{host_part}{query}", &url[..rest_start])
-}
-
-fn redact_key_values(text: &str) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    while i < chars.len() {
-        // At the start of a key?
-        let at_key_start = i == 0 || chars[i - 1].is_whitespace();
-        if at_key_start
-            && chars[i..]
-                .iter()
-                .take(8)
-                .collect::<String>()
-                .eq_ignore_ascii_case("password")
-        {
-            let mut j = i + 8;
-            while j < chars.len() && chars[j].is_whitespace() {
-                j += 1;
-            }
-            if j < chars.len() && chars[j] == '=' {
-                j += 1;
-                while j < chars.len() && chars[j].is_whitespace() {
-                    j += 1;
-                }
-                if j < chars.len() && chars[j] == '\'' {
-                    j += 1;
-                    while j < chars.len() && chars[j] != '\'' {
-                        if chars[j] == '\\' {
-                            j += 1;
-                        }
-                        j += 1;
-                    }
-                    j += 1;
-                } else {
-                    while j < chars.len() && !chars[j].is_whitespace() {
-                        j += 1;
-                    }
-                }
-                while j < chars.len() && chars[j].is_whitespace() {
-                    j += 1;
-                }
-                i = j.min(chars.len());
-                continue;
-            }
-        }
-        out.push(chars[i]);
-        i += 1;
-    }
-    out.trim_end().to_owned()
-}
-
-/// One line saying what PostgreSQL (or the connection) reported: `FATAL: database "x" does not
-/// exist`, with DETAIL and HINT when there are any. The DETAIL of a constraint violation is left
-/// out: it quotes row data.
-pub fn describe_pg_error(error: &tokio_postgres::Error) -> String {
-    let text = match error.as_db_error() {
-        Some(db) => {
-            let mut text = format!("{}: {}", db.severity(), db.message());
-            let integrity_violation = db.code().code().starts_with("23");
-            if let Some(detail) = db.detail().filter(|_| !integrity_violation) {
-                let _ = write!(text, " ({detail})");
-            }
-            if let Some(hint) = db.hint() {
-                let _ = write!(text, "; hint: {hint}");
-            }
-            text
-        }
-        None => {
-            let mut text = error.to_string();
-            let mut source = error.source();
-            while let Some(cause) = source {
-                let cause_text = cause.to_string();
-                if !text.contains(&cause_text) {
-                    let _ = write!(text, ": {cause_text}");
-                }
-                source = cause.source();
-            }
-            text
-        }
-    };
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// Connects to `url` (without TLS) and runs the connection on the current tokio runtime.
-///
-/// The error names the URL with its password removed ([`redact_url`]).
-pub async fn connect(url: &str) -> Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| Error::Postgres {
-            context: format!("connecting to {}", redact_url(url)),
-            detail: format!(
-                "{}; check that the server is running and reachable and that the URL, user and password are right",
-                describe_pg_error(&e)
-            ),
-        })?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!("PostgreSQL connection ended: {}", describe_pg_error(&e));
-        }
-    });
-    Ok(client)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_never_survive_redaction() {
-        assert_eq!(
-            redact_url("postgres://postgres:pw@localhost:5432/postgres"),
-            "postgres://postgres@localhost:5432/postgres"
-        );
-        assert_eq!(
-            redact_url("postgresql://u:p/w@d@h/db?sslmode=require&password=x"),
-            "postgresql://u@h/db?sslmode=require"
-        );
-        assert_eq!(redact_url("postgres://h/db?password=x"), "postgres://h/db");
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(
-            redact_url("host=h password='a b\\' c' user=u"),
-            "host=h user=u"
-        );
-        assert_eq!(
-            redact_url("host=h PASSWORD = s3cret dbname=x"),
-            "host=h dbname=x"
-        );
-        assert_eq!(redact_url("host=h dbname=x password=s"), "host=h dbname=x");
-        assert_eq!(redact_url("host=h mypassword=x"), "host=h mypassword=x");
-    }
 
     #[test]
     fn identifiers_and_urls_are_quoted() {

@@ -2,6 +2,8 @@
 //! password in `PGPASSWORD` rather than on the command line.
 
 use std::collections::BTreeMap;
+use std::error::Error as _;
+use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -22,7 +24,7 @@ impl DbUrl {
     /// Parses a `postgres://` or `postgresql://` URL. The database name is required.
     pub fn parse(text: &str) -> Result<DbUrl> {
         let bad = |detail: &str| Error::Postgres {
-            context: format!("reading the database URL {}", redact(text)),
+            context: format!("reading the database URL {}", redact_url(text)),
             detail: detail.to_owned(),
         };
         let mut url = Url::parse(text.trim())
@@ -105,24 +107,11 @@ impl DbUrl {
         }
     }
 
-    /// An error about a query on this database.
+    /// An error about a query on this database: what PostgreSQL said, in one line.
     pub fn error(&self, doing: &str, e: tokio_postgres::Error) -> Error {
-        let detail = match e.as_db_error() {
-            Some(db) => match db.hint() {
-                Some(hint) => format!("{} ({hint})", db.message()),
-                None => db.message().to_owned(),
-            },
-            None => {
-                let text = e.to_string();
-                match std::error::Error::source(&e) {
-                    Some(source) => format!("{text}: {source}"),
-                    None => text,
-                }
-            }
-        };
         Error::Postgres {
             context: format!("{doing} {}", self.redacted()),
-            detail: detail.replace('\n', " "),
+            detail: describe_pg_error(&e),
         }
     }
 }
@@ -134,18 +123,147 @@ fn percent_decode(text: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The URL with any password masked, for messages about URLs that did not parse.
-fn redact(text: &str) -> String {
-    if text.to_ascii_lowercase().contains("password") {
-        return "(not shown: it holds a password)".to_owned();
+/// A connection string fit for messages and logs: the password removed from a URL
+/// (`postgres://user:secret@host/db` → `postgres://user@host/db`, and `?password=`) or from a
+/// `key=value` string (`password=secret`).
+pub fn redact_url(url: &str) -> String {
+    match url.find("://") {
+        Some(scheme_end) => redact_uri(url, scheme_end + 3),
+        None => redact_key_values(url),
     }
-    match (text.find("://"), text.rfind('@')) {
-        (Some(start), Some(at)) if at > start => {
-            let user_end = text[start + 3..at].find(':').map_or(at, |i| start + 3 + i);
-            format!("{}:***{}", &text[..user_end], &text[at..])
+}
+
+fn redact_uri(url: &str, rest_start: usize) -> String {
+    let rest = &url[rest_start..];
+    let query_start = rest.find('?').unwrap_or(rest.len());
+    let (before_query, query) = rest.split_at(query_start);
+    // The user info ends at the last `@` before the query: a raw `/` or `@` in a password
+    // must not make us print it.
+    let host_part = match before_query.rfind('@') {
+        Some(at) => {
+            let user = before_query[..at].split(':').next().unwrap_or_default();
+            format!("{user}@{}", &before_query[at + 1..])
         }
-        _ => text.to_owned(),
+        None => before_query.to_owned(),
+    };
+    let query = match query.strip_prefix('?') {
+        Some(params) => {
+            let kept: Vec<&str> = params
+                .split('&')
+                .filter(|kv| !kv.to_ascii_lowercase().starts_with("password="))
+                .collect();
+            if kept.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", kept.join("&"))
+            }
+        }
+        None => String::new(),
+    };
+    format!("{}{host_part}{query}", &url[..rest_start])
+}
+
+fn redact_key_values(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        // At the start of a key?
+        let at_key_start = i == 0 || chars[i - 1].is_whitespace();
+        if at_key_start
+            && chars[i..]
+                .iter()
+                .take(8)
+                .collect::<String>()
+                .eq_ignore_ascii_case("password")
+        {
+            let mut j = i + 8;
+            while j < chars.len() && chars[j].is_whitespace() {
+                j += 1;
+            }
+            if j < chars.len() && chars[j] == '=' {
+                j += 1;
+                while j < chars.len() && chars[j].is_whitespace() {
+                    j += 1;
+                }
+                if j < chars.len() && chars[j] == '\'' {
+                    j += 1;
+                    while j < chars.len() && chars[j] != '\'' {
+                        if chars[j] == '\\' {
+                            j += 1;
+                        }
+                        j += 1;
+                    }
+                    j += 1;
+                } else {
+                    while j < chars.len() && !chars[j].is_whitespace() {
+                        j += 1;
+                    }
+                }
+                while j < chars.len() && chars[j].is_whitespace() {
+                    j += 1;
+                }
+                i = j.min(chars.len());
+                continue;
+            }
+        }
+        out.push(chars[i]);
+        i += 1;
     }
+    out.trim_end().to_owned()
+}
+
+/// One line saying what PostgreSQL (or the connection) reported: `FATAL: database "x" does not
+/// exist`, with DETAIL and HINT when there are any. The DETAIL of a constraint violation is left
+/// out: it quotes row data.
+pub fn describe_pg_error(error: &tokio_postgres::Error) -> String {
+    let text = match error.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{}: {}", db.severity(), db.message());
+            let integrity_violation = db.code().code().starts_with("23");
+            if let Some(detail) = db.detail().filter(|_| !integrity_violation) {
+                let _ = write!(text, " ({detail})");
+            }
+            if let Some(hint) = db.hint() {
+                let _ = write!(text, "; hint: {hint}");
+            }
+            text
+        }
+        None => {
+            let mut text = error.to_string();
+            let mut source = error.source();
+            while let Some(cause) = source {
+                let cause_text = cause.to_string();
+                if !text.contains(&cause_text) {
+                    let _ = write!(text, ": {cause_text}");
+                }
+                source = cause.source();
+            }
+            text
+        }
+    };
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Connects to `url` (without TLS) and runs the connection on the current tokio runtime.
+///
+/// The error names the URL with its password removed ([`redact_url`]).
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| Error::Postgres {
+            context: format!("connecting to {}", redact_url(url)),
+            detail: format!(
+                "{}; check that the server is running and reachable and that the URL, user and password are right",
+                describe_pg_error(&e)
+            ),
+        })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("PostgreSQL connection ended: {}", describe_pg_error(&e));
+        }
+    });
+    Ok(client)
 }
 
 /// What a server told us about itself and one database, at backup time.
@@ -234,6 +352,30 @@ mod tests {
         let other = url.with_database("my db");
         assert_eq!(other.database(), "my db");
         assert!(!other.redacted().contains("cret"));
+    }
+
+    #[test]
+    fn passwords_never_survive_redaction() {
+        assert_eq!(
+            redact_url("postgres://postgres:pw@localhost:5432/postgres"),
+            "postgres://postgres@localhost:5432/postgres"
+        );
+        assert_eq!(
+            redact_url("postgresql://u:p/w@d@h/db?sslmode=require&password=x"),
+            "postgresql://u@h/db?sslmode=require"
+        );
+        assert_eq!(redact_url("postgres://h/db?password=x"), "postgres://h/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact_url("host=h password='a b\\' c' user=u"),
+            "host=h user=u"
+        );
+        assert_eq!(
+            redact_url("host=h PASSWORD = s3cret dbname=x"),
+            "host=h dbname=x"
+        );
+        assert_eq!(redact_url("host=h dbname=x password=s"), "host=h dbname=x");
+        assert_eq!(redact_url("host=h mypassword=x"), "host=h mypassword=x");
     }
 
     #[test]

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
-use crate::postgres::cluster::describe_pg_error;
+use crate::postgres::conn::describe_pg_error;
 use crate::postgres::conn::quote_ident;
 
 const SHOP_SQL: &str = include_str!("fixture.sql");
@@ -220,7 +220,8 @@ pub async fn table_fingerprints(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::postgres::cluster::{connect, Cluster, ClusterOptions};
+    use crate::postgres::cluster::{Cluster, ClusterOptions};
+    use crate::postgres::connect;
 
     #[test]
     fn summaries_answer_by_table_name() {

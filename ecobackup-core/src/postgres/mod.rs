@@ -6,4 +6,6 @@ pub mod cluster;
 pub mod conn;
 pub mod fixture;
 
-pub use conn::{database_facts, quote_ident, DatabaseFacts, DbUrl};
+pub use conn::{
+    connect, database_facts, describe_pg_error, quote_ident, redact_url, DatabaseFacts, DbUrl,
+};
