@@ -53,10 +53,11 @@ fn help_shows_the_whole_command_tree_and_what_is_not_built() {
 fn a_command_not_built_yet_refuses_to_run() {
     let dir = tempfile::tempdir().unwrap();
     for args in [
-        vec!["backup", "logical", "--db", "postgres://x/y"],
+        vec!["backup", "physical", "--db", "postgres://x/y"],
         vec!["restore", "physical", "latest", "--pgdata", "/tmp/x"],
-        vec!["demo"],
+        vec!["backup", "files", "--path", "/etc"],
         vec!["verify", "--all"],
+        vec!["prune", "--dry-run"],
     ] {
         let out = ecobackup(dir.path()).args(&args).assert().code(2);
         let line = one_error_line(&out.get_output().stderr);
