@@ -53,8 +53,8 @@ pub enum Command {
     WalPush(NotBuilt),
     /// restore_command: fetch one WAL segment (not built yet).
     WalFetch(NotBuilt),
-    /// Read and authenticate every stored byte, check digests (not built yet).
-    Verify(NotBuilt),
+    /// Read and authenticate every stored byte of backups and check both digests, without restoring.
+    Verify(VerifyArgs),
     /// Restore into a scratch cluster, run checks, time it (not built yet).
     Drill(NotBuilt),
     /// Apply the retention policy (not built yet).
@@ -129,6 +129,23 @@ pub struct BackupLogicalArgs {
     /// Directory holding pg_dump of the server's major version.
     #[arg(long, value_name = "DIR", env = "ECOBACKUP_PG_BIN")]
     pub pg_bin: Option<PathBuf>,
+}
+
+/// `verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A backup id, or `latest` (the default).
+    #[arg(value_name = "ID|latest", conflicts_with = "all")]
+    pub id: Option<String>,
+    /// Every backup in the repository.
+    #[arg(long)]
+    pub all: bool,
+    /// Also check that the archived WAL of each physical backup is present and contiguous
+    /// (not built yet: there are no physical backups yet).
+    #[arg(long)]
+    pub wal: bool,
+    #[command(flatten)]
+    pub identities: IdentityArgs,
 }
 
 /// `demo`.

@@ -123,6 +123,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Encrypt(args) => commands::filter::encrypt(&ctx, args).await,
         Command::Decrypt(args) => commands::filter::decrypt(&ctx, args).await,
         Command::Demo(args) => commands::demo::demo(&ctx, args).await,
+        Command::Verify(args) => commands::verify::verify(&ctx, args).await,
         Command::Backup(cli::BackupCommand::Logical(args)) => {
             commands::logical::backup(&ctx, args).await
         }
@@ -143,7 +144,6 @@ fn not_built(command: &Command) -> CliError {
         Command::Restore(R::Files(_)) => "restore files",
         Command::WalPush(_) => "wal-push",
         Command::WalFetch(_) => "wal-fetch",
-        Command::Verify(_) => "verify",
         Command::Drill(_) => "drill",
         Command::Prune(_) => "prune",
         Command::Status(_) => "status",
@@ -152,6 +152,7 @@ fn not_built(command: &Command) -> CliError {
         Command::Backup(B::Logical(_))
         | Command::Restore(R::Logical(_))
         | Command::Demo(_)
+        | Command::Verify(_)
         | Command::Init
         | Command::List(_)
         | Command::Show(_)
@@ -160,6 +161,6 @@ fn not_built(command: &Command) -> CliError {
         | Command::Decrypt(_) => "this command",
     };
     CliError::usage(format!(
-        "`ecobackup {name}` is not built yet in this version; nothing was done (working today: init, list, show, backup logical, restore logical, demo, key generate, encrypt, decrypt)"
+        "`ecobackup {name}` is not built yet in this version; nothing was done (working today: init, list, show, backup logical, restore logical, verify, demo, key generate, encrypt, decrypt)"
     ))
 }

@@ -272,6 +272,17 @@ pub enum Error {
         detail: String,
     },
 
+    /// `verify` found damaged artifacts.
+    #[error("verify failed: {count} damaged artifact(s), the first is {first}: {reason}")]
+    VerifyFailed {
+        /// How many artifacts are damaged.
+        count: usize,
+        /// `<backup id>/<artifact>` of the first.
+        first: String,
+        /// Its error.
+        reason: String,
+    },
+
     /// The operation was cancelled before it finished (nothing was committed).
     #[error("cancelled: {0}; nothing was committed")]
     Cancelled(String),

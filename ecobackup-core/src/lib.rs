@@ -31,5 +31,6 @@ pub mod repository;
 pub mod restore;
 pub mod storage;
 pub mod transform;
+pub mod verify;
 
 pub use error::{Error, Result};

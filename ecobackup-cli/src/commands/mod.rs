@@ -6,3 +6,4 @@ pub mod key;
 pub mod logical;
 pub mod progress;
 pub mod repo;
+pub mod verify;

@@ -55,3 +55,4 @@ pub fn one_error_line(stderr: &[u8]) -> String {
     assert!(text.starts_with("error: "), "{text}");
     text
 }
+pub mod world;

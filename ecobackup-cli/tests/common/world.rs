@@ -1,0 +1,213 @@
+//! A test's world for the commands that need PostgreSQL: a server with the demo shop, a key,
+//! a repository, and the binary with the environment to reach them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command as Std;
+
+use assert_cmd::Command;
+use ecobackup_core::postgres::binaries::find_program;
+use ecobackup_testkit::{S3TestServer, TestPg};
+
+use super::{ecobackup, key};
+
+/// A test's world: a server with the demo shop, a key, a repository, a runtime.
+pub struct World {
+    pub runtime: tokio::runtime::Runtime,
+    pub pg: TestPg,
+    pub dir: tempfile::TempDir,
+    pub identity: PathBuf,
+    pub recipient: String,
+    pub shop: String,
+    pub password: Option<String>,
+    pub env: Vec<(&'static str, String)>,
+}
+
+/// `postgres://u:pw@h/db` → (`postgres://u@h/db`, `pw`): passwords never go on our argv.
+pub fn split_password(url: &str) -> (String, Option<String>) {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return (url.to_owned(), None);
+    };
+    let Some(at) = url[start..].find('@').map(|i| start + i) else {
+        return (url.to_owned(), None);
+    };
+    match url[start..at].split_once(':') {
+        Some((user, password)) => (
+            format!("{}{user}{}", &url[..start], &url[at..]),
+            Some(password.to_owned()),
+        ),
+        None => (url.to_owned(), None),
+    }
+}
+
+impl World {
+    pub fn new() -> World {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let pg = runtime.block_on(TestPg::start());
+        let (shop, password) = split_password(&runtime.block_on(pg.shop(1)));
+        let dir = tempfile::tempdir().unwrap();
+        let (identity, recipient) = key(dir.path(), "restore.key");
+        let repo = format!("file://{}", dir.path().join("repo").display());
+        World {
+            runtime,
+            pg,
+            identity,
+            recipient,
+            shop,
+            password,
+            env: vec![("ECOBACKUP_REPO", repo)],
+            dir,
+        }
+    }
+
+    pub fn on_s3(&mut self, s3: &S3TestServer) {
+        self.env = vec![
+            ("ECOBACKUP_REPO", format!("s3://{}/prod", s3.bucket())),
+            ("ECOBACKUP_S3_ENDPOINT", s3.endpoint()),
+            ("ECOBACKUP_S3_REGION", s3.region().to_owned()),
+            ("ECOBACKUP_S3_ALLOW_HTTP", "true".to_owned()),
+            ("ECOBACKUP_S3_MAX_RETRIES", "2".to_owned()),
+            ("AWS_ACCESS_KEY_ID", s3.access_key_id().to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", s3.secret_access_key().to_owned()),
+        ];
+    }
+
+    pub fn run(&self, args: &[&str]) -> Command {
+        let mut cmd = ecobackup(self.dir.path());
+        cmd.args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("ECOBACKUP_RECIPIENTS", &self.recipient)
+            .env("ECOBACKUP_IDENTITY_FILE", &self.identity);
+        if let Some(password) = &self.password {
+            cmd.env("PGPASSWORD", password);
+        }
+        cmd
+    }
+
+    pub fn init(&self) {
+        self.run(&["init"]).assert().success();
+    }
+
+    pub fn backup(&self) -> String {
+        let out = self
+            .run(&[
+                "--json",
+                "backup",
+                "logical",
+                "--db",
+                &self.shop,
+                "--globals",
+                "--tag",
+                "reason=test",
+            ])
+            .assert()
+            .success();
+        let result: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+        result["manifest"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The URL of a database name on the same server (not created).
+    pub fn database(&self, name: &str) -> String {
+        split_password(&self.pg.url(name)).0
+    }
+
+    pub fn pg_bin(&self, program: &str) -> PathBuf {
+        find_program(program, self.pg.major_version(), None).unwrap()
+    }
+
+    /// `pg_dump` of one database in plain SQL with extra flags.
+    pub fn dump(&self, url: &str, flag: &str) -> String {
+        let mut cmd = Std::new(self.pg_bin("pg_dump"));
+        cmd.arg(flag)
+            .arg("--no-owner")
+            .arg(format!("--dbname={url}"));
+        if let Some(password) = &self.password {
+            cmd.env("PGPASSWORD", password);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // pg_dump ≥ 15.14 brackets its output with a random \restrict key: not content.
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn assert_identical(&self, source: &str, target: &str) {
+        let data = (
+            self.dump(source, "--data-only"),
+            self.dump(target, "--data-only"),
+        );
+        assert!(
+            data.0.contains("COPY public.orders"),
+            "the fixture has data"
+        );
+        assert!(
+            data.0 == data.1,
+            "data differs between {source} and {target}"
+        );
+        let schema = (
+            self.dump(source, "--schema-only"),
+            self.dump(target, "--schema-only"),
+        );
+        assert!(
+            schema.0 == schema.1,
+            "schema differs between {source} and {target}"
+        );
+    }
+
+    pub fn rows(&self, url: &str, table: &str) -> i64 {
+        let url = match &self.password {
+            Some(p) => url.replacen("@", &format!(":{p}@"), 1),
+            None => url.to_owned(),
+        };
+        self.runtime.block_on(async {
+            let client = ecobackup_core::postgres::connect(&url).await.unwrap();
+            client
+                .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .await
+                .unwrap()
+                .get(0)
+        })
+    }
+
+    pub fn database_exists(&self, name: &str) -> bool {
+        self.runtime.block_on(async {
+            let client = self.pg.client("postgres").await;
+            client
+                .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+                .await
+                .unwrap()
+                .is_some()
+        })
+    }
+
+    pub fn listed_backups(&self) -> usize {
+        let out = self.run(&["--json", "list"]).assert().success();
+        let list: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+        list.as_array().unwrap().len()
+    }
+}
+
+/// Every file under `dir`, recursively.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,141 @@
+//! `ecobackup verify`: intact backups pass; a missing, truncated, tampered or extended artifact,
+//! or the wrong key, fails with one line naming the artifact, and the report says which.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::world::{walk, World};
+use common::{key, one_error_line};
+
+fn artifact(world: &World, id: &str, suffix: &str) -> PathBuf {
+    walk(&world.dir.path().join("repo/backups").join(id))
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(suffix))
+        .unwrap_or_else(|| panic!("no {suffix} in {id}"))
+}
+
+fn report(world: &World, args: &[&str]) -> (serde_json::Value, Option<String>) {
+    let mut all = vec!["--json", "verify"];
+    all.extend_from_slice(args);
+    let out = world.run(&all).output().unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap();
+    let error = (!out.status.success()).then(|| {
+        assert_eq!(out.status.code(), Some(1));
+        one_error_line(&out.stderr)
+    });
+    (report, error)
+}
+
+fn failures(report: &serde_json::Value) -> Vec<(String, String)> {
+    report
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b["artifacts"].as_array().unwrap().clone())
+        .filter(|a| !a["failure"].is_null())
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap().to_owned(),
+                a["failure"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn intact_backups_pass_and_every_kind_of_damage_is_named() {
+    let world = World::new();
+    world.init();
+    let old = world.backup();
+    let new = world.backup();
+
+    let (all, error) = report(&world, &["--all"]);
+    assert_eq!(error, None);
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    assert!(all[0]["ok"] == true && all[1]["ok"] == true, "{all}");
+    let dump = &all[1]["artifacts"][0];
+    assert!(
+        dump["raw_bytes"].as_u64() > dump["stored_bytes"].as_u64(),
+        "{dump}"
+    );
+    let out = world.run(&["verify"]).assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(
+        text.contains(&new) && text.contains("digests match"),
+        "{text}"
+    );
+
+    // The wrong key.
+    let (other, _) = key(world.dir.path(), "other.key");
+    let out = world
+        .run(&["verify", "latest"])
+        .env("ECOBACKUP_IDENTITY_FILE", &other)
+        .assert()
+        .code(1);
+    let line = one_error_line(&out.get_output().stderr);
+    assert!(
+        line.contains("verify failed") && line.contains("wrong key"),
+        "{line}"
+    );
+
+    // Damage every artifact of the newest backup a different way.
+    let dump = artifact(&world, &new, ".dump.zst.age");
+    let mut bytes = std::fs::read(&dump).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&dump, bytes).unwrap();
+    let globals = artifact(&world, &new, "globals.sql.zst.age");
+    let bytes = std::fs::read(&globals).unwrap();
+    std::fs::write(&globals, &bytes[..bytes.len() - 7]).unwrap();
+    std::fs::remove_file(artifact(&world, &new, "catalog.json.zst.age")).unwrap();
+
+    let (latest, error) = report(&world, &["latest"]);
+    let error = error.expect("verify fails");
+    assert!(
+        error.contains(&format!("3 damaged artifact(s), the first is {new}/")),
+        "{error}"
+    );
+    let mut found = failures(&latest);
+    found.sort();
+    let expected = [
+        ("catalog.json.zst.age", "missing"),
+        ("globals.sql.zst.age", "truncated"),
+    ];
+    assert_eq!(found.len(), 3, "{found:?}");
+    for (name, failure) in expected {
+        assert!(
+            found.iter().any(|(n, f)| n == name && f == failure),
+            "{found:?}"
+        );
+    }
+    assert!(
+        found
+            .iter()
+            .any(|(n, f)| n.ends_with(".dump.zst.age") && f == "tampered"),
+        "{found:?}"
+    );
+
+    // An extended artifact of the older backup; --all reports both backups.
+    let old_dump = artifact(&world, &old, ".dump.zst.age");
+    let mut bytes = std::fs::read(&old_dump).unwrap();
+    bytes.extend_from_slice(b"appended");
+    std::fs::write(&old_dump, bytes).unwrap();
+    let (all, error) = report(&world, &["--all"]);
+    assert!(error.unwrap().contains("4 damaged artifact(s)"));
+    assert_eq!(all[0]["ok"], false);
+    assert_eq!(all[0]["artifacts"][0]["failure"], "tampered");
+    assert_eq!(all[0]["artifacts"][1]["failure"], serde_json::Value::Null);
+}
+
+#[test]
+fn verify_wal_says_it_is_not_built_and_an_empty_repository_has_nothing_to_verify() {
+    let world = World::new();
+    world.init();
+    let out = world.run(&["verify", "--all"]).assert().success();
+    assert!(String::from_utf8_lossy(&out.get_output().stdout).contains("nothing to verify"));
+    let out = world.run(&["verify", "latest"]).assert().code(1);
+    assert!(one_error_line(&out.get_output().stderr).contains("no backup latest"));
+    let out = world.run(&["verify", "--wal"]).assert().code(2);
+    assert!(one_error_line(&out.get_output().stderr).contains("not built yet"));
+}
