@@ -55,8 +55,8 @@ pub enum Command {
     WalFetch(NotBuilt),
     /// Read and authenticate every stored byte of backups and check both digests, without restoring.
     Verify(VerifyArgs),
-    /// Restore into a scratch cluster, run checks, time it (not built yet).
-    Drill(NotBuilt),
+    /// Restore into a scratch cluster, run checks, measure RTO and RPO, clean up, report.
+    Drill(DrillArgs),
     /// Apply the retention policy (not built yet).
     Prune(NotBuilt),
     /// Show the repository's state (not built yet).
@@ -146,6 +146,31 @@ pub struct VerifyArgs {
     pub wal: bool,
     #[command(flatten)]
     pub identities: IdentityArgs,
+}
+
+/// `drill`.
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// A backup id, or `latest` (the default).
+    #[arg(value_name = "ID|latest", default_value = "latest")]
+    pub id: String,
+    /// The checks (TOML: [[table]], [[sql]], [command]); default [drill] checks in the config.
+    #[arg(long, value_name = "FILE")]
+    pub checks: Option<PathBuf>,
+    /// Also write the report as JSON to FILE (for the audit trail).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Restore into new databases on this server (dropped afterwards) instead of a scratch cluster.
+    #[arg(long, value_name = "URL")]
+    pub target_db: Option<String>,
+    /// Ping this URL when the drill passes, URL/fail when it fails (healthchecks.io style).
+    #[arg(long, value_name = "URL", env = "ECOBACKUP_DRILL_PING")]
+    pub ping: Option<String>,
+    #[command(flatten)]
+    pub identities: IdentityArgs,
+    /// Directory holding the PostgreSQL server and client programs.
+    #[arg(long, value_name = "DIR", env = "ECOBACKUP_PG_BIN")]
+    pub pg_bin: Option<PathBuf>,
 }
 
 /// `demo`.

@@ -20,6 +20,19 @@ pub struct Config {
     /// `[[database]]`.
     #[serde(default)]
     pub database: Vec<DatabaseConfig>,
+    /// `[drill]`.
+    #[serde(default)]
+    pub drill: DrillConfig,
+}
+
+/// `[drill]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillConfig {
+    /// The checks file.
+    pub checks: Option<PathBuf>,
+    /// A healthchecks-style URL: pinged on success, `<url>/fail` on failure.
+    pub ping_url: Option<String>,
 }
 
 /// `[repository]`.

@@ -124,6 +124,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Decrypt(args) => commands::filter::decrypt(&ctx, args).await,
         Command::Demo(args) => commands::demo::demo(&ctx, args).await,
         Command::Verify(args) => commands::verify::verify(&ctx, args).await,
+        Command::Drill(args) => commands::drill::drill(&ctx, args).await,
         Command::Backup(cli::BackupCommand::Logical(args)) => {
             commands::logical::backup(&ctx, args).await
         }
@@ -144,7 +145,6 @@ fn not_built(command: &Command) -> CliError {
         Command::Restore(R::Files(_)) => "restore files",
         Command::WalPush(_) => "wal-push",
         Command::WalFetch(_) => "wal-fetch",
-        Command::Drill(_) => "drill",
         Command::Prune(_) => "prune",
         Command::Status(_) => "status",
         Command::Check(_) => "check",
@@ -153,6 +153,7 @@ fn not_built(command: &Command) -> CliError {
         | Command::Restore(R::Logical(_))
         | Command::Demo(_)
         | Command::Verify(_)
+        | Command::Drill(_)
         | Command::Init
         | Command::List(_)
         | Command::Show(_)
@@ -161,6 +162,6 @@ fn not_built(command: &Command) -> CliError {
         | Command::Decrypt(_) => "this command",
     };
     CliError::usage(format!(
-        "`ecobackup {name}` is not built yet in this version; nothing was done (working today: init, list, show, backup logical, restore logical, verify, demo, key generate, encrypt, decrypt)"
+        "`ecobackup {name}` is not built yet in this version; nothing was done (working today: init, list, show, backup logical, restore logical, verify, drill, demo, key generate, encrypt, decrypt)"
     ))
 }

@@ -283,6 +283,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A restore drill did not pass.
+    #[error("drill of backup {backup} failed: {reason}")]
+    DrillFailed {
+        /// The backup drilled.
+        backup: String,
+        /// What failed.
+        reason: String,
+    },
+
     /// The operation was cancelled before it finished (nothing was committed).
     #[error("cancelled: {0}; nothing was committed")]
     Cancelled(String),

@@ -21,6 +21,7 @@
 pub mod artifact;
 pub mod backup;
 pub mod crypto;
+pub mod drill;
 pub mod error;
 pub mod io;
 pub mod pipeline;

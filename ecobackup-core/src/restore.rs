@@ -38,6 +38,9 @@ pub struct LogicalRestore {
     pub jobs: u32,
     /// Terminate other sessions on the target database instead of refusing to restore.
     pub terminate_connections: bool,
+    /// Skip GRANTs and REVOKEs (`--no-privileges`): for a target where the backup's roles do not
+    /// exist, such as a drill on another server.
+    pub no_privileges: bool,
     /// Identities able to decrypt the backup.
     pub keyring: Option<Arc<Keyring>>,
     /// `--pg-bin`.
@@ -246,6 +249,9 @@ async fn run_pg_restore(
         .arg("--no-password");
     if plan.clean {
         command = command.arg("--clean").arg("--if-exists");
+    }
+    if plan.no_privileges {
+        command = command.arg("--no-privileges");
     }
     let command_for = |command: ChildCommand| plan.target.apply(command);
     if plan.jobs <= 1 {

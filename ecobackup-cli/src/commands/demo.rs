@@ -139,6 +139,7 @@ pub async fn demo(ctx: &Context, args: DemoArgs) -> Result<(), CliError> {
         clean: false,
         jobs: 1,
         terminate_connections: false,
+        no_privileges: false,
         keyring: Some(Arc::new(keyring)),
         pg_bin: Some(cluster.bin_dir().to_owned()),
         temp_dir: None,

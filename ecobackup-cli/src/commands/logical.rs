@@ -145,6 +145,7 @@ pub async fn restore(ctx: &Context, args: RestoreLogicalArgs) -> Result<(), CliE
         clean: args.clean,
         jobs: args.jobs,
         terminate_connections: args.terminate_connections,
+        no_privileges: false,
         keyring: Some(Arc::new(load_keyring(ctx, &args.identities)?)),
         pg_bin: args.pg_bin.clone(),
         temp_dir: None,

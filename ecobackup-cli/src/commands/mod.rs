@@ -1,6 +1,7 @@
 //! One module per user-facing command; each maps flags to library calls and prints the result.
 
 pub mod demo;
+pub mod drill;
 pub mod filter;
 pub mod key;
 pub mod logical;

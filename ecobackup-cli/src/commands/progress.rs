@@ -1,5 +1,5 @@
-//! Progress bars on a terminal (bytes, rate, ETA); silence when stderr is not a terminal, with
-//! `-q`, or with `--json`.
+//! Progress bars and notes on a terminal (bytes, rate, ETA); silence when stderr is not a
+//! terminal, with `-q`, or with `--json` (notes then go to the log, shown with `-v`).
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -16,7 +16,6 @@ use crate::Context;
 /// Bars for the long steps of one command.
 pub struct Bars {
     visible: bool,
-    quiet: bool,
     running: Mutex<HashMap<String, (ProgressBar, Arc<AtomicBool>)>>,
 }
 
@@ -25,7 +24,6 @@ impl Bars {
     pub fn new(ctx: &Context) -> Bars {
         Bars {
             visible: std::io::stderr().is_terminal() && !ctx.quiet && !ctx.json,
-            quiet: ctx.quiet || ctx.json,
             running: Mutex::new(HashMap::new()),
         }
     }
@@ -75,8 +73,11 @@ impl Progress for Bars {
     }
 
     fn note(&self, message: &str) {
-        if !self.quiet {
+        // On a terminal the operator reads it; elsewhere (cron) stderr is for errors only.
+        if self.visible {
             eprintln!("{message}");
+        } else {
+            tracing::info!("{message}");
         }
     }
 }

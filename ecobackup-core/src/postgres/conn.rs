@@ -97,14 +97,18 @@ impl DbUrl {
         Ok(client)
     }
 
-    /// Points a client program (`pg_dump`, `pg_restore`) at this database: `--dbname` without
-    /// the password, the password in the child's `PGPASSWORD`.
-    pub fn apply(&self, command: ChildCommand) -> ChildCommand {
-        let command = command.arg(format!("--dbname={}", self.url));
+    /// Gives a program this URL's password in `PGPASSWORD` (when it has one), nothing else.
+    pub fn apply_env(&self, command: ChildCommand) -> ChildCommand {
         match &self.password {
             Some(password) => command.env("PGPASSWORD", password.clone()),
             None => command,
         }
+    }
+
+    /// Points a client program (`pg_dump`, `pg_restore`) at this database: `--dbname` without
+    /// the password, the password in the child's `PGPASSWORD`.
+    pub fn apply(&self, command: ChildCommand) -> ChildCommand {
+        self.apply_env(command.arg(format!("--dbname={}", self.url)))
     }
 
     /// An error about a query on this database: what PostgreSQL said, in one line.

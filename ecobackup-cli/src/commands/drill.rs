@@ -1,0 +1,166 @@
+//! `ecobackup drill`: the monthly restore drill as one command anyone can run from cron.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ecobackup_core::drill::{drill as run_drill, Checks, DrillPlan, DrillReport, DrillTarget};
+use ecobackup_core::postgres::DbUrl;
+
+use super::filter::load_keyring;
+use super::progress::Bars;
+use super::repo::open;
+use crate::cli::DrillArgs;
+use crate::{CliError, Context};
+
+fn load_checks(path: Option<&Path>) -> Result<Checks, CliError> {
+    let Some(path) = path else {
+        return Ok(Checks::default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::usage(format!(
+            "cannot read the checks file {}: {e}",
+            path.display()
+        ))
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        CliError::usage(format!(
+            "the checks file {} is invalid: {}",
+            path.display(),
+            e.message()
+        ))
+    })
+}
+
+/// Writes the report next to its final name, then renames it: a reader never sees half of it.
+fn write_report(path: &Path, report: &DrillReport) -> Result<(), CliError> {
+    let text = serde_json::to_vec_pretty(report).unwrap_or_default();
+    let temp = path.with_extension("json.tmp");
+    std::fs::write(&temp, text)
+        .and_then(|()| std::fs::rename(&temp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&temp);
+            CliError::from(ecobackup_core::Error::io(
+                format!("writing the drill report {}", path.display()),
+                e,
+            ))
+        })
+}
+
+/// Pings the monitoring URL; a failed ping is a warning, never the drill's result.
+async fn ping(url: &str, passed: bool) {
+    let url = if passed {
+        url.to_owned()
+    } else {
+        format!("{}/fail", url.trim_end_matches('/'))
+    };
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build();
+    let result = match client {
+        Ok(client) => client
+            .get(&url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not ping the drill monitoring URL");
+    }
+}
+
+/// `drill`.
+pub async fn drill(ctx: &Context, args: DrillArgs) -> Result<(), CliError> {
+    let checks_file = args.checks.clone().or(ctx.config.drill.checks.clone());
+    let plan = DrillPlan {
+        backup: args.id.clone(),
+        checks: load_checks(checks_file.as_deref())?,
+        target: match &args.target_db {
+            Some(url) => DrillTarget::Server(DbUrl::parse(url)?),
+            None => DrillTarget::Scratch,
+        },
+        keyring: Arc::new(load_keyring(ctx, &args.identities)?),
+        pg_bin: args.pg_bin.clone(),
+    };
+    let repo = open(ctx).await?;
+    let report = run_drill(&repo, &plan, &Bars::new(ctx)).await?;
+    if let Some(path) = &args.report {
+        write_report(path, &report)?;
+    }
+    if let Some(url) = args.ping.as_ref().or(ctx.config.drill.ping_url.as_ref()) {
+        ping(url, report.passed).await;
+    }
+    print_report(ctx, &report);
+    if report.passed {
+        return Ok(());
+    }
+    let reason = match (&report.error, report.checks.iter().find(|c| !c.passed)) {
+        (Some(error), _) => error.clone(),
+        (None, Some(check)) => format!(
+            "{} of {} checks failed, first {} {}: expected {}, got {}",
+            report.checks.iter().filter(|c| !c.passed).count(),
+            report.checks.len(),
+            check.kind,
+            check.name,
+            check.expected,
+            check.actual
+        ),
+        (None, None) => "it did not complete".to_owned(),
+    };
+    Err(CliError::from(ecobackup_core::Error::DrillFailed {
+        backup: report.backup_id.clone(),
+        reason,
+    }))
+}
+
+fn print_report(ctx: &Context, report: &DrillReport) {
+    if ctx.json {
+        println!("{}", serde_json::to_string(report).unwrap_or_default());
+        return;
+    }
+    if ctx.quiet {
+        return;
+    }
+    let age = report.backup_age_seconds;
+    println!(
+        "drill of backup {} (finished {}, {} old at drill time)",
+        report.backup_id,
+        report.backup_finished_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        human_duration(age)
+    );
+    println!(
+        "  restored {} into {}",
+        report.databases.join(", "),
+        report.target
+    );
+    println!(
+        "  RTO {:.1} s = provision {:.1} s + restore {:.1} s + checks {:.1} s",
+        report.rto_seconds,
+        report.rto.provision_seconds,
+        report.rto.restore_seconds,
+        report.rto.checks_seconds
+    );
+    for c in &report.checks {
+        println!(
+            "  {:<5} {:<7} {}: expected {}, got {}",
+            if c.passed { "ok" } else { "FAIL" },
+            c.kind,
+            c.name,
+            c.expected,
+            c.actual
+        );
+    }
+    if let Some(error) = &report.error {
+        println!("  stopped: {error}");
+    }
+    println!("{}", if report.passed { "PASSED" } else { "FAILED" });
+}
+
+fn human_duration(seconds: f64) -> String {
+    match seconds {
+        s if s < 120.0 => format!("{s:.0} s"),
+        s if s < 7200.0 => format!("{:.0} min", s / 60.0),
+        s if s < 172_800.0 => format!("{:.1} h", s / 3600.0),
+        s => format!("{:.1} days", s / 86_400.0),
+    }
+}

@@ -1,0 +1,249 @@
+//! `ecobackup drill`: restore into a scratch cluster or a named server, run the checks, report
+//! RTO and RPO, clean up; exit 0 only when everything passed; ping a monitoring URL.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::sync::{Arc, Mutex};
+
+use common::one_error_line;
+use common::world::{walk, World};
+
+/// A monitoring endpoint that records the paths it was asked for.
+fn ping_server() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/ping/abc", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut line = String::new();
+            let mut reader = BufReader::new(&stream);
+            if reader.read_line(&mut line).is_ok() {
+                let path = line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                record.lock().unwrap().push(path);
+            }
+            let _ = (&stream)
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, seen)
+}
+
+fn checks(world: &World, name: &str, text: &str) -> String {
+    let path = world.dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn read_report(world: &World, name: &str) -> serde_json::Value {
+    let text = std::fs::read(world.dir.path().join(name)).unwrap();
+    serde_json::from_slice(&text).unwrap()
+}
+
+#[test]
+fn a_drill_on_a_scratch_cluster_passes_reports_and_pings() {
+    let world = World::new();
+    world.init();
+    let out = world
+        .run(&[
+            "--json",
+            "backup",
+            "logical",
+            "--db",
+            &world.shop,
+            "--globals",
+        ])
+        .assert()
+        .success();
+    let backup: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let finished = backup["manifest"]["finished_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let file = checks(
+        &world,
+        "checks.toml",
+        &format!(
+            r#"
+[[table]]
+name = "orders"
+min_rows = 7000
+within_percent = 1
+
+[[table]]
+name = "public.order_items"
+within_percent = 0.5
+
+[[sql]]
+name = "orders in the day before the backup"
+query = "SELECT count(*) > 0 FROM orders WHERE created_at >= now() - interval '1 day'"
+
+[[sql]]
+name = "now() is the backup's time"
+query = "SELECT now() = '{finished}'::timestamptz"
+
+[command]
+run = "test -n \"$DATABASE_URL\" && psql -X -tA \"$ECOBACKUP_DRILL_DATABASE_URL\" -c 'select count(*) from payments' | grep -qv '^0$'"
+"#
+        ),
+    );
+    let (ping, seen) = ping_server();
+    let out = world
+        .run(&[
+            "drill",
+            "latest",
+            "--checks",
+            &file,
+            "--report",
+            "report.json",
+            "--ping",
+            &ping,
+        ])
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(text.contains("PASSED") && text.contains("RTO"), "{text}");
+
+    let report = read_report(&world, "report.json");
+    assert_eq!(report["passed"], true, "{report}");
+    assert_eq!(report["backup_id"], backup["manifest"]["id"]);
+    assert!(report["backup_age_seconds"].as_f64().unwrap() >= 0.0);
+    let rto = report["rto_seconds"].as_f64().unwrap();
+    let parts: f64 = ["provision_seconds", "restore_seconds", "checks_seconds"]
+        .iter()
+        .map(|k| report["rto"][k].as_f64().unwrap())
+        .sum();
+    assert!(rto > 0.0 && (rto - parts).abs() < 1e-6, "{report}");
+    let checks = report["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 5);
+    assert!(checks.iter().all(|c| c["passed"] == true), "{report}");
+    assert_eq!(checks[0]["actual"], "7000 rows");
+    assert!(checks[0]["expected"]
+        .as_str()
+        .unwrap()
+        .contains(">= 7000 rows"));
+    assert_eq!(seen.lock().unwrap().as_slice(), ["/ping/abc"]);
+}
+
+#[test]
+fn failing_checks_fail_the_drill_with_the_evidence() {
+    let world = World::new();
+    world.init();
+    world.backup();
+    let file = checks(
+        &world,
+        "checks.toml",
+        r#"
+[[table]]
+name = "orders"
+min_rows = 1000000
+
+[[sql]]
+query = "SELECT count(*) = 0 FROM orders"
+
+[command]
+run = "exit 3"
+"#,
+    );
+    let (ping, seen) = ping_server();
+    let out = world
+        .run(&[
+            "drill",
+            "--checks",
+            &file,
+            "--report",
+            "report.json",
+            "--ping",
+            &ping,
+        ])
+        .assert()
+        .code(1);
+    let line = one_error_line(&out.get_output().stderr);
+    assert!(
+        line.contains("3 of 3 checks failed, first table public.orders: expected >= 1000000 rows, got 7000 rows"),
+        "{line}"
+    );
+    let report = read_report(&world, "report.json");
+    assert_eq!(report["passed"], false);
+    assert_eq!(report["checks"][1]["actual"], "false");
+    assert!(report["checks"][2]["actual"]
+        .as_str()
+        .unwrap()
+        .contains("exit status 3"));
+    assert_eq!(seen.lock().unwrap().as_slice(), ["/ping/abc/fail"]);
+}
+
+#[test]
+fn a_drill_on_a_named_server_uses_new_databases_and_drops_them() {
+    let world = World::new();
+    world.init();
+    world.backup();
+    let file = checks(
+        &world,
+        "checks.toml",
+        "[[table]]\nname = \"orders\"\nmin_rows = 1\n",
+    );
+    let target = world.database("postgres");
+    let out = world
+        .run(&["--json", "drill", "--checks", &file, "--target-db", &target])
+        .assert()
+        .success();
+    let report: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(report["passed"], true, "{report}");
+    let left: i64 = world.runtime.block_on(async {
+        let client = world.pg.client("postgres").await;
+        client
+            .query_one(
+                "SELECT count(*) FROM pg_database WHERE datname LIKE 'ecobackup_drill_%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    });
+    assert_eq!(left, 0, "drill databases are dropped");
+}
+
+#[test]
+fn a_damaged_backup_or_a_bad_checks_file_fails_the_drill() {
+    let world = World::new();
+    world.init();
+    let id = world.backup();
+    let bad = checks(
+        &world,
+        "bad.toml",
+        "[[table]]\nname = \"orders\"\nminimum = 3\n",
+    );
+    let out = world.run(&["drill", "--checks", &bad]).assert().code(2);
+    assert!(one_error_line(&out.get_output().stderr).contains("bad.toml is invalid"));
+
+    let dump = walk(&world.dir.path().join("repo/backups").join(&id))
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".dump.zst.age"))
+        .unwrap();
+    let mut bytes = std::fs::read(&dump).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&dump, bytes).unwrap();
+    let out = world
+        .run(&["drill", "--report", "report.json"])
+        .assert()
+        .code(1);
+    let line = one_error_line(&out.get_output().stderr);
+    assert!(
+        line.contains(&format!("drill of backup {id} failed"))
+            && line.contains("failed authentication"),
+        "{line}"
+    );
+    let report = read_report(&world, "report.json");
+    assert_eq!(report["passed"], false);
+    assert!(report["error"]
+        .as_str()
+        .unwrap()
+        .contains("failed authentication"));
+}
