@@ -129,7 +129,7 @@ fn a_failing_pg_dump_fails_the_backup_and_leaves_no_manifest() {
     let bin = killed_pg_dump(&world);
     let line = backup_fails(&world, &["--pg-bin", bin.path().to_str().unwrap()]);
     assert!(
-        line.contains("pg_dump failed (killed by signal 9)"),
+        line.contains("pg_dump failed (killed by SIGKILL)"),
         "{line}"
     );
     assert_eq!(world.listed_backups(), 0);

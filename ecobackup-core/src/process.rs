@@ -111,12 +111,7 @@ impl ChildCommand {
 
 /// The error for a program that ended badly: its status and the last line it wrote on stderr.
 fn failure(program: &str, status: ExitStatus, stderr: &str) -> Error {
-    use std::os::unix::process::ExitStatusExt;
-    let status = match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(signal)) => format!("killed by signal {signal}"),
-        (None, None) => status.to_string(),
-    };
+    let status = describe_status(status);
     let detail = last_line(stderr).unwrap_or_else(|| "it printed nothing on stderr".to_owned());
     Error::Process {
         program: program.to_owned(),
@@ -125,10 +120,23 @@ fn failure(program: &str, status: ExitStatus, stderr: &str) -> Error {
     }
 }
 
+/// How a program ended: `exit status 1`, `killed by SIGKILL`.
+pub(crate) fn describe_status(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => match nix::sys::signal::Signal::try_from(signal) {
+            Ok(signal) => format!("killed by {signal}"),
+            Err(_) => format!("killed by signal {signal}"),
+        },
+        (None, None) => status.to_string(),
+    }
+}
+
 /// The line that says what went wrong: the last one reporting an error (`pg_restore: error:
 /// … ERROR:  relation "t" already exists`), else the last non-empty one. The lines a PostgreSQL
 /// program adds after its error (`Command was: …`, the SQL, `DETAIL`) are not the reason.
-fn last_line(stderr: &str) -> Option<String> {
+pub(crate) fn last_line(stderr: &str) -> Option<String> {
     let lines = || stderr.lines().map(str::trim).filter(|l| !l.is_empty());
     let is_error = |l: &&str| {
         let lower = l.to_ascii_lowercase();
@@ -312,6 +320,20 @@ mod tests {
         );
         assert_eq!(last_line("one\ntwo\n").unwrap(), "two");
         assert_eq!(last_line("\n"), None);
+    }
+
+    #[test]
+    fn statuses_read_like_sentences() {
+        assert_eq!(
+            describe_status(
+                <ExitStatus as std::os::unix::process::ExitStatusExt>::from_raw(1 << 8)
+            ),
+            "exit status 1"
+        );
+        assert_eq!(
+            describe_status(<ExitStatus as std::os::unix::process::ExitStatusExt>::from_raw(9)),
+            "killed by SIGKILL"
+        );
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@ pub mod binaries;
 pub mod cluster;
 pub mod conn;
 pub mod fixture;
+mod server_log;
 
 pub use conn::{
     connect, database_facts, describe_pg_error, quote_ident, redact_url, DatabaseFacts, DbUrl,
