@@ -82,12 +82,26 @@ pub async fn drill(ctx: &Context, args: DrillArgs) -> Result<(), CliError> {
         keyring: Arc::new(load_keyring(ctx, &args.identities)?),
         pg_bin: args.pg_bin.clone(),
     };
-    let repo = open(ctx).await?;
-    let report = run_drill(&repo, &plan, &Bars::new(ctx)).await?;
+    let ping_url = args.ping.as_ref().or(ctx.config.drill.ping_url.as_ref());
+    let started = async {
+        let repo = open(ctx).await?;
+        Ok::<_, CliError>(run_drill(&repo, &plan, &Bars::new(ctx)).await?)
+    }
+    .await;
+    let report = match started {
+        Ok(report) => report,
+        Err(e) => {
+            // A drill that cannot even start (no backup, no repository) is a failed drill.
+            if let Some(url) = ping_url {
+                ping(url, false).await;
+            }
+            return Err(e);
+        }
+    };
     if let Some(path) = &args.report {
         write_report(path, &report)?;
     }
-    if let Some(url) = args.ping.as_ref().or(ctx.config.drill.ping_url.as_ref()) {
+    if let Some(url) = ping_url {
         ping(url, report.passed).await;
     }
     print_report(ctx, &report);
