@@ -4,9 +4,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ecobackup_core::drill::{drill as run_drill, Checks, DrillPlan, DrillReport, DrillTarget};
-use ecobackup_core::postgres::DbUrl;
 
 use super::filter::load_keyring;
+use super::logical::url_from_argv;
 use super::progress::Bars;
 use super::repo::open;
 use crate::cli::DrillArgs;
@@ -76,7 +76,7 @@ pub async fn drill(ctx: &Context, args: DrillArgs) -> Result<(), CliError> {
         backup: args.id.clone(),
         checks: load_checks(checks_file.as_deref())?,
         target: match &args.target_db {
-            Some(url) => DrillTarget::Server(DbUrl::parse(url)?),
+            Some(url) => DrillTarget::Server(url_from_argv(url)?),
             None => DrillTarget::Scratch,
         },
         keyring: Arc::new(load_keyring(ctx, &args.identities)?),

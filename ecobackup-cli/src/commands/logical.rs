@@ -18,7 +18,7 @@ use crate::{CliError, Context};
 
 /// A database URL from the command line: a password in it would be visible to every user of
 /// the machine (`ps`), so it is refused.
-fn url_from_argv(text: &str) -> Result<DbUrl, CliError> {
+pub fn url_from_argv(text: &str) -> Result<DbUrl, CliError> {
     let url = DbUrl::parse(text)?;
     if url.has_password() {
         return Err(CliError::usage(format!(
