@@ -232,6 +232,24 @@ fn restore_failures_leave_the_target_as_it_was() {
 
     world.backup();
 
+    // A database the backup does not hold.
+    let out = world
+        .run(&[
+            "restore",
+            "logical",
+            "latest",
+            "--db",
+            &target,
+            "--create",
+            "--database",
+            "nosuch",
+        ])
+        .assert()
+        .code(1);
+    let line = one_error_line(&out.get_output().stderr);
+    assert!(line.contains("holds no database \"nosuch\""), "{line}");
+    assert!(!world.database_exists("target"));
+
     // The wrong identity: nothing created.
     let (other, _) = key(world.dir.path(), "other.key");
     let out = world

@@ -83,31 +83,24 @@ fn choose_artifact<'m>(
         .iter()
         .filter(|a| a.name.contains(".dump"))
         .collect();
+    let problem = |detail: String| Error::Postgres {
+        context: format!("restoring backup {}", manifest.id),
+        detail,
+    };
+    let held = manifest.source.databases.join(", ");
     let wanted = match (database, dumps.as_slice()) {
         (Some(name), _) => name.to_owned(),
         (None, [only]) => return Ok(only),
         (None, _) => {
-            return Err(Error::BackupNotFound {
-                wanted: format!(
-                    "database to pick in {} (it holds {}): pass --database NAME",
-                    manifest.id,
-                    manifest.source.databases.join(", ")
-                ),
-                repo: "the backup".to_owned(),
-            })
+            return Err(problem(format!(
+                "it holds several databases ({held}): pass --database NAME"
+            )))
         }
     };
     dumps
         .into_iter()
         .find(|a| a.name.split(".dump").next() == Some(wanted.as_str()))
-        .ok_or_else(|| Error::BackupNotFound {
-            wanted: format!(
-                "of database {wanted:?} in {} (it holds {})",
-                manifest.id,
-                manifest.source.databases.join(", ")
-            ),
-            repo: "the backup".to_owned(),
-        })
+        .ok_or_else(|| problem(format!("it holds no database {wanted:?} (it holds {held})")))
 }
 
 /// Reads the encrypted catalog of a logical backup (sizes and row estimates per database).
