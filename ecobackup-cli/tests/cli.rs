@@ -56,7 +56,7 @@ fn a_command_not_built_yet_refuses_to_run() {
         vec!["backup", "physical", "--db", "postgres://x/y"],
         vec!["restore", "physical", "latest", "--pgdata", "/tmp/x"],
         vec!["backup", "files", "--path", "/etc"],
-        vec!["verify", "--all"],
+        vec!["status"],
         vec!["prune", "--dry-run"],
     ] {
         let out = ecobackup(dir.path()).args(&args).assert().code(2);
