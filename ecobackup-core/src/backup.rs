@@ -86,10 +86,21 @@ pub async fn backup_logical(
         let client = url.connect().await?;
         facts.push(database_facts(&client, url).await?);
     }
-    let major = facts[0].major_version;
-    let pg_dump = find_program("pg_dump", major, plan.pg_bin.as_deref())?;
+    // Each server gets the pg_dump of its own major version (databases may be on several).
+    let mut pg_dumps = Vec::new();
+    for f in &facts {
+        pg_dumps.push(find_program(
+            "pg_dump",
+            f.major_version,
+            plan.pg_bin.as_deref(),
+        )?);
+    }
     let pg_dumpall = if plan.globals {
-        Some(find_program("pg_dumpall", major, plan.pg_bin.as_deref())?)
+        Some(find_program(
+            "pg_dumpall",
+            facts[0].major_version,
+            plan.pg_bin.as_deref(),
+        )?)
     } else {
         None
     };
@@ -99,9 +110,9 @@ pub async fn backup_logical(
     let lock = Lock::acquire(repo.storage(), &id, "backup logical", LOCK_TTL).await?;
     let mut stored: Vec<ArtifactEntry> = Vec::new();
     let outcome = async {
-        for (url, facts) in plan.databases.iter().zip(&facts) {
+        for ((url, facts), pg_dump) in plan.databases.iter().zip(&facts).zip(&pg_dumps) {
             let command = url.apply(
-                ChildCommand::new(&pg_dump)
+                ChildCommand::new(pg_dump)
                     .arg("--format=custom")
                     .arg("--compress=0")
                     .arg("--no-password"),
