@@ -286,3 +286,32 @@ async fn an_unreachable_endpoint_says_so() {
     let message = init_error(&storage_with(s3.bucket(), &options)).await;
     assert!(message.contains("cannot reach the endpoint"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_upload_is_aborted_in_the_background() {
+    let s3 = S3TestServer::start().await;
+    let storage = storage(&s3);
+    s3.add_fault(
+        FaultRule::new(Fault::Delay(Duration::from_secs(30)))
+            .method("PUT")
+            .query_contains("partNumber=2")
+            .forever(),
+    );
+    // A caller's timeout drops the upload mid-way: the sink never sees an error.
+    let cancelled = tokio::time::timeout(
+        Duration::from_secs(2),
+        upload(&storage, "backups/cancelled.age", data(40 * MIB)),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the upload was still running");
+    let mut pending = usize::MAX;
+    for _ in 0..100 {
+        pending = s3.pending_multipart_uploads();
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(pending, 0, "the dropped upload was aborted");
+    assert!(!object_key(&s3, "backups/cancelled.age"));
+}

@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{MultipartUpload, ObjectStoreExt, PutPayload};
 
 use super::Storage;
 use crate::error::{Error, Result};
@@ -84,7 +84,7 @@ impl ObjectSink {
         Ok(bytes)
     }
 
-    async fn multipart(&self, first: Vec<Bytes>, mut input: ByteStream) -> Result<u64> {
+    async fn multipart(&self, first: Vec<Bytes>, input: ByteStream) -> Result<u64> {
         let path = self.storage.path(&self.key);
         let upload = self
             .storage
@@ -92,51 +92,169 @@ impl ObjectSink {
             .put_multipart(&path)
             .await
             .map_err(|e| self.storage.error("starting the upload of", &self.key, e))?;
-        let part_size = usize::try_from(self.part_size).unwrap_or(usize::MAX);
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, part_size);
-        let mut bytes = 0u64;
-        for chunk in first {
-            bytes += chunk.len() as u64;
-            writer.put(chunk);
-        }
-        let outcome: Result<()> = async {
-            while let Some(chunk) = input.next().await {
-                let chunk = chunk?;
-                bytes += chunk.len() as u64;
-                if bytes.div_ceil(self.part_size) > MAX_PARTS {
-                    return Err(Error::Storage {
-                        op: "uploading",
-                        key: self.key.clone(),
-                        repo: self.storage.url().to_owned(),
-                        detail: format!(
-                            "the artifact outgrew {MAX_PARTS} parts of {} MiB: the source's size estimate was far too low",
-                            self.part_size / MIB
-                        ),
-                    });
-                }
-                writer
-                    .wait_for_capacity(self.concurrency)
-                    .await
-                    .map_err(|e| self.storage.error("uploading a part of", &self.key, e))?;
-                writer.put(chunk);
-            }
-            Ok(())
-        }
-        .await;
+        // The guard owns the upload until it is complete: whatever ends this function early —
+        // an error, or the caller dropping the future — the upload is aborted.
+        let mut guard = AbortOnDrop {
+            upload: Some(upload),
+            key: self.key.clone(),
+        };
+        let outcome = self.send_parts(&mut guard, first, input).await;
+        let mut upload = guard.upload.take().expect("held until here");
         match outcome {
-            Ok(()) => {
-                // `finish` aborts the upload itself when a part or the completion fails.
-                writer
-                    .finish()
-                    .await
-                    .map_err(|e| self.storage.error("completing the upload of", &self.key, e))?;
-                Ok(bytes)
-            }
+            Ok(bytes) => Ok(bytes),
             Err(e) => {
-                if let Err(abort) = writer.abort().await {
+                if let Err(abort) = upload.abort().await {
                     tracing::warn!(key = %self.key, error = %abort, "could not abort the multipart upload; the bucket's lifecycle rule for incomplete uploads will remove it");
                 }
                 Err(e)
+            }
+        }
+    }
+
+    /// Cuts the stream into equal parts, uploads at most `concurrency` at once, and completes
+    /// the upload.
+    async fn send_parts(
+        &self,
+        guard: &mut AbortOnDrop,
+        first: Vec<Bytes>,
+        mut input: ByteStream,
+    ) -> Result<u64> {
+        let part_size = usize::try_from(self.part_size).unwrap_or(usize::MAX);
+        let part_error = |e| self.storage.error("uploading a part of", &self.key, e);
+        let mut parts = PartCutter::new(part_size);
+        let mut in_flight = tokio::task::JoinSet::new();
+        let mut bytes = 0u64;
+        let mut pending: Vec<Bytes> = first;
+        loop {
+            for chunk in pending.drain(..) {
+                bytes += chunk.len() as u64;
+                parts.push(chunk);
+            }
+            if bytes.div_ceil(self.part_size) > MAX_PARTS {
+                return Err(Error::Storage {
+                    op: "uploading",
+                    key: self.key.clone(),
+                    repo: self.storage.url().to_owned(),
+                    detail: format!(
+                        "the artifact outgrew {MAX_PARTS} parts of {} MiB: the source's size estimate was far too low",
+                        self.part_size / MIB
+                    ),
+                });
+            }
+            let last = match input.next().await {
+                Some(chunk) => {
+                    pending.push(chunk?);
+                    false
+                }
+                None => true,
+            };
+            while let Some(part) = parts.next_part(last) {
+                while in_flight.len() >= self.concurrency {
+                    join_one(&mut in_flight).await.map_err(part_error)?;
+                }
+                let upload = guard.upload.as_mut().expect("held");
+                in_flight.spawn(upload.put_part(part));
+            }
+            if last {
+                break;
+            }
+        }
+        while !in_flight.is_empty() {
+            join_one(&mut in_flight).await.map_err(part_error)?;
+        }
+        guard
+            .upload
+            .as_mut()
+            .expect("held")
+            .complete()
+            .await
+            .map_err(|e| self.storage.error("completing the upload of", &self.key, e))?;
+        Ok(bytes)
+    }
+}
+
+/// Waits for one part upload; a panicked or cancelled task counts as a failed part.
+async fn join_one(
+    tasks: &mut tokio::task::JoinSet<object_store::Result<()>>,
+) -> object_store::Result<()> {
+    match tasks.join_next().await {
+        Some(Ok(result)) => result,
+        Some(Err(e)) => Err(object_store::Error::Generic {
+            store: "ecobackup",
+            source: Box::new(e),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Cuts a stream of chunks into parts of exactly `size` bytes (the last may be shorter),
+/// without copying: chunks are split where a part ends.
+struct PartCutter {
+    size: usize,
+    chunks: Vec<Bytes>,
+    buffered: usize,
+}
+
+impl PartCutter {
+    fn new(size: usize) -> Self {
+        PartCutter {
+            size,
+            chunks: Vec::new(),
+            buffered: 0,
+        }
+    }
+
+    fn push(&mut self, chunk: Bytes) {
+        self.buffered += chunk.len();
+        self.chunks.push(chunk);
+    }
+
+    /// The next full part; with `last`, also the remainder.
+    fn next_part(&mut self, last: bool) -> Option<PutPayload> {
+        if self.buffered == 0 || (self.buffered < self.size && !last) {
+            return None;
+        }
+        let mut part = Vec::new();
+        let mut wanted = self.size.min(self.buffered);
+        self.buffered -= wanted;
+        let mut rest = std::mem::take(&mut self.chunks).into_iter();
+        while wanted > 0 {
+            let mut chunk = rest.next().expect("buffered bytes are in the chunks");
+            if chunk.len() > wanted {
+                let tail = chunk.split_off(wanted);
+                self.chunks.push(tail);
+            }
+            wanted -= chunk.len();
+            part.push(chunk);
+        }
+        self.chunks.extend(rest);
+        Some(part.into_iter().collect())
+    }
+}
+
+/// Aborts a multipart upload that was not completed when its sink went away (a caller's
+/// timeout, a cancelled task): the abort runs in the background, so no parts stay billed.
+struct AbortOnDrop {
+    upload: Option<Box<dyn MultipartUpload>>,
+    key: String,
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        let Some(mut upload) = self.upload.take() else {
+            return;
+        };
+        let key = std::mem::take(&mut self.key);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = upload.abort().await {
+                        tracing::warn!(key = %key, error = %e, "could not abort a cancelled multipart upload");
+                    }
+                });
+            }
+            Err(_) => {
+                tracing::warn!(key = %key, "a cancelled multipart upload is left pending (no runtime to abort it)")
             }
         }
     }
@@ -187,6 +305,30 @@ impl ObjectSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_are_cut_exactly_at_the_part_size() {
+        let mut cutter = PartCutter::new(10);
+        for chunk in [&b"abcdefg"[..], b"hijklmnopqrstuvwxy", b"z"] {
+            cutter.push(Bytes::copy_from_slice(chunk));
+        }
+        let sizes = |p: PutPayload| p.content_length();
+        assert_eq!(cutter.next_part(false).map(sizes), Some(10));
+        assert_eq!(cutter.next_part(false).map(sizes), Some(10));
+        assert_eq!(
+            cutter.next_part(false).map(sizes),
+            None,
+            "6 bytes wait for more"
+        );
+        let rest: Vec<u8> = cutter
+            .next_part(true)
+            .unwrap()
+            .iter()
+            .flat_map(|b| b.to_vec())
+            .collect();
+        assert_eq!(rest, b"uvwxyz");
+        assert!(cutter.next_part(true).is_none());
+    }
 
     #[test]
     fn parts_always_suffice() {
