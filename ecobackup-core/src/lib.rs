@@ -11,7 +11,15 @@
 //!   [`Sink`](pipeline::Sink) traits and the [`Pipeline`](pipeline::Pipeline) that runs them.
 //! - [`transform`]: zstd, age encryption and decryption, SHA-256 digests.
 //! - [`crypto`]: recipients, identity files, keyrings.
-//! - [`io`]: sources and sinks over files, pipes and any `AsyncRead`/`AsyncWrite`.
+//! - [`io`]: sources and sinks over files, pipes and any `AsyncRead`/`AsyncWrite`;
+//!   [`process`]: child programs (pg_dump, pg_restore) as sources and sinks.
+//! - [`storage`]: directories, S3-compatible services and memory through `object_store`;
+//!   [`repository`]: the layout, manifests, backup ids and locks on top of it.
+//! - [`artifact`]: one artifact into and out of a repository, digests checked.
+//! - [`backup`], [`restore`]: logical backups and restores; [`verify`]: every stored byte
+//!   checked; [`drill`]: restore drills with checks, RTO and RPO.
+//! - [`postgres`]: connections, server facts, programs of the right version, throwaway clusters
+//!   and the demo database; [`progress`]: progress for whoever watches.
 //!
 //! Artifacts are standard age v1 files holding a zstd stream (docs/FORMAT.md), so a backup
 //! restores with stock tools when ecobackup is not at hand.
