@@ -224,7 +224,9 @@ pub async fn drill(
     }
     if matches!(plan.target, DrillTarget::Server(_)) {
         for url in &created {
-            drop_database(url).await;
+            if let Err(e) = url.drop_database().await {
+                tracing::warn!(error = %e, database = %url.redacted(), "could not drop a drill database; drop it by hand");
+            }
         }
     }
     drop(scratch);
@@ -499,23 +501,5 @@ async fn command_check(check: &CommandCheck, url: &DbUrl) -> CheckResult {
         expected: "exit status 0".to_owned(),
         actual,
         passed,
-    }
-}
-
-async fn drop_database(url: &DbUrl) {
-    let admin = url.with_database("postgres");
-    let sql = format!(
-        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-        quote_ident(&url.database())
-    );
-    let result = match admin.connect().await {
-        Ok(client) => client
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| admin.error("dropping", e)),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = result {
-        tracing::warn!(error = %e, database = %url.redacted(), "could not drop a drill database; drop it by hand");
     }
 }

@@ -284,26 +284,6 @@ async fn run_pg_restore(
     }
 }
 
-/// Drops a database this restore created, after the restore failed: the target is left as it
-/// was found (absent).
-async fn drop_created(target: &DbUrl) {
-    let admin_url = target.with_database("postgres");
-    let sql = format!(
-        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-        quote_ident(&target.database())
-    );
-    let result = match admin_url.connect().await {
-        Ok(admin) => admin
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| admin_url.error("dropping", e)),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "could not drop the database created for the failed restore");
-    }
-}
-
 /// Restores one database of a logical backup.
 pub async fn restore_logical(
     repo: &Repository,
@@ -347,7 +327,10 @@ pub async fn restore_logical(
         Ok(report) => report,
         Err(e) => {
             if created {
-                drop_created(&plan.target).await;
+                // The target is left as it was found: absent.
+                if let Err(drop) = plan.target.drop_database().await {
+                    tracing::warn!(error = %drop, "could not drop the database created for the failed restore");
+                }
             }
             return Err(e);
         }

@@ -88,13 +88,35 @@ impl DbUrl {
         let (client, connection) = config
             .connect(tokio_postgres::NoTls)
             .await
-            .map_err(|e| self.error("connecting to", e))?;
+            .map_err(|e| Error::Postgres {
+                context: format!("connecting to {}", self.redacted()),
+                detail: format!(
+                    "{}; check that the server is running and reachable and that the URL, user and password are right",
+                    describe_pg_error(&e)
+                ),
+            })?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "database connection ended");
+                tracing::debug!("PostgreSQL connection ended: {}", describe_pg_error(&e));
             }
         });
         Ok(client)
+    }
+
+    /// Drops the database this URL names (`WITH (FORCE)`: its sessions are ended), connected
+    /// to the server's `postgres` database. A database that does not exist is not an error.
+    pub async fn drop_database(&self) -> Result<()> {
+        let admin = self.with_database("postgres");
+        let sql = format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_ident(&self.database())
+        );
+        admin
+            .connect()
+            .await?
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| admin.error("dropping a database on", e))
     }
 
     /// Gives a program this URL's password in `PGPASSWORD` (when it has one), nothing else.
@@ -249,25 +271,11 @@ pub fn describe_pg_error(error: &tokio_postgres::Error) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Connects to `url` (without TLS) and runs the connection on the current tokio runtime.
+/// Connects to the database URL `url` (without TLS), as [`DbUrl::connect`] does.
 ///
-/// The error names the URL with its password removed ([`redact_url`]).
+/// The error names the URL with its password removed.
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| Error::Postgres {
-            context: format!("connecting to {}", redact_url(url)),
-            detail: format!(
-                "{}; check that the server is running and reachable and that the URL, user and password are right",
-                describe_pg_error(&e)
-            ),
-        })?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!("PostgreSQL connection ended: {}", describe_pg_error(&e));
-        }
-    });
-    Ok(client)
+    DbUrl::parse(url)?.connect().await
 }
 
 /// What a server told us about itself and one database, at backup time.
