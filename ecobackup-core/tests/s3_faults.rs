@@ -1,39 +1,20 @@
 //! The S3 backend against the in-process S3 server: big multipart uploads, injected faults,
 //! dropped downloads, the headers we must never send, and bad credentials, buckets and endpoints.
 
+mod common;
+
 use std::time::Duration;
 
-use ecobackup_core::pipeline::Pipeline;
+use common::storage::{download, s3_options, s3_storage, upload};
 use ecobackup_core::repository::Repository;
-use ecobackup_core::storage::{RepoUrl, Storage, StorageOptions};
+use ecobackup_core::storage::Storage;
 use ecobackup_core::Error;
-use ecobackup_testkit::{ChunkedSource, Fault, FaultRule, MemorySink, S3TestServer};
+use ecobackup_testkit::{Fault, FaultRule, S3TestServer};
 
 const MIB: usize = 1 << 20;
 
-fn options(s3: &S3TestServer) -> StorageOptions {
-    StorageOptions {
-        endpoint: Some(s3.endpoint()),
-        region: Some(s3.region().to_owned()),
-        allow_http: true,
-        access_key_id: Some(s3.access_key_id().to_owned().into()),
-        secret_access_key: Some(s3.secret_access_key().to_owned().into()),
-        max_retries: 3,
-        initial_backoff: Duration::from_millis(10),
-        ..StorageOptions::default()
-    }
-}
-
-fn storage_with(bucket: &str, options: &StorageOptions) -> Storage {
-    let url = RepoUrl::S3 {
-        bucket: bucket.to_owned(),
-        prefix: "repo".to_owned(),
-    };
-    Storage::open(&url, options).unwrap()
-}
-
 fn storage(s3: &S3TestServer) -> Storage {
-    storage_with(s3.bucket(), &options(s3))
+    s3_storage(s3.bucket(), "repo", &s3_options(s3))
 }
 
 /// Bytes that do not repeat at any part boundary, so a misplaced part shows.
@@ -47,23 +28,6 @@ fn data(len: usize) -> Vec<u8> {
             state as u8
         })
         .collect()
-}
-
-async fn upload(storage: &Storage, key: &str, data: Vec<u8>) -> ecobackup_core::Result<u64> {
-    let report = Pipeline::new(ChunkedSource::new(data, vec![MIB, 333_333]))
-        .into(storage.sink(key, None))
-        .run()
-        .await?;
-    Ok(report.receipt.bytes)
-}
-
-async fn download(storage: &Storage, key: &str) -> ecobackup_core::Result<Vec<u8>> {
-    let sink = MemorySink::new();
-    Pipeline::new(storage.source(key))
-        .into(sink.clone())
-        .run()
-        .await?;
-    Ok(sink.committed().unwrap())
 }
 
 /// Content lengths of the part uploads the server saw, in part order.
@@ -98,7 +62,7 @@ async fn a_300_mib_stream_uploads_in_equal_parts_and_reads_back_identical() {
     let s3 = S3TestServer::start().await;
     let storage = storage(&s3);
     let input = data(300 * MIB);
-    let written = upload(&storage, "backups/big.age", input.clone())
+    let written = upload(&storage, "backups/big.age", input.clone(), None)
         .await
         .unwrap();
     assert_eq!(written, input.len() as u64);
@@ -129,7 +93,7 @@ async fn a_transient_503_on_part_3_is_retried() {
             .times(1),
     );
     let input = data(40 * MIB);
-    upload(&storage, "backups/retried.age", input.clone())
+    upload(&storage, "backups/retried.age", input.clone(), None)
         .await
         .unwrap();
     let tries = s3
@@ -155,7 +119,7 @@ async fn a_permanent_failure_aborts_the_multipart_upload() {
             .query_contains("partNumber=2")
             .forever(),
     );
-    let err = upload(&storage, "backups/doomed.age", data(60 * MIB))
+    let err = upload(&storage, "backups/doomed.age", data(60 * MIB), None)
         .await
         .unwrap_err();
     let message = err.to_string();
@@ -180,7 +144,7 @@ async fn a_connection_reset_mid_download_resumes_with_a_ranged_get() {
     let s3 = S3TestServer::start().await;
     let storage = storage(&s3);
     let input = data(21 * MIB);
-    upload(&storage, "backups/resumed.age", input.clone())
+    upload(&storage, "backups/resumed.age", input.clone(), None)
         .await
         .unwrap();
     s3.clear_requests();
@@ -210,7 +174,7 @@ async fn no_checksum_or_aws_chunked_headers_are_ever_sent() {
     let s3 = S3TestServer::start().await;
     let storage = storage(&s3);
     storage.put("small.json", b"{}".to_vec()).await.unwrap();
-    upload(&storage, "backups/multi.age", data(20 * MIB))
+    upload(&storage, "backups/multi.age", data(20 * MIB), None)
         .await
         .unwrap();
     download(&storage, "backups/multi.age").await.unwrap();
@@ -255,9 +219,9 @@ async fn init_error(storage: &Storage) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_credentials_say_access_denied_and_write_nothing() {
     let s3 = S3TestServer::start().await;
-    let mut bad = options(&s3);
+    let mut bad = s3_options(&s3);
     bad.secret_access_key = Some("not-the-secret".to_owned().into());
-    let message = init_error(&storage_with(s3.bucket(), &bad)).await;
+    let message = init_error(&s3_storage(s3.bucket(), "repo", &bad)).await;
     assert!(message.contains("check the credentials"), "{message}");
     assert!(
         !message.contains("not-the-secret"),
@@ -269,7 +233,7 @@ async fn bad_credentials_say_access_denied_and_write_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_bucket_says_so() {
     let s3 = S3TestServer::start().await;
-    let message = init_error(&storage_with("no-such-bucket", &options(&s3))).await;
+    let message = init_error(&s3_storage("no-such-bucket", "repo", &s3_options(&s3))).await;
     assert!(message.contains("bucket does not exist"), "{message}");
     assert!(s3.object_keys().is_empty());
 }
@@ -280,10 +244,10 @@ async fn an_unreachable_endpoint_says_so() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let mut options = options(&s3);
+    let mut options = s3_options(&s3);
     options.endpoint = Some(format!("http://127.0.0.1:{port}"));
     options.max_retries = 1;
-    let message = init_error(&storage_with(s3.bucket(), &options)).await;
+    let message = init_error(&s3_storage(s3.bucket(), "repo", &options)).await;
     assert!(message.contains("cannot reach the endpoint"), "{message}");
 }
 
@@ -300,7 +264,7 @@ async fn a_cancelled_upload_is_aborted_in_the_background() {
     // A caller's timeout drops the upload mid-way: the sink never sees an error.
     let cancelled = tokio::time::timeout(
         Duration::from_secs(2),
-        upload(&storage, "backups/cancelled.age", data(40 * MIB)),
+        upload(&storage, "backups/cancelled.age", data(40 * MIB), None),
     )
     .await;
     assert!(cancelled.is_err(), "the upload was still running");

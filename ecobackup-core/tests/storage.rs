@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::storage::{download, s3_options, s3_storage, upload};
+
 use ecobackup_core::pipeline::Pipeline;
 use ecobackup_core::repository::{
     new_backup_id, ArtifactEntry, BackupKind, InitOutcome, Lock, Manifest, Repository, SourceFacts,
@@ -10,7 +12,7 @@ use ecobackup_core::repository::{
 };
 use ecobackup_core::storage::{RepoUrl, Storage, StorageOptions};
 use ecobackup_core::Error;
-use ecobackup_testkit::{ChunkedSource, MemorySink, RowGenerator, S3TestServer};
+use ecobackup_testkit::{RowGenerator, S3TestServer};
 
 /// A fresh, empty storage of each kind. The S3 server (and temp dir) must outlive the storage.
 struct Backends {
@@ -32,7 +34,7 @@ async fn backends() -> Backends {
         &StorageOptions::default(),
     )
     .unwrap();
-    let s3_storage = s3_storage(&s3, "prod/db");
+    let s3_storage = s3_storage(s3.bucket(), "prod/db", &s3_options(&s3));
     Backends {
         _dir: dir,
         _s3: s3,
@@ -45,49 +47,6 @@ fn rand_suffix() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64
-}
-
-pub fn s3_options(s3: &S3TestServer) -> StorageOptions {
-    StorageOptions {
-        endpoint: Some(s3.endpoint()),
-        region: Some(s3.region().to_owned()),
-        allow_http: true,
-        access_key_id: Some(s3.access_key_id().to_owned().into()),
-        secret_access_key: Some(s3.secret_access_key().to_owned().into()),
-        max_retries: 3,
-        initial_backoff: std::time::Duration::from_millis(10),
-        ..StorageOptions::default()
-    }
-}
-
-fn s3_storage(s3: &S3TestServer, prefix: &str) -> Storage {
-    let url = RepoUrl::S3 {
-        bucket: s3.bucket().to_owned(),
-        prefix: prefix.to_owned(),
-    };
-    Storage::open(&url, &s3_options(s3)).unwrap()
-}
-
-async fn upload(
-    storage: &Storage,
-    key: &str,
-    data: Vec<u8>,
-    size_hint: Option<u64>,
-) -> ecobackup_core::Result<u64> {
-    let report = Pipeline::new(ChunkedSource::new(data, vec![1 << 20]))
-        .into(storage.sink(key, size_hint))
-        .run()
-        .await?;
-    Ok(report.receipt.bytes)
-}
-
-async fn download(storage: &Storage, key: &str) -> ecobackup_core::Result<Vec<u8>> {
-    let sink = MemorySink::new();
-    Pipeline::new(storage.source(key))
-        .into(sink.clone())
-        .run()
-        .await?;
-    Ok(sink.committed().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

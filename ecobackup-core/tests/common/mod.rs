@@ -48,3 +48,4 @@ pub async fn open(
         sink,
     )
 }
+pub mod storage;
