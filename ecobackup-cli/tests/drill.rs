@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::sync::{Arc, Mutex};
 
 use common::one_error_line;
-use common::world::{walk, World};
+use common::world::{flip_middle_byte, World};
 
 /// A monitoring endpoint that records the paths it was asked for.
 fn ping_server() -> (String, Arc<Mutex<Vec<String>>>) {
@@ -222,14 +222,7 @@ fn a_damaged_backup_or_a_bad_checks_file_fails_the_drill() {
     let out = world.run(&["drill", "--checks", &bad]).assert().code(2);
     assert!(one_error_line(&out.get_output().stderr).contains("bad.toml is invalid"));
 
-    let dump = walk(&world.dir.path().join("repo/backups").join(&id))
-        .into_iter()
-        .find(|p| p.to_string_lossy().ends_with(".dump.zst.age"))
-        .unwrap();
-    let mut bytes = std::fs::read(&dump).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 1;
-    std::fs::write(&dump, bytes).unwrap();
+    flip_middle_byte(&world.artifact(&id, ".dump.zst.age"), 1);
     let out = world
         .run(&["drill", "--report", "report.json"])
         .assert()

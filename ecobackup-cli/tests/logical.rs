@@ -9,7 +9,7 @@ use std::process::Command as Std;
 
 use ecobackup_testkit::{Fault, FaultRule, S3TestServer};
 
-use common::world::{walk, World};
+use common::world::{flip_middle_byte, walk, World};
 use common::{ecobackup, key, one_error_line};
 
 fn round_trip(world: &World) {
@@ -78,15 +78,7 @@ fn the_stock_tools_alone_restore_an_artifact() {
     );
     let mut cmd = Std::new("bash");
     cmd.arg("-c").arg(script);
-    if let Some(password) = &world.password {
-        cmd.env("PGPASSWORD", password);
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    world.run_client(cmd);
     world.assert_identical(&world.shop, &target);
 }
 
@@ -230,7 +222,7 @@ fn restore_failures_leave_the_target_as_it_was() {
     assert!(one_error_line(&out.get_output().stderr).contains("no backup latest (logical)"));
     assert!(!world.database_exists("target"));
 
-    world.backup();
+    let id = world.backup();
 
     // A database the backup does not hold.
     let out = world
@@ -314,14 +306,7 @@ fn restore_failures_leave_the_target_as_it_was() {
     );
 
     // A tampered artifact: the restore fails, the target keeps its data.
-    let id_dir = walk(&world.dir.path().join("repo/backups"))
-        .into_iter()
-        .find(|p| p.to_string_lossy().ends_with(".dump.zst.age"))
-        .unwrap();
-    let mut bytes = std::fs::read(&id_dir).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x40;
-    std::fs::write(&id_dir, bytes).unwrap();
+    flip_middle_byte(&world.artifact(&id, ".dump.zst.age"), 0x40);
     let out = world
         .run(&[
             "restore",

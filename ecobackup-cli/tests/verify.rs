@@ -3,17 +3,8 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::world::{walk, World};
+use common::world::{flip_middle_byte, World};
 use common::{key, one_error_line};
-
-fn artifact(world: &World, id: &str, suffix: &str) -> PathBuf {
-    walk(&world.dir.path().join("repo/backups").join(id))
-        .into_iter()
-        .find(|p| p.to_string_lossy().ends_with(suffix))
-        .unwrap_or_else(|| panic!("no {suffix} in {id}"))
-}
 
 fn report(world: &World, args: &[&str]) -> (serde_json::Value, Option<String>) {
     let mut all = vec!["--json", "verify"];
@@ -80,15 +71,11 @@ fn intact_backups_pass_and_every_kind_of_damage_is_named() {
     );
 
     // Damage every artifact of the newest backup a different way.
-    let dump = artifact(&world, &new, ".dump.zst.age");
-    let mut bytes = std::fs::read(&dump).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 1;
-    std::fs::write(&dump, bytes).unwrap();
-    let globals = artifact(&world, &new, "globals.sql.zst.age");
+    flip_middle_byte(&world.artifact(&new, ".dump.zst.age"), 1);
+    let globals = world.artifact(&new, "globals.sql.zst.age");
     let bytes = std::fs::read(&globals).unwrap();
     std::fs::write(&globals, &bytes[..bytes.len() - 7]).unwrap();
-    std::fs::remove_file(artifact(&world, &new, "catalog.json.zst.age")).unwrap();
+    std::fs::remove_file(world.artifact(&new, "catalog.json.zst.age")).unwrap();
 
     let (latest, error) = report(&world, &["latest"]);
     let error = error.expect("verify fails");
@@ -117,7 +104,7 @@ fn intact_backups_pass_and_every_kind_of_damage_is_named() {
     );
 
     // An extended artifact of the older backup; --all reports both backups.
-    let old_dump = artifact(&world, &old, ".dump.zst.age");
+    let old_dump = world.artifact(&old, ".dump.zst.age");
     let mut bytes = std::fs::read(&old_dump).unwrap();
     bytes.extend_from_slice(b"appended");
     std::fs::write(&old_dump, bytes).unwrap();

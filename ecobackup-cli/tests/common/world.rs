@@ -114,12 +114,9 @@ impl World {
         find_program(program, self.pg.major_version(), None).unwrap()
     }
 
-    /// `pg_dump` of one database in plain SQL with extra flags.
-    pub fn dump(&self, url: &str, flag: &str) -> String {
-        let mut cmd = Std::new(self.pg_bin("pg_dump"));
-        cmd.arg(flag)
-            .arg("--no-owner")
-            .arg(format!("--dbname={url}"));
+    /// Runs a program that talks to the server (pg_dump, a shell pipeline), with the server's
+    /// password in its environment; asserts it succeeded and returns its stdout.
+    pub fn run_client(&self, mut cmd: Std) -> Vec<u8> {
         if let Some(password) = &self.password {
             cmd.env("PGPASSWORD", password);
         }
@@ -129,8 +126,25 @@ impl World {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        out.stdout
+    }
+
+    /// The artifact of backup `id` whose name ends with `suffix`, in the file:// repository.
+    pub fn artifact(&self, id: &str, suffix: &str) -> PathBuf {
+        walk(&self.dir.path().join("repo/backups").join(id))
+            .into_iter()
+            .find(|p| p.to_string_lossy().ends_with(suffix))
+            .unwrap_or_else(|| panic!("no {suffix} in {id}"))
+    }
+
+    /// `pg_dump` of one database in plain SQL with extra flags.
+    pub fn dump(&self, url: &str, flag: &str) -> String {
+        let mut cmd = Std::new(self.pg_bin("pg_dump"));
+        cmd.arg(flag)
+            .arg("--no-owner")
+            .arg(format!("--dbname={url}"));
         // pg_dump ≥ 15.14 brackets its output with a random \restrict key: not content.
-        String::from_utf8(out.stdout)
+        String::from_utf8(self.run_client(cmd))
             .unwrap()
             .lines()
             .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
@@ -192,6 +206,14 @@ impl World {
         let list: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
         list.as_array().unwrap().len()
     }
+}
+
+/// XORs the byte in the middle of a file with `mask`: tampering an artifact.
+pub fn flip_middle_byte(path: &Path, mask: u8) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= mask;
+    std::fs::write(path, bytes).unwrap();
 }
 
 /// Every file under `dir`, recursively.
