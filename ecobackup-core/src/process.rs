@@ -148,8 +148,9 @@ pub(crate) fn last_line(stderr: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Reads a child's stderr to the end, keeping at most the last 64 KiB for the error message.
-fn collect_stderr(
+/// Reads a child's output (stderr, or the stdout of a sink program) to the end, logging each
+/// line at debug level and keeping at most the last 64 KiB for the error message.
+fn collect_output(
     program: String,
     stderr: impl AsyncRead + Send + Unpin + 'static,
 ) -> JoinHandle<String> {
@@ -216,7 +217,7 @@ impl Source for ChildSource {
         let mut child = self.command.spawn(Stdio::null(), Stdio::piped())?;
         let program = self.command.name();
         let stdout = child.stdout.take().expect("stdout is piped");
-        let stderr = collect_stderr(
+        let stderr = collect_output(
             program.clone(),
             child.stderr.take().expect("stderr is piped"),
         );
@@ -274,11 +275,11 @@ impl Sink for ChildSink {
         let program = self.command.name();
         let mut child = self.command.spawn(Stdio::piped(), Stdio::piped())?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
-        let stderr = collect_stderr(
+        let stderr = collect_output(
             program.clone(),
             child.stderr.take().expect("stderr is piped"),
         );
-        let stdout = collect_stderr(
+        let stdout = collect_output(
             program.clone(),
             child.stdout.take().expect("stdout is piped"),
         );
