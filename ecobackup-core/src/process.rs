@@ -152,11 +152,11 @@ pub(crate) fn last_line(stderr: &str) -> Option<String> {
 /// line at debug level and keeping at most the last 64 KiB for the error message.
 fn collect_output(
     program: String,
-    stderr: impl AsyncRead + Send + Unpin + 'static,
+    output: impl AsyncRead + Send + Unpin + 'static,
 ) -> JoinHandle<String> {
     tokio::spawn(async move {
         const KEEP: usize = 64 * 1024;
-        let mut lines = BufReader::new(stderr).lines();
+        let mut lines = BufReader::new(output).lines();
         let mut kept = String::new();
         while let Ok(Some(line)) = lines.next_line().await {
             tracing::debug!(program = %program, "{line}");
