@@ -73,6 +73,30 @@ impl ChildCommand {
         &self.program
     }
 
+    /// The environment set for the child, secrets exposed (tests only).
+    #[cfg(test)]
+    pub(crate) fn env_for_tests(&self) -> Vec<(String, String)> {
+        self.env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose_secret().to_owned()))
+            .collect()
+    }
+
+    /// The inherited variables removed (tests only).
+    #[cfg(test)]
+    pub(crate) fn env_removed_for_tests(&self) -> &[String] {
+        &self.env_remove
+    }
+
+    /// The arguments (tests only).
+    #[cfg(test)]
+    pub(crate) fn args_for_tests(&self) -> Vec<String> {
+        self.args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
     fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
         command.args(&self.args).kill_on_drop(true);

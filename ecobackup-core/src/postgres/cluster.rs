@@ -38,6 +38,12 @@ pub struct ClusterOptions {
     /// Where the temporary directory is created; by default [`std::env::temp_dir`]. When running
     /// as root, the `postgres` user must be able to reach it (mode 0755 or 0711 on every parent).
     pub base_dir: Option<PathBuf>,
+    /// The whole `pg_hba.conf`, replacing initdb's trust-everything one (e.g. `hostssl` with
+    /// `scram-sha-256` only, for a cluster that looks like production).
+    pub hba: Option<String>,
+    /// Files written into the data directory before the server starts, mode 0600 and owned by
+    /// the server's user (`server.crt`, `server.key` for `ssl = on`).
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 impl Default for ClusterOptions {
@@ -48,6 +54,8 @@ impl Default for ClusterOptions {
             conf: Vec::new(),
             fsync: true,
             base_dir: None,
+            hba: None,
+            files: Vec::new(),
         }
     }
 }
@@ -129,6 +137,7 @@ impl Cluster {
             running: false,
         };
         cluster.initdb(options.fsync).await?;
+        cluster.install_files(&options)?;
         let original_conf = std::fs::read_to_string(cluster.conf_file())
             .map_err(|e| Error::io(format!("reading {}", cluster.conf_file().display()), e))?;
 
@@ -258,6 +267,40 @@ impl Cluster {
             Some(dir) => dir.keep(),
             None => self.root.clone(),
         }
+    }
+
+    /// Writes `options.hba` and `options.files` into the data directory.
+    fn install_files(&self, options: &ClusterOptions) -> Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let hba = options
+            .hba
+            .as_ref()
+            .map(|text| ("pg_hba.conf".to_owned(), text.clone().into_bytes()));
+        for (name, contents) in options.files.iter().cloned().chain(hba) {
+            let path = self.data_dir.join(&name);
+            let _ = std::fs::remove_file(&path);
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut f| f.write_all(&contents).map(|()| f))
+                .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+            file.flush()
+                .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+            if let Some((uid, gid)) = self.run_as {
+                std::os::unix::fs::chown(&path, Some(uid.as_raw()), Some(gid.as_raw())).map_err(
+                    |e| {
+                        Error::io(
+                            format!("handing {} to the postgres user", path.display()),
+                            e,
+                        )
+                    },
+                )?;
+            }
+        }
+        Ok(())
     }
 
     fn conf_file(&self) -> PathBuf {

@@ -1,106 +1,560 @@
-//! Database URLs: parsed once, shown without their password, handed to child programs with the
-//! password in `PGPASSWORD` rather than on the command line.
+//! Connection settings that behave as libpq's: every connection string form, the `PG*`
+//! environment, the service file, the password file and TLS, resolved once into a [`DbUrl`]
+//! that ecobackup's own connections and the programs it starts (pg_dump, pg_restore, psql,
+//! pg_basebackup) both use, so that the two halves of one command always reach the same server
+//! as the same user.
+//!
+//! Resolution follows libpq (`conninfo_add_defaults`, `connectOptions2`): explicit settings win,
+//! then the service file's (`service=` / `PGSERVICE`), then the `PG*` variables, then the
+//! defaults (port 5432, the OS user, the user's name as database, `sslmode=prefer`, the local
+//! socket directory). The library reads the environment only when given a [`PgEnv`] built by
+//! [`PgEnv::from_process`]; [`DbUrl::parse`] uses none of it.
 
 use std::collections::BTreeMap;
-use std::error::Error as _;
-use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use url::Url;
-
-use crate::crypto::{ExposeSecret, SecretString};
+use crate::crypto::SecretString;
 use crate::error::{Error, Result};
+use crate::postgres::conninfo::{self, quote_value, KEYWORDS, OTHER_ENVIRONMENT};
+use crate::postgres::passfile::{self, Lookup, Wanted};
+use crate::postgres::service;
+use crate::postgres::tls::{RootCerts, SslMode, TlsSettings};
 use crate::process::ChildCommand;
 
-/// A PostgreSQL connection URL (`postgres://user@host:5432/shop?sslmode=require`).
-#[derive(Clone, Debug)]
+pub use crate::postgres::connect::{connect, describe_pg_error};
+
+/// The application name ecobackup's connections show in `pg_stat_activity`, unless the
+/// connection string sets one.
+pub const APPLICATION_NAME: &str = "ecobackup";
+
+/// Where servers put their Unix socket, in the order we look for it when no host is given.
+const SOCKET_DIRS: &[&str] = &["/var/run/postgresql", "/run/postgresql", "/tmp"];
+
+/// Settings that reach tokio-postgres and the children unchanged.
+const PASSED_THROUGH: &[&str] = &[
+    "connect_timeout",
+    "options",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+    "target_session_attrs",
+    "channel_binding",
+    "load_balance_hosts",
+    "sslnegotiation",
+    "client_encoding",
+];
+
+/// Settings read here and turned into the resolved fields.
+const RESOLVED: &[&str] = &[
+    "service",
+    "user",
+    "password",
+    "passfile",
+    "dbname",
+    "host",
+    "hostaddr",
+    "port",
+    "application_name",
+    "fallback_application_name",
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "sslcompression",
+    "gssencmode",
+];
+
+/// The process environment as libpq sees it: the `PG*` variables, the home directory (for
+/// `~/.pgpass`, `~/.pg_service.conf` and `~/.postgresql/`) and the OS user name.
+#[derive(Clone, Debug, Default)]
+pub struct PgEnv {
+    vars: BTreeMap<String, String>,
+    home: Option<PathBuf>,
+    os_user: Option<String>,
+}
+
+impl PgEnv {
+    /// No `PG*` variables; the home directory and user name of the effective user from the
+    /// password database (what libpq falls back to).
+    pub fn without_variables() -> PgEnv {
+        let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .ok()
+            .flatten();
+        PgEnv {
+            vars: BTreeMap::new(),
+            home: user.as_ref().map(|u| u.dir.clone()),
+            os_user: user.map(|u| u.name),
+        }
+    }
+
+    /// The `PG*` variables of this process, `HOME`, and the effective user's name.
+    pub fn from_process() -> PgEnv {
+        let mut env = PgEnv::without_variables();
+        for name in libpq_variables() {
+            if let Ok(value) = std::env::var(name) {
+                env.vars.insert(name.to_owned(), value);
+            }
+        }
+        if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+            env.home = Some(PathBuf::from(home));
+        }
+        env
+    }
+
+    /// The same, with `name` set to `value` (for tests and embedders).
+    pub fn with_var(mut self, name: &str, value: impl Into<String>) -> PgEnv {
+        self.vars.insert(name.to_owned(), value.into());
+        self
+    }
+
+    /// The same, with another home directory.
+    pub fn with_home(mut self, home: impl Into<PathBuf>) -> PgEnv {
+        self.home = Some(home.into());
+        self
+    }
+
+    /// The home directory (`~/.pgpass`, `~/.postgresql/`).
+    pub(crate) fn home_dir(&self) -> Option<&Path> {
+        self.home.as_deref()
+    }
+
+    /// A variable's value; an empty one counts as unset.
+    pub(crate) fn var(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// Every environment variable libpq reads for a connection: children lose the inherited ones and
+/// get ours, so they cannot see settings we did not.
+pub fn libpq_variables() -> impl Iterator<Item = &'static str> {
+    KEYWORDS
+        .iter()
+        .filter_map(|(_, var)| *var)
+        .chain(OTHER_ENVIRONMENT.iter().copied())
+}
+
+/// One server to try: a host name, IP address or socket directory, and a port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Host name, or socket directory when it starts with `/`; empty with only a `hostaddr`.
+    pub host: String,
+    /// `hostaddr`: the address to connect to without a name lookup (TLS still checks `host`).
+    pub hostaddr: Option<String>,
+    /// The port.
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// Whether this is a Unix socket.
+    pub fn is_socket(&self) -> bool {
+        self.host.starts_with('/') && self.hostaddr.is_none()
+    }
+
+    fn password_host(&self) -> &str {
+        if self.host.is_empty() {
+            self.hostaddr.as_deref().unwrap_or_default()
+        } else {
+            &self.host
+        }
+    }
+}
+
+/// Where a password came from, for messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// The connection string (`user:password@`, `password=`).
+    ConnectionString,
+    /// The service file's entry (`service=`, `PGSERVICE`).
+    ServiceFile,
+    /// `PGPASSWORD`.
+    Environment,
+    /// Given by the caller ([`DbUrl::with_password`]: a `url_file`, a secret store).
+    Caller,
+}
+
+/// Resolved PostgreSQL connection settings: servers to try, user, database, password sources
+/// and TLS. Shown only without the password ([`DbUrl::redacted`], `Debug`).
+#[derive(Clone)]
 pub struct DbUrl {
-    /// The URL without its password.
-    url: Url,
-    password: Option<SecretString>,
+    endpoints: Vec<Endpoint>,
+    user: String,
+    dbname: String,
+    password: Option<(SecretString, PasswordSource)>,
+    passfile: Option<PathBuf>,
+    tls: TlsSettings,
+    application_name: Option<String>,
+    passed_through: BTreeMap<String, String>,
+    default_socket_dir: PathBuf,
+}
+
+impl std::fmt::Debug for DbUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+fn parse_error(text: &str, detail: impl Into<String>) -> Error {
+    Error::Postgres {
+        context: format!("reading the connection string {}", redact_url(text)),
+        detail: detail.into(),
+    }
 }
 
 impl DbUrl {
-    /// Parses a `postgres://` or `postgresql://` URL. The database name is required.
+    /// Parses a `postgres://`/`postgresql://` URL or a `key=value` connection string with
+    /// libpq's defaults but no `PG*` variables (see [`DbUrl::parse_with`]).
     pub fn parse(text: &str) -> Result<DbUrl> {
-        let bad = |detail: &str| Error::Postgres {
-            context: format!("reading the database URL {}", redact_url(text)),
-            detail: detail.to_owned(),
+        DbUrl::parse_with(text, &PgEnv::without_variables())
+    }
+
+    /// Parses a connection string and resolves it as libpq would in the environment `env`.
+    pub fn parse_with(text: &str, env: &PgEnv) -> Result<DbUrl> {
+        let bad = |detail: String| parse_error(text, detail);
+        let mut given: BTreeMap<String, String> = BTreeMap::new();
+        for (keyword, value) in conninfo::parse(text).map_err(bad)? {
+            given.insert(keyword, value);
+        }
+        given.retain(|_, v| !v.is_empty());
+        // The service file fills what the string left unset, before the environment does.
+        let mut explicit = given.clone();
+        let service_name = explicit
+            .get("service")
+            .cloned()
+            .or_else(|| env.var("PGSERVICE").map(str::to_owned));
+        if let Some(name) = service_name {
+            for (keyword, value) in service::lookup(&name, env).map_err(bad)? {
+                explicit.entry(keyword).or_insert(value);
+            }
+        }
+        let from_env = |keyword: &str| -> Option<String> {
+            let var = KEYWORDS.iter().find(|(k, _)| *k == keyword)?.1?;
+            env.var(var).map(str::to_owned)
         };
-        let mut url = Url::parse(text.trim())
-            .map_err(|e| bad(&format!("{e}; expected postgres://user@host:5432/database")))?;
-        if !matches!(url.scheme(), "postgres" | "postgresql") {
-            return Err(bad("expected a postgres:// or postgresql:// URL"));
+        let mut settings = explicit.clone();
+        for (keyword, _) in KEYWORDS {
+            if !settings.contains_key(*keyword) {
+                if let Some(value) = from_env(keyword) {
+                    settings.insert((*keyword).to_owned(), value);
+                }
+            }
         }
-        let password = url.password().map(|p| percent_decode(p).into());
-        let _ = url.set_password(None);
-        let parsed = DbUrl { url, password };
-        if parsed.database().is_empty() {
-            return Err(bad("it names no database: add /dbname at the end"));
+        for keyword in settings.keys() {
+            if !RESOLVED.contains(&keyword.as_str()) && !PASSED_THROUGH.contains(&keyword.as_str())
+            {
+                let origin = if explicit.contains_key(keyword) {
+                    "the connection string sets".to_owned()
+                } else {
+                    format!(
+                        "the environment variable {} sets",
+                        KEYWORDS
+                            .iter()
+                            .find(|(k, _)| k == keyword)
+                            .and_then(|(_, v)| *v)
+                            .unwrap_or("?")
+                    )
+                };
+                return Err(bad(format!(
+                    "{origin} {keyword}, which ecobackup does not support: remove it (the libpq options ecobackup follows are listed in the README)"
+                )));
+            }
         }
-        Ok(parsed)
+        if let Some(mode) = settings.get("gssencmode").filter(|m| *m == "require") {
+            return Err(bad(format!(
+                "gssencmode={mode}: ecobackup does not support GSSAPI encryption; use TLS (sslmode=verify-full)"
+            )));
+        }
+
+        let user = settings
+            .get("user")
+            .cloned()
+            .or_else(|| env.os_user.clone())
+            .ok_or_else(|| {
+                bad("no user given and the OS user name is unknown: set user= or PGUSER".to_owned())
+            })?;
+        let dbname = settings
+            .get("dbname")
+            .cloned()
+            .unwrap_or_else(|| user.clone());
+        let endpoints = endpoints(&settings).map_err(bad)?;
+        let tls = tls_settings(&settings, env).map_err(bad)?;
+        let password = if let Some(p) = given.get("password") {
+            Some((p.clone().into(), PasswordSource::ConnectionString))
+        } else if let Some(p) = explicit.get("password") {
+            Some((p.clone().into(), PasswordSource::ServiceFile))
+        } else {
+            env.var("PGPASSWORD")
+                .map(|p| (p.to_owned().into(), PasswordSource::Environment))
+        };
+        let passfile = settings
+            .get("passfile")
+            .map(PathBuf::from)
+            .or_else(|| passfile::default_path(env.home.as_deref()));
+        let passed_through = settings
+            .iter()
+            .filter(|(k, _)| PASSED_THROUGH.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let default_socket_dir = default_socket_dir(endpoints.first().map_or(5432, |e| e.port));
+        let endpoints = endpoints
+            .into_iter()
+            .map(|mut e| {
+                if e.host.is_empty() && e.hostaddr.is_none() {
+                    e.host = default_socket_dir.display().to_string();
+                }
+                e
+            })
+            .collect();
+        Ok(DbUrl {
+            endpoints,
+            user,
+            dbname,
+            password,
+            passfile,
+            tls,
+            application_name: settings.get("application_name").cloned(),
+            passed_through,
+            default_socket_dir,
+        })
     }
 
-    /// Whether the URL carried a password.
+    /// Whether the connection string itself carried a password (`user:password@` or
+    /// `password=`): then it was visible wherever the string was.
     pub fn has_password(&self) -> bool {
-        self.password.is_some()
+        matches!(self.password, Some((_, PasswordSource::ConnectionString)))
     }
 
-    /// Sets the password (read from a file or the environment).
+    /// Sets the password (read from a file or a secret store); it wins over every other source.
     pub fn with_password(mut self, password: Option<SecretString>) -> Self {
-        self.password = password;
+        if let Some(password) = password {
+            self.password = Some((password, PasswordSource::Caller));
+        }
         self
     }
 
     /// The database name.
     pub fn database(&self) -> String {
-        percent_decode(self.url.path().trim_start_matches('/'))
+        self.dbname.clone()
+    }
+
+    /// The user name.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The servers to try, in order.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    /// The TLS settings.
+    pub fn tls(&self) -> &TlsSettings {
+        &self.tls
     }
 
     /// The same server and user, another database.
     pub fn with_database(&self, database: &str) -> DbUrl {
-        let mut url = self.url.clone();
-        let encoded: String = url::form_urlencoded::byte_serialize(database.as_bytes()).collect();
-        url.set_path(&format!("/{}", encoded.replace('+', "%20")));
         DbUrl {
-            url,
-            password: self.password.clone(),
+            dbname: database.to_owned(),
+            ..self.clone()
         }
     }
 
-    /// The URL for messages and manifests: never the password.
+    /// The settings as a URL for messages, reports and manifests: never a password.
+    /// `postgres://backup@db.internal:5432/shop?sslmode=verify-full`.
     pub fn redacted(&self) -> String {
-        self.url.to_string()
+        let hosts: Vec<String> = self
+            .endpoints
+            .iter()
+            .map(|e| {
+                let host = if e.host.contains(':') {
+                    format!("[{}]", e.host)
+                } else {
+                    url_encode(&e.host)
+                };
+                format!("{host}:{}", e.port)
+            })
+            .collect();
+        let mut query = Vec::new();
+        let hostaddrs: Vec<&str> = self
+            .endpoints
+            .iter()
+            .map(|e| e.hostaddr.as_deref().unwrap_or(""))
+            .collect();
+        if hostaddrs.iter().any(|a| !a.is_empty()) {
+            query.push(format!("hostaddr={}", hostaddrs.join(",")));
+        }
+        if self.tls.mode != SslMode::Prefer {
+            query.push(format!("sslmode={}", self.tls.mode.as_str()));
+        }
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", query.join("&"))
+        };
+        format!(
+            "postgres://{}@{}/{}{query}",
+            url_encode(&self.user),
+            hosts.join(","),
+            url_encode(&self.dbname)
+        )
     }
 
-    /// Connects with tokio-postgres; the connection runs on its own task.
-    pub async fn connect(&self) -> Result<tokio_postgres::Client> {
-        let mut config: tokio_postgres::Config = self
-            .url
-            .as_str()
-            .parse()
-            .map_err(|e: tokio_postgres::Error| self.error("reading", e))?;
-        if let Some(password) = &self.password {
-            config.password(password.expose_secret());
-        } else if let Ok(password) = std::env::var("PGPASSWORD") {
-            config.password(password);
+    /// The password for `endpoint` and where it came from: the caller's, the connection
+    /// string's, `PGPASSWORD`, else the password file's matching line.
+    pub(crate) fn password_for(&self, endpoint: &Endpoint) -> (Option<SecretString>, String) {
+        if let Some((password, source)) = &self.password {
+            let source = match source {
+                PasswordSource::ConnectionString => "the connection string",
+                PasswordSource::ServiceFile => "the service file",
+                PasswordSource::Environment => "PGPASSWORD",
+                PasswordSource::Caller => "the url_file / caller",
+            };
+            return (Some(password.clone()), source.to_owned());
         }
-        let (client, connection) = config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| Error::Postgres {
-                context: format!("connecting to {}", self.redacted()),
-                detail: format!(
-                    "{}; check that the server is running and reachable and that the URL, user and password are right",
-                    describe_pg_error(&e)
+        let Some(path) = &self.passfile else {
+            return (
+                None,
+                "tried: the connection string, PGPASSWORD; no home directory for ~/.pgpass"
+                    .to_owned(),
+            );
+        };
+        let port = endpoint.port.to_string();
+        let wanted = Wanted {
+            host: endpoint.password_host(),
+            port: &port,
+            database: &self.dbname,
+            user: &self.user,
+        };
+        let tried = format!(
+            "tried: the connection string, PGPASSWORD, the password file {}",
+            path.display()
+        );
+        match passfile::lookup(path, &wanted, &self.default_socket_dir) {
+            Lookup::Found(password) => (
+                Some(password),
+                format!("the password file {}", path.display()),
+            ),
+            Lookup::NoMatch => (
+                None,
+                format!(
+                    "{tried} (no line matches {}:{}:{}:{})",
+                    wanted.host, wanted.port, wanted.database, wanted.user
                 ),
-            })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("PostgreSQL connection ended: {}", describe_pg_error(&e));
+            ),
+            Lookup::Missing => (None, format!("{tried} (it does not exist)")),
+            Lookup::Ignored(why) => {
+                tracing::warn!(file = %path.display(), "password file ignored: {why}");
+                (None, format!("{tried} (ignored: {why})"))
             }
-        });
-        Ok(client)
+        }
+    }
+
+    /// Settings passed to tokio-postgres and children as they are (`connect_timeout`, …).
+    pub(crate) fn passed_through(&self) -> &BTreeMap<String, String> {
+        &self.passed_through
+    }
+
+    /// The application name: the connection string's, else `ecobackup`, with `program` after
+    /// it for a child (`ecobackup/pg_dump`).
+    pub(crate) fn application_name(&self, program: Option<&str>) -> String {
+        match (&self.application_name, program) {
+            (Some(name), _) => name.clone(),
+            (None, Some(program)) => format!("{APPLICATION_NAME}/{program}"),
+            (None, None) => APPLICATION_NAME.to_owned(),
+        }
+    }
+
+    /// Gives a program these settings through its environment (`PGHOST`, `PGPORT`, `PGUSER`,
+    /// `PGDATABASE`, `PGSSLMODE`, …, the password in `PGPASSWORD`) after removing every libpq
+    /// variable it would have inherited, so it sees exactly what ecobackup's own connections
+    /// use. For programs that take no `--dbname` (drill check commands, scripts).
+    pub fn apply_env(&self, command: ChildCommand) -> ChildCommand {
+        let program = command.name();
+        let mut command = command;
+        for name in libpq_variables() {
+            command = command.env_remove(name);
+        }
+        let join = |f: &dyn Fn(&Endpoint) -> String| {
+            self.endpoints.iter().map(f).collect::<Vec<_>>().join(",")
+        };
+        let mut vars: Vec<(&str, String)> = vec![
+            ("PGHOST", join(&|e| e.host.clone())),
+            ("PGPORT", join(&|e| e.port.to_string())),
+            ("PGUSER", self.user.clone()),
+            ("PGDATABASE", self.dbname.clone()),
+            ("PGSSLMODE", self.tls.mode.as_str().to_owned()),
+            ("PGAPPNAME", self.application_name(Some(&program))),
+        ];
+        if self.endpoints.iter().any(|e| e.hostaddr.is_some()) {
+            vars.push((
+                "PGHOSTADDR",
+                join(&|e| e.hostaddr.clone().unwrap_or_default()),
+            ));
+        }
+        match &self.tls.root_certs {
+            Some(RootCerts::File(path)) => vars.push(("PGSSLROOTCERT", path.display().to_string())),
+            Some(RootCerts::System) => vars.push(("PGSSLROOTCERT", "system".to_owned())),
+            None => {}
+        }
+        if let Some(cert) = &self.tls.client_cert {
+            vars.push(("PGSSLCERT", cert.display().to_string()));
+        }
+        if let Some(key) = &self.tls.client_key {
+            vars.push(("PGSSLKEY", key.display().to_string()));
+        }
+        if let Some(passfile) = &self.passfile {
+            vars.push(("PGPASSFILE", passfile.display().to_string()));
+        }
+        for (keyword, value) in &self.passed_through {
+            if let Some(var) = KEYWORDS
+                .iter()
+                .find(|(k, _)| k == keyword)
+                .and_then(|(_, v)| *v)
+            {
+                vars.push((var, value.clone()));
+            }
+        }
+        for (name, value) in vars {
+            command = command.env(name, value.into());
+        }
+        // One server: its password, from wherever it came. Several: the password file does it
+        // per host, as for us.
+        let password = match self.endpoints.as_slice() {
+            [only] => self.password_for(only).0,
+            _ => self.password.as_ref().map(|(p, _)| p.clone()),
+        };
+        match password {
+            Some(password) => command.env("PGPASSWORD", password),
+            None => command,
+        }
+    }
+
+    /// Points a client program (pg_dump, pg_restore, psql) at this database: the settings in
+    /// its environment ([`DbUrl::apply_env`]) and `--dbname=dbname='…'`, so that a database
+    /// name holding `=` or looking like a URL is taken as a name. Keepalive and timeout
+    /// settings without an environment variable go into the same connection string.
+    pub fn apply(&self, command: ChildCommand) -> ChildCommand {
+        let mut conninfo = format!("dbname={}", quote_value(&self.dbname));
+        for (keyword, value) in &self.passed_through {
+            let has_var = KEYWORDS.iter().any(|(k, v)| k == keyword && v.is_some());
+            if !has_var {
+                conninfo.push_str(&format!(" {keyword}={}", quote_value(value)));
+            }
+        }
+        self.apply_env(command).arg(format!("--dbname={conninfo}"))
+    }
+
+    /// An error about a query on this database: what PostgreSQL said, in one line.
+    pub fn error(&self, doing: &str, e: tokio_postgres::Error) -> Error {
+        Error::Postgres {
+            context: format!("{doing} {}", self.redacted()),
+            detail: describe_pg_error(&e),
+        }
     }
 
     /// Drops the database this URL names (`WITH (FORCE)`: its sessions are ended), connected
@@ -118,35 +572,129 @@ impl DbUrl {
             .await
             .map_err(|e| admin.error("dropping a database on", e))
     }
-
-    /// Gives a program this URL's password in `PGPASSWORD` (when it has one), nothing else.
-    pub fn apply_env(&self, command: ChildCommand) -> ChildCommand {
-        match &self.password {
-            Some(password) => command.env("PGPASSWORD", password.clone()),
-            None => command,
-        }
-    }
-
-    /// Points a client program (`pg_dump`, `pg_restore`) at this database: `--dbname` without
-    /// the password, the password in the child's `PGPASSWORD`.
-    pub fn apply(&self, command: ChildCommand) -> ChildCommand {
-        self.apply_env(command.arg(format!("--dbname={}", self.url)))
-    }
-
-    /// An error about a query on this database: what PostgreSQL said, in one line.
-    pub fn error(&self, doing: &str, e: tokio_postgres::Error) -> Error {
-        Error::Postgres {
-            context: format!("{doing} {}", self.redacted()),
-            detail: describe_pg_error(&e),
-        }
-    }
 }
 
-fn percent_decode(text: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+/// `host`, `hostaddr` and `port` lists, matched up as libpq does.
+fn endpoints(settings: &BTreeMap<String, String>) -> std::result::Result<Vec<Endpoint>, String> {
+    let split = |key: &str| -> Vec<String> {
+        settings
+            .get(key)
+            .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect())
+            .unwrap_or_default()
+    };
+    let hosts = split("host");
+    let hostaddrs = split("hostaddr");
+    let ports = split("port");
+    let count = hosts.len().max(hostaddrs.len()).max(1);
+    if !hosts.is_empty() && !hostaddrs.is_empty() && hosts.len() != hostaddrs.len() {
+        return Err(format!(
+            "could not match {} host names to {} hostaddr values",
+            hosts.len(),
+            hostaddrs.len()
+        ));
+    }
+    if ports.len() > 1 && ports.len() != count {
+        return Err(format!(
+            "could not match {} port numbers to {count} hosts",
+            ports.len()
+        ));
+    }
+    (0..count)
+        .map(|i| {
+            let port_text = ports.get(i).or(ports.first()).map_or("", String::as_str);
+            let port = if port_text.is_empty() {
+                5432
+            } else {
+                port_text
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| format!("invalid port number: \"{port_text}\""))?
+            };
+            let hostaddr = hostaddrs.get(i).filter(|a| !a.is_empty()).cloned();
+            if let Some(addr) = &hostaddr {
+                addr.parse::<std::net::IpAddr>()
+                    .map_err(|_| format!("could not parse network address \"{addr}\""))?;
+            }
+            Ok(Endpoint {
+                host: hosts.get(i).cloned().unwrap_or_default(),
+                hostaddr,
+                port,
+            })
+        })
+        .collect()
+}
+
+/// The TLS settings with libpq's defaults from `~/.postgresql/`.
+fn tls_settings(
+    settings: &BTreeMap<String, String>,
+    env: &PgEnv,
+) -> std::result::Result<TlsSettings, String> {
+    let dot_postgresql = env.home.as_ref().map(|h| h.join(".postgresql"));
+    let existing = |name: &str| {
+        dot_postgresql
+            .as_ref()
+            .map(|d| d.join(name))
+            .filter(|p| p.exists())
+    };
+    let root_certs = match settings.get("sslrootcert").map(String::as_str) {
+        Some("system") => Some(RootCerts::System),
+        Some(path) => Some(RootCerts::File(PathBuf::from(path))),
+        None => existing("root.crt").map(RootCerts::File),
+    };
+    let mode = match settings.get("sslmode") {
+        Some(text) => SslMode::parse(text).ok_or_else(|| {
+            format!("invalid sslmode value: \"{text}\" (expected disable, allow, prefer, require, verify-ca or verify-full)")
+        })?,
+        None if root_certs == Some(RootCerts::System) => SslMode::VerifyFull,
+        None => SslMode::Prefer,
+    };
+    if root_certs == Some(RootCerts::System) && mode != SslMode::VerifyFull {
+        return Err(format!(
+            "weak sslmode \"{}\" may not be used with sslrootcert=system (use \"verify-full\")",
+            mode.as_str()
+        ));
+    }
+    let client_cert = settings
+        .get("sslcert")
+        .map(PathBuf::from)
+        .or_else(|| existing("postgresql.crt"));
+    let client_key = settings.get("sslkey").map(PathBuf::from).or_else(|| {
+        client_cert.as_ref()?;
+        dot_postgresql.as_ref().map(|d| d.join("postgresql.key"))
+    });
+    Ok(TlsSettings {
+        mode,
+        root_certs,
+        client_cert,
+        client_key,
+    })
+}
+
+/// The socket directory used when no host is given: the first of the usual places holding this
+/// port's socket, else the first that exists.
+fn default_socket_dir(port: u16) -> PathBuf {
+    let socket = format!(".s.PGSQL.{port}");
+    SOCKET_DIRS
+        .iter()
+        .map(Path::new)
+        .find(|dir| dir.join(&socket).exists())
+        .or_else(|| SOCKET_DIRS.iter().map(Path::new).find(|d| d.is_dir()))
+        .unwrap_or(Path::new("/tmp"))
+        .to_owned()
+}
+
+/// Percent-encodes what a URL component cannot hold as it is.
+fn url_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~!$'()*+;".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// A connection string fit for messages and logs: the password removed from a URL
@@ -239,167 +787,10 @@ fn redact_key_values(text: &str) -> String {
     out.trim_end().to_owned()
 }
 
-/// One line saying what PostgreSQL (or the connection) reported: `FATAL: database "x" does not
-/// exist`, with DETAIL and HINT when there are any. The DETAIL of a constraint violation is left
-/// out: it quotes row data.
-pub fn describe_pg_error(error: &tokio_postgres::Error) -> String {
-    let text = match error.as_db_error() {
-        Some(db) => {
-            let mut text = format!("{}: {}", db.severity(), db.message());
-            let integrity_violation = db.code().code().starts_with("23");
-            if let Some(detail) = db.detail().filter(|_| !integrity_violation) {
-                let _ = write!(text, " ({detail})");
-            }
-            if let Some(hint) = db.hint() {
-                let _ = write!(text, "; hint: {hint}");
-            }
-            text
-        }
-        None => {
-            let mut text = error.to_string();
-            let mut source = error.source();
-            while let Some(cause) = source {
-                let cause_text = cause.to_string();
-                if !text.contains(&cause_text) {
-                    let _ = write!(text, ": {cause_text}");
-                }
-                source = cause.source();
-            }
-            text
-        }
-    };
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// Connects to the database URL `url` (without TLS), as [`DbUrl::connect`] does.
-///
-/// The error names the URL with its password removed.
-pub async fn connect(url: &str) -> Result<tokio_postgres::Client> {
-    DbUrl::parse(url)?.connect().await
-}
-
-/// What a server told us about itself and one database, at backup time.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct DatabaseFacts {
-    /// The database name.
-    pub name: String,
-    /// `server_version` (`15.18`).
-    pub server_version: String,
-    /// `server_version_num / 10000` (15).
-    pub major_version: u32,
-    /// `pg_database_size`, bytes.
-    pub size_bytes: u64,
-    /// Row estimates per table (`schema.table`), from the planner statistics.
-    pub row_estimates: BTreeMap<String, i64>,
-    /// The cluster's system identifier, when the role may read it.
-    pub system_identifier: Option<String>,
-}
-
-/// Asks the server about the database `client` is connected to.
-pub async fn database_facts(client: &tokio_postgres::Client, url: &DbUrl) -> Result<DatabaseFacts> {
-    let row = client
-        .query_one(
-            "SELECT current_setting('server_version'), current_setting('server_version_num')::int, \
-             pg_database_size(current_database())",
-            &[],
-        )
-        .await
-        .map_err(|e| url.error("asking the server version of", e))?;
-    let version_num: i32 = row.get(1);
-    let size: i64 = row.get(2);
-    let system_identifier = client
-        .query_one(
-            "SELECT system_identifier::text FROM pg_control_system()",
-            &[],
-        )
-        .await
-        .ok()
-        .map(|r| r.get::<_, String>(0));
-    // reltuples is -1 for a table never vacuumed or analyzed: then the statistics collector's
-    // live-tuple count is the better estimate.
-    let rows = client
-        .query(
-            "SELECT n.nspname || '.' || c.relname, \
-                    CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint \
-                         ELSE coalesce(s.n_live_tup, 0) END \
-             FROM pg_class c \
-             JOIN pg_namespace n ON n.oid = c.relnamespace \
-             LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
-             WHERE c.relkind IN ('r', 'p') \
-               AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-               AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'",
-            &[],
-        )
-        .await
-        .map_err(|e| url.error("reading the table statistics of", e))?;
-    Ok(DatabaseFacts {
-        name: url.database(),
-        server_version: row.get(0),
-        major_version: u32::try_from(version_num / 10_000).unwrap_or(0),
-        size_bytes: u64::try_from(size).unwrap_or(0),
-        row_estimates: rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
-        system_identifier,
-    })
-}
-
 /// Quotes an identifier for SQL (`"my ""odd"" db"`).
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_password_leaves_the_url_and_goes_to_the_environment() {
-        let url =
-            DbUrl::parse("postgres://app:s%40cret@db.internal:6432/shop?sslmode=require").unwrap();
-        assert_eq!(url.database(), "shop");
-        assert_eq!(
-            url.redacted(),
-            "postgres://app@db.internal:6432/shop?sslmode=require"
-        );
-        assert!(url.has_password());
-        let other = url.with_database("my db");
-        assert_eq!(other.database(), "my db");
-        assert!(!other.redacted().contains("cret"));
-    }
-
-    #[test]
-    fn passwords_never_survive_redaction() {
-        assert_eq!(
-            redact_url("postgres://postgres:pw@localhost:5432/postgres"),
-            "postgres://postgres@localhost:5432/postgres"
-        );
-        assert_eq!(
-            redact_url("postgresql://u:p/w@d@h/db?sslmode=require&password=x"),
-            "postgresql://u@h/db?sslmode=require"
-        );
-        assert_eq!(redact_url("postgres://h/db?password=x"), "postgres://h/db");
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(
-            redact_url("host=h password='a b\\' c' user=u"),
-            "host=h user=u"
-        );
-        assert_eq!(
-            redact_url("host=h PASSWORD = s3cret dbname=x"),
-            "host=h dbname=x"
-        );
-        assert_eq!(redact_url("host=h dbname=x password=s"), "host=h dbname=x");
-        assert_eq!(redact_url("host=h mypassword=x"), "host=h mypassword=x");
-    }
-
-    #[test]
-    fn bad_urls_say_why_without_the_password() {
-        for (text, why) in [
-            ("mysql://u:hunter2@h/db", "postgres://"),
-            ("postgres://u:hunter2@h", "names no database"),
-            ("host=h dbname=x password=hunter2", "expected postgres://"),
-        ] {
-            let err = DbUrl::parse(text).unwrap_err().to_string();
-            assert!(err.contains(why), "{text}: {err}");
-            assert!(!err.contains("hunter2"), "{err}");
-        }
-    }
-}
+mod tests;

@@ -1,12 +1,18 @@
-//! PostgreSQL: connecting, learning about the server, finding its programs, and throwaway
-//! clusters for demos, drills and tests.
+//! PostgreSQL: connecting as libpq would, learning about the server, finding its programs, and
+//! throwaway clusters for demos, drills and tests.
 
 pub mod binaries;
 pub mod cluster;
 pub mod conn;
+mod connect;
+pub mod conninfo;
+pub mod facts;
 pub mod fixture;
+pub mod passfile;
 mod server_log;
+pub mod service;
+pub mod tls;
 
-pub use conn::{
-    connect, database_facts, describe_pg_error, quote_ident, redact_url, DatabaseFacts, DbUrl,
-};
+pub use conn::{quote_ident, redact_url, DbUrl, Endpoint, PgEnv, APPLICATION_NAME};
+pub use connect::{connect, describe_pg_error, pooler_hint};
+pub use facts::{database_facts, DatabaseFacts};

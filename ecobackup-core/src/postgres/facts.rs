@@ -1,0 +1,72 @@
+//! What a server says about itself and a database at backup time: version, size, row estimates.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::postgres::DbUrl;
+
+/// What a server told us about itself and one database, at backup time.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DatabaseFacts {
+    /// The database name.
+    pub name: String,
+    /// `server_version` (`15.18`).
+    pub server_version: String,
+    /// `server_version_num / 10000` (15).
+    pub major_version: u32,
+    /// `pg_database_size`, bytes.
+    pub size_bytes: u64,
+    /// Row estimates per table (`schema.table`), from the planner statistics.
+    pub row_estimates: BTreeMap<String, i64>,
+    /// The cluster's system identifier, when the role may read it.
+    pub system_identifier: Option<String>,
+}
+
+/// Asks the server about the database `client` is connected to.
+pub async fn database_facts(client: &tokio_postgres::Client, url: &DbUrl) -> Result<DatabaseFacts> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version'), current_setting('server_version_num')::int, \
+             pg_database_size(current_database())",
+            &[],
+        )
+        .await
+        .map_err(|e| url.error("asking the server version of", e))?;
+    let version_num: i32 = row.get(1);
+    let size: i64 = row.get(2);
+    let system_identifier = client
+        .query_one(
+            "SELECT system_identifier::text FROM pg_control_system()",
+            &[],
+        )
+        .await
+        .ok()
+        .map(|r| r.get::<_, String>(0));
+    // reltuples is -1 for a table never vacuumed or analyzed: then the statistics collector's
+    // live-tuple count is the better estimate.
+    let rows = client
+        .query(
+            "SELECT n.nspname || '.' || c.relname, \
+                    CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint \
+                         ELSE coalesce(s.n_live_tup, 0) END \
+             FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
+             WHERE c.relkind IN ('r', 'p') \
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+               AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'",
+            &[],
+        )
+        .await
+        .map_err(|e| url.error("reading the table statistics of", e))?;
+    Ok(DatabaseFacts {
+        name: url.database(),
+        server_version: row.get(0),
+        major_version: u32::try_from(version_num / 10_000).unwrap_or(0),
+        size_bytes: u64::try_from(size).unwrap_or(0),
+        row_estimates: rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        system_identifier,
+    })
+}
