@@ -8,11 +8,13 @@
 pub mod data;
 pub mod pg;
 pub mod s3;
+pub mod secure_pg;
 pub mod sinks;
 pub mod sources;
 
 pub use data::RowGenerator;
 pub use pg::TestPg;
 pub use s3::{Fault, FaultRule, RecordedRequest, S3TestServer};
+pub use secure_pg::SecurePg;
 pub use sinks::{CountingSink, MemorySink, SinkState};
 pub use sources::{ChunkedSource, FailingSource, GeneratedSource};

@@ -1,0 +1,246 @@
+//! A PostgreSQL server configured like a managed production one (Supabase, RDS, Neon…), for
+//! tests that must see what users' servers do:
+//!
+//! - TLS only: `hostssl … scram-sha-256` for TCP, `hostnossl … reject`; the server certificate
+//!   (for `localhost` only, not `127.0.0.1`) is signed by a CA made for the test;
+//! - SCRAM passwords for every role but the superuser, which reaches the server only through
+//!   the Unix socket (to set things up);
+//! - a least-privilege `backup` role (`pg_read_all_data`, not a superuser) and a `restorer`
+//!   role that may create databases;
+//! - `log_connections = on`, so a test can read who connected, with which application name,
+//!   and whether over TLS.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use ecobackup_testkit::SecurePg;
+//!
+//! let pg = SecurePg::start().await;
+//! let shop = pg.shop(1).await;
+//! let url = pg.url("backup", &shop); // postgresql://backup@localhost:…/shop_…?sslmode=verify-full&sslrootcert=…
+//! # }
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use ecobackup_core::postgres::cluster::{Cluster, ClusterOptions};
+use ecobackup_core::postgres::fixture::load_shop;
+use ecobackup_core::postgres::{describe_pg_error, quote_ident, DbUrl};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+
+/// The password of the `backup` role.
+pub const BACKUP_PASSWORD: &str = "b4ckup-pw: with spaces & symbols";
+/// The password of the `restorer` role.
+pub const RESTORER_PASSWORD: &str = "rest0rer-pw";
+
+const HBA: &str = "\
+# ecobackup test server: TLS and SCRAM only, like a managed database
+local   all  postgres                 trust
+local   all  all                      scram-sha-256
+hostssl all  all       127.0.0.1/32   scram-sha-256
+hostssl all  all       ::1/128        scram-sha-256
+hostnossl all all      0.0.0.0/0      reject
+hostnossl all all      ::/0           reject
+";
+
+/// A TLS-only, SCRAM-only throwaway server; stopped and deleted on drop.
+pub struct SecurePg {
+    cluster: Cluster,
+    dir: tempfile::TempDir,
+    ca_file: PathBuf,
+    other_ca_file: PathBuf,
+}
+
+impl SecurePg {
+    /// Makes a CA and a server certificate, starts the server and creates the roles. Panics
+    /// with the reason when it cannot.
+    pub async fn start() -> SecurePg {
+        let dir = tempfile::tempdir().expect("a temporary directory for the test CA");
+        let (ca, ca_key) = certificate_authority("ecobackup test CA");
+        let (other_ca, other_key) = certificate_authority("some other CA");
+        let ca_file = dir.path().join("ca.pem");
+        let other_ca_file = dir.path().join("other-ca.pem");
+        std::fs::write(&ca_file, ca.self_signed(&ca_key).expect("CA").pem()).unwrap();
+        std::fs::write(
+            &other_ca_file,
+            other_ca.self_signed(&other_key).expect("CA").pem(),
+        )
+        .unwrap();
+
+        let server_key = KeyPair::generate().expect("a server key");
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let issuer = Issuer::new(ca, ca_key);
+        let server_cert = params
+            .signed_by(&server_key, &issuer)
+            .expect("signing the server certificate");
+
+        let cluster = Cluster::start(ClusterOptions {
+            fsync: false,
+            conf: vec![
+                "ssl = on".to_owned(),
+                "ssl_cert_file = 'server.crt'".to_owned(),
+                "ssl_key_file = 'server.key'".to_owned(),
+                "password_encryption = 'scram-sha-256'".to_owned(),
+                "log_connections = on".to_owned(),
+            ],
+            hba: Some(HBA.to_owned()),
+            files: vec![
+                ("server.crt".to_owned(), server_cert.pem().into_bytes()),
+                (
+                    "server.key".to_owned(),
+                    server_key.serialize_pem().into_bytes(),
+                ),
+            ],
+            ..ClusterOptions::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("starting the TLS-only test server: {e}"));
+        let pg = SecurePg {
+            cluster,
+            dir,
+            ca_file,
+            other_ca_file,
+        };
+        pg.superuser("postgres")
+            .await
+            .batch_execute(&format!(
+                "CREATE ROLE backup LOGIN PASSWORD {}; GRANT pg_read_all_data TO backup; \
+                 CREATE ROLE restorer LOGIN CREATEDB PASSWORD {};",
+                quote_literal(BACKUP_PASSWORD),
+                quote_literal(RESTORER_PASSWORD)
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("creating the test roles: {}", describe_pg_error(&e)));
+        pg
+    }
+
+    /// The TCP port (on 127.0.0.1, reached as `localhost`).
+    pub fn port(&self) -> u16 {
+        self.cluster.port()
+    }
+
+    /// The directory of the server's Unix socket.
+    pub fn socket_dir(&self) -> &Path {
+        self.cluster.socket_dir()
+    }
+
+    /// The CA that signed the server's certificate (PEM).
+    pub fn ca_file(&self) -> &Path {
+        &self.ca_file
+    }
+
+    /// A CA that did not (for "wrong CA" tests).
+    pub fn other_ca_file(&self) -> &Path {
+        &self.other_ca_file
+    }
+
+    /// A directory for the test's own files (password files, configs), deleted on drop.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `postgresql://{user}@localhost:{port}/{database}?sslmode=verify-full&sslrootcert={ca}`,
+    /// without a password.
+    pub fn url(&self, user: &str, database: &str) -> String {
+        format!(
+            "postgresql://{user}@localhost:{}/{database}?sslmode=verify-full&sslrootcert={}",
+            self.port(),
+            self.ca_file.display()
+        )
+    }
+
+    /// A password file (mode 0600) with lines for `backup` and `restorer` on this server;
+    /// returns its path.
+    pub fn password_file(&self) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = self.dir.path().join("pgpass");
+        let escape = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
+        let mut text = "# hostname:port:database:username:password\n".to_owned();
+        // TCP connections name the host; socket connections their directory.
+        let socket = self.socket_dir().display().to_string();
+        for host in ["localhost", "127.0.0.1", socket.as_str()] {
+            for (user, password) in [("backup", BACKUP_PASSWORD), ("restorer", RESTORER_PASSWORD)] {
+                text.push_str(&format!(
+                    "{}:{}:*:{user}:{}\n",
+                    escape(host),
+                    self.port(),
+                    escape(password)
+                ));
+            }
+        }
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+
+    /// A superuser connection through the Unix socket (the only way in without a password).
+    pub async fn superuser(&self, database: &str) -> tokio_postgres::Client {
+        let url = format!(
+            "host={} port={} user=postgres dbname={}",
+            self.socket_dir().display(),
+            self.port(),
+            ecobackup_core::postgres::conninfo::quote_value(database)
+        );
+        DbUrl::parse(&url)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Creates a fresh database (owned by the superuser) holding the demo shop at `scale`;
+    /// returns its name. `backup` reads it through `pg_read_all_data`.
+    pub async fn shop(&self, scale: u32) -> String {
+        let name = format!("shop_{:08x}", rand_suffix());
+        self.superuser("postgres")
+            .await
+            .batch_execute(&format!("CREATE DATABASE {}", quote_ident(&name)))
+            .await
+            .unwrap_or_else(|e| panic!("creating {name}: {}", describe_pg_error(&e)));
+        load_shop(&self.superuser(&name).await, scale)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        name
+    }
+
+    /// The server log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.cluster.log_file()).unwrap_or_default()
+    }
+
+    /// The `connection authorized` lines of the log: who connected, to what, with which
+    /// application name, and whether over TLS.
+    pub fn connections(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("connection authorized"))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+fn certificate_authority(name: &str) -> (CertificateParams, KeyPair) {
+    let key = KeyPair::generate().expect("a CA key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    (params, key)
+}
+
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.finish() as u32
+}
