@@ -108,13 +108,27 @@ pub enum RestoreCommand {
 /// `backup logical`.
 #[derive(Debug, Args)]
 pub struct BackupLogicalArgs {
-    /// A database to dump (postgres://user@host:5432/db, no password: use PGPASSFILE or
-    /// PGPASSWORD); repeat for several. Default: the [[database]] entries of the config.
+    /// A database to dump: a URL (postgresql://user@host:5432/db?sslmode=verify-full) or a
+    /// libpq key/value string (host=db dbname=shop user=backup), completed from PGHOST,
+    /// PGUSER, PGSSLMODE… as libpq would; no password here (use PGPASSFILE, ~/.pgpass or
+    /// PGPASSWORD). Repeat for several. Default: the [[database]] entries of the config.
     #[arg(long = "db", value_name = "URL")]
     pub databases: Vec<String>,
-    /// Also dump the roles and tablespaces (pg_dumpall --globals-only).
+    /// Also dump the roles and tablespaces (pg_dumpall --globals-only; without role passwords
+    /// when the role is not a superuser).
     #[arg(long)]
     pub globals: bool,
+    /// Dump only schemas matching PATTERN (pg_dump --schema); repeat for several.
+    #[arg(long = "schema", value_name = "PATTERN")]
+    pub schemas: Vec<String>,
+    /// Leave out schemas matching PATTERN (pg_dump --exclude-schema), e.g. a managed service's
+    /// own (Supabase: auth, storage, realtime…); repeat for several.
+    #[arg(long = "exclude-schema", value_name = "PATTERN")]
+    pub exclude_schemas: Vec<String>,
+    /// Dump the definition but not the rows of tables matching PATTERN
+    /// (pg_dump --exclude-table-data); repeat for several.
+    #[arg(long = "exclude-table-data", value_name = "PATTERN")]
+    pub exclude_table_data: Vec<String>,
     /// A label for the manifest, e.g. --tag reason=pre-migration; repeat for several.
     #[arg(long = "tag", value_name = "K=V")]
     pub tags: Vec<String>,

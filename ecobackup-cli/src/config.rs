@@ -79,12 +79,27 @@ pub struct EncryptionConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// A name for the database in backups.
+    /// The database's name in backups (artifact `<name>.dump…`, `restore --database NAME`).
     pub name: String,
-    /// Connection URL without a password (use PGPASSFILE or url_file).
+    /// Connection URL or key/value string without a password (use PGPASSFILE or url_file).
     pub url: Option<String>,
     /// File holding the connection URL (when it must carry a password).
     pub url_file: Option<PathBuf>,
+    /// A shell command whose standard output is the connection URL, run just before the dump
+    /// (e.g. one that creates a Neon branch through its API).
+    pub url_command: Option<String>,
+    /// A shell command run after the backup whatever happened (e.g. deleting that branch); it
+    /// gets `ECOBACKUP_BACKUP_OK` (1 or 0) and `ECOBACKUP_BACKUP_ID` in its environment.
+    pub after_command: Option<String>,
+    /// Only these schemas (`pg_dump --schema`).
+    #[serde(default)]
+    pub schemas: Vec<String>,
+    /// Leave these schemas out (`pg_dump --exclude-schema`), e.g. Supabase's own.
+    #[serde(default)]
+    pub exclude_schemas: Vec<String>,
+    /// Tables whose rows are not dumped (`pg_dump --exclude-table-data`).
+    #[serde(default)]
+    pub exclude_table_data: Vec<String>,
 }
 
 impl Config {
@@ -127,15 +142,11 @@ impl Config {
     }
 }
 
-/// True when a `postgres://user:password@host` URL carries a password.
+/// True when a connection string carries a password (`user:password@`, `?password=`,
+/// `password=`).
 fn url_has_password(url: &str) -> bool {
-    let Some(rest) = url.split_once("://").map(|(_, r)| r) else {
-        return false;
-    };
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    authority
-        .rsplit_once('@')
-        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+    ecobackup_core::postgres::conninfo::parse(url)
+        .is_ok_and(|settings| settings.iter().any(|(k, _)| k == "password"))
 }
 
 #[cfg(test)]
@@ -148,6 +159,9 @@ mod tests {
         assert!(!url_has_password("postgres://backup@db/shop"));
         assert!(!url_has_password("postgres://db:5432/shop"));
         assert!(!url_has_password("postgresql:///shop?host=/run/postgresql"));
+        assert!(url_has_password("postgres://backup@db/shop?password=x"));
+        assert!(url_has_password("host=db password=x dbname=shop"));
+        assert!(!url_has_password("host=db dbname=shop"));
     }
 
     #[test]

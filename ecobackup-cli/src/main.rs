@@ -27,6 +27,19 @@ impl CliError {
             usage: true,
         }
     }
+
+    /// A step that failed at run time (exit 1).
+    pub fn failure(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            usage: false,
+        }
+    }
+
+    /// The one line printed.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl From<ecobackup_core::Error> for CliError {

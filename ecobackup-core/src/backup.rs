@@ -17,10 +17,22 @@ use crate::error::{Error, Result};
 use crate::io::ReaderSource;
 use crate::postgres::binaries::find_program;
 use crate::postgres::{database_facts, DatabaseFacts, DbUrl};
+
+/// Whether the role `client` is connected as is a superuser.
+async fn is_superuser(client: &tokio_postgres::Client, url: &DbUrl) -> Result<bool> {
+    client
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .map(|row| row.get(0))
+        .map_err(|e| url.error("asking the role's privileges on", e))
+}
 use crate::process::{ChildCommand, ChildSource};
 use crate::progress::Progress;
 use crate::repository::{
-    new_backup_id, ArtifactEntry, BackupKind, Lock, Manifest, Repository, SourceFacts,
+    new_backup_id, ArtifactEntry, BackupKind, Lock, Manifest, Repository, ServerFacts, SourceFacts,
     MANIFEST_VERSION,
 };
 
@@ -31,11 +43,59 @@ pub const CATALOG_ARTIFACT: &str = "catalog.json";
 /// How long a backup's lock holds if the process dies without releasing it.
 const LOCK_TTL: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
+/// One database to dump, and what of it.
+#[derive(Clone, Debug)]
+pub struct DumpTarget {
+    /// How to reach it.
+    pub url: DbUrl,
+    /// Its name in the backup (the artifact `<name>.dump…`, `restore --database NAME`);
+    /// `None`: the database's own name.
+    pub name: Option<String>,
+    /// Only these schemas (`pg_dump --schema=PATTERN`); empty: all.
+    pub schemas: Vec<String>,
+    /// Leave these schemas out (`--exclude-schema=PATTERN`), e.g. a managed service's own.
+    pub exclude_schemas: Vec<String>,
+    /// Dump these tables' definitions but not their rows (`--exclude-table-data=PATTERN`).
+    pub exclude_table_data: Vec<String>,
+}
+
+impl DumpTarget {
+    /// The whole database at `url`, under its own name.
+    pub fn new(url: DbUrl) -> DumpTarget {
+        DumpTarget {
+            url,
+            name: None,
+            schemas: Vec::new(),
+            exclude_schemas: Vec::new(),
+            exclude_table_data: Vec::new(),
+        }
+    }
+
+    /// Its name in the backup.
+    pub fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.url.database())
+    }
+
+    /// pg_dump's selection flags.
+    fn selection_args(&self, mut command: ChildCommand) -> ChildCommand {
+        for pattern in &self.schemas {
+            command = command.arg(format!("--schema={pattern}"));
+        }
+        for pattern in &self.exclude_schemas {
+            command = command.arg(format!("--exclude-schema={pattern}"));
+        }
+        for pattern in &self.exclude_table_data {
+            command = command.arg(format!("--exclude-table-data={pattern}"));
+        }
+        command
+    }
+}
+
 /// What to back up, and how.
 #[derive(Clone)]
 pub struct LogicalBackup {
     /// The databases, one `pg_dump` each.
-    pub databases: Vec<DbUrl>,
+    pub databases: Vec<DumpTarget>,
     /// Also `pg_dumpall --globals-only` (roles, tablespaces), through the first database's server.
     pub globals: bool,
     /// Labels for the manifest (`reason=pre-migration`).
@@ -71,7 +131,18 @@ pub async fn backup_logical(
                 .to_owned(),
         });
     }
-    let mut names: Vec<String> = plan.databases.iter().map(DbUrl::database).collect();
+    let mut names: Vec<String> = plan.databases.iter().map(DumpTarget::name).collect();
+    if let Some(bad) = names
+        .iter()
+        .find(|n| n.is_empty() || n.contains('/') || n.starts_with('.'))
+    {
+        return Err(Error::Postgres {
+            context: "starting a logical backup".to_owned(),
+            detail: format!(
+                "{bad:?} cannot name a database in a backup (artifact names hold no '/' and do not start with '.'): set [[database]] name"
+            ),
+        });
+    }
     names.sort();
     if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
         return Err(Error::Postgres {
@@ -82,9 +153,13 @@ pub async fn backup_logical(
 
     // Everything that can fail before any byte is stored: connections, facts, programs.
     let mut facts = Vec::new();
-    for url in &plan.databases {
-        let client = url.connect().await?;
-        facts.push(database_facts(&client, url).await?);
+    let mut superuser = Vec::new();
+    for target in &plan.databases {
+        let client = target.url.connect().await?;
+        let mut f = database_facts(&client, &target.url).await?;
+        f.name = target.name();
+        facts.push(f);
+        superuser.push(is_superuser(&client, &target.url).await?);
     }
     // Each server gets the pg_dump of its own major version (databases may be on several).
     let mut pg_dumps = Vec::new();
@@ -95,42 +170,82 @@ pub async fn backup_logical(
             plan.pg_bin.as_deref(),
         )?);
     }
-    let pg_dumpall = if plan.globals {
-        Some(find_program(
-            "pg_dumpall",
-            facts[0].major_version,
-            plan.pg_bin.as_deref(),
-        )?)
-    } else {
-        None
-    };
+    // The databases' servers, in order of first appearance: facts and globals are per server.
+    let mut servers: Vec<(String, usize, ServerFacts)> = Vec::new();
+    for (i, (target, f)) in plan.databases.iter().zip(&facts).enumerate() {
+        let key = f
+            .system_identifier
+            .clone()
+            .unwrap_or_else(|| format!("{:?}", target.url.endpoints()));
+        match servers.iter_mut().find(|(k, _, _)| *k == key) {
+            Some((_, _, server)) => server.databases.push(f.name.clone()),
+            None => servers.push((
+                key,
+                i,
+                ServerFacts {
+                    server_version: f.server_version.clone(),
+                    system_identifier: f.system_identifier.clone(),
+                    databases: vec![f.name.clone()],
+                    globals: None,
+                    globals_without_role_passwords: false,
+                },
+            )),
+        }
+    }
+    let mut pg_dumpalls = Vec::new();
+    if plan.globals {
+        for (_, first, _) in &servers {
+            pg_dumpalls.push(find_program(
+                "pg_dumpall",
+                facts[*first].major_version,
+                plan.pg_bin.as_deref(),
+            )?);
+        }
+    }
 
     let started_at = Utc::now();
     let id = new_backup_id(BackupKind::Logical, started_at);
     let lock = Lock::acquire(repo.storage(), &id, "backup logical", LOCK_TTL).await?;
     let mut stored: Vec<ArtifactEntry> = Vec::new();
     let outcome = async {
-        for ((url, facts), pg_dump) in plan.databases.iter().zip(&facts).zip(&pg_dumps) {
-            let command = url.apply(
-                ChildCommand::new(pg_dump)
-                    .arg("--format=custom")
-                    .arg("--compress=0")
-                    .arg("--no-password"),
+        for ((target, facts), pg_dump) in plan.databases.iter().zip(&facts).zip(&pg_dumps) {
+            let command = target.url.apply(
+                target.selection_args(
+                    ChildCommand::new(pg_dump)
+                        .arg("--format=custom")
+                        .arg("--compress=0")
+                        .arg("--no-password"),
+                ),
             );
             let source = ChildSource::new(command, format!("pg_dump {}", facts.name))
                 .with_size_hint(Some(facts.size_bytes));
             let name = dump_artifact_name(&facts.name, &plan.sealing);
             stored.push(artifact::store(repo, &id, &name, source, &plan.sealing, progress).await?);
         }
-        if let Some(pg_dumpall) = &pg_dumpall {
-            let first = &plan.databases[0];
-            let command = first.apply(
-                ChildCommand::new(pg_dumpall)
-                    .arg("--globals-only")
-                    .arg("--no-password"),
-            );
+        for (n, ((_, first, server), pg_dumpall)) in
+            servers.iter_mut().zip(&pg_dumpalls).enumerate()
+        {
+            let mut command = ChildCommand::new(pg_dumpall)
+                .arg("--globals-only")
+                .arg("--no-password");
+            // Role passwords live in pg_authid, which only a superuser may read: a
+            // least-privilege backup role dumps the roles without them.
+            if !superuser[*first] {
+                command = command.arg("--no-role-passwords");
+                server.globals_without_role_passwords = true;
+            }
+            let command = plan.databases[*first].url.apply(command);
             let source = ChildSource::new(command, "pg_dumpall --globals-only");
-            let name = format!("globals.sql{}", plan.sealing.suffix());
+            // The first server's are `globals.sql`; another's are named after its first database.
+            let name = match n {
+                0 => format!("globals.sql{}", plan.sealing.suffix()),
+                _ => format!(
+                    "globals.{}.sql{}",
+                    facts[*first].name,
+                    plan.sealing.suffix()
+                ),
+            };
+            server.globals = Some(name.clone());
             stored.push(artifact::store(repo, &id, &name, source, &plan.sealing, progress).await?);
         }
         let catalog = serde_json::to_vec_pretty(&Catalog {
@@ -151,6 +266,10 @@ pub async fn backup_logical(
             started_at,
             finished_at: Utc::now(),
             source: SourceFacts {
+                globals_without_role_passwords: servers
+                    .iter()
+                    .any(|(_, _, s)| s.globals_without_role_passwords),
+                servers: servers.iter().map(|(_, _, s)| s.clone()).collect(),
                 server_version: Some(facts[0].server_version.clone()),
                 system_identifier: facts[0].system_identifier.clone(),
                 databases: facts.iter().map(|f| f.name.clone()).collect(),

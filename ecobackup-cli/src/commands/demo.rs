@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ecobackup_core::artifact::Sealing;
-use ecobackup_core::backup::{backup_logical, LogicalBackup};
+use ecobackup_core::backup::{backup_logical, DumpTarget, LogicalBackup};
 use ecobackup_core::crypto::{generate_identity, write_identity_file, Keyring};
 use ecobackup_core::postgres::cluster::{Cluster, ClusterOptions};
 use ecobackup_core::postgres::fixture::{load_shop, table_fingerprints};
@@ -113,7 +113,7 @@ pub async fn demo(ctx: &Context, args: DemoArgs) -> Result<(), CliError> {
     ));
     let bars = Bars::new(ctx);
     let plan = LogicalBackup {
-        databases: vec![source.clone()],
+        databases: vec![DumpTarget::new(source.clone())],
         globals: true,
         tags: [("reason".to_owned(), "demo".to_owned())].into(),
         sealing: Sealing {

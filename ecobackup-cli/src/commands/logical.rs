@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ecobackup_core::artifact::Sealing;
-use ecobackup_core::backup::{backup_logical, LogicalBackup};
+use ecobackup_core::backup::{backup_logical, DumpTarget, LogicalBackup};
 use ecobackup_core::crypto::{parse_recipients, read_secret_file, ExposeSecret};
-use ecobackup_core::postgres::DbUrl;
+use ecobackup_core::postgres::{DbUrl, PgEnv};
+use ecobackup_core::process::ChildCommand;
 use ecobackup_core::repository::Manifest;
 use ecobackup_core::restore::{restore_logical, LogicalRestore, RestoreOutcome};
 
@@ -16,44 +17,177 @@ use super::repo::{human_bytes, open};
 use crate::cli::{BackupLogicalArgs, RestoreLogicalArgs};
 use crate::{CliError, Context};
 
-/// A database URL from the command line: a password in it would be visible to every user of
-/// the machine (`ps`), so it is refused.
+/// How long a `url_command` or `after_command` may run.
+const HOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A connection string from the command line, completed from the `PG*` environment as libpq
+/// would. A password in it (`user:password@`, `?password=`, `password=`) would be visible to
+/// every user of the machine (`ps`), so it is refused.
 pub fn url_from_argv(text: &str) -> Result<DbUrl, CliError> {
-    let url = DbUrl::parse(text)?;
+    let url = DbUrl::parse_with(text, &PgEnv::from_process())?;
     if url.has_password() {
         return Err(CliError::usage(format!(
-            "the URL {} carries a password on the command line, where every user of this machine can read it: use PGPASSFILE, PGPASSWORD or a [[database]] url_file instead",
+            "the connection string {} carries a password on the command line, where every user of this machine can read it: use PGPASSFILE (or ~/.pgpass), PGPASSWORD or a [[database]] url_file instead",
             url.redacted()
         )));
     }
     Ok(url)
 }
 
-/// The databases to dump: `--db`, else the configuration's `[[database]]` entries.
-fn databases(ctx: &Context, args: &BackupLogicalArgs) -> Result<Vec<DbUrl>, CliError> {
-    if !args.databases.is_empty() {
-        return args.databases.iter().map(|u| url_from_argv(u)).collect();
+/// The databases to dump, and the `after_command`s to run when the backup is over.
+struct Databases {
+    targets: Vec<DumpTarget>,
+    after: Vec<(String, String)>,
+}
+
+/// Runs a `[[database]]` hook through `sh -c`; its standard output, or one line saying what
+/// failed (never the output: a `url_command` prints a password).
+async fn run_hook(
+    database: &str,
+    hook: &str,
+    command: &str,
+    env: &[(&str, String)],
+) -> Result<String, CliError> {
+    let mut child = ChildCommand::new("/bin/sh").arg("-c").arg(command);
+    for (name, value) in env {
+        child = child.env(*name, value.clone().into());
     }
-    let mut urls = Vec::new();
+    let failed = |detail: String| {
+        CliError::failure(format!(
+            "the {hook} of [[database]] {database:?} failed: {detail}"
+        ))
+    };
+    match tokio::time::timeout(HOOK_TIMEOUT, child.output()).await {
+        Ok(Ok(stdout)) => Ok(stdout),
+        Ok(Err(e)) => Err(failed(e.to_string())),
+        Err(_) => Err(failed(format!(
+            "it ran for more than {} s and was stopped",
+            HOOK_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// `--db` URLs as dump targets, with the selection flags.
+fn argv_targets(args: &BackupLogicalArgs) -> Result<Vec<DumpTarget>, CliError> {
+    args.databases
+        .iter()
+        .map(|u| Ok(select(args, DumpTarget::new(url_from_argv(u)?))))
+        .collect()
+}
+
+/// Adds the selection flags to a target's own.
+fn select(args: &BackupLogicalArgs, mut target: DumpTarget) -> DumpTarget {
+    target.schemas.extend(args.schemas.iter().cloned());
+    target
+        .exclude_schemas
+        .extend(args.exclude_schemas.iter().cloned());
+    target
+        .exclude_table_data
+        .extend(args.exclude_table_data.iter().cloned());
+    target
+}
+
+/// The configuration's `[[database]]` entries, running their `url_command`s (when one fails,
+/// the `after_command`s of the entries before it still run).
+async fn configured_targets(
+    ctx: &Context,
+    args: &BackupLogicalArgs,
+) -> Result<Databases, CliError> {
+    let env = PgEnv::from_process();
+    let mut planned = Databases {
+        targets: Vec::new(),
+        after: Vec::new(),
+    };
     for db in &ctx.config.database {
-        let url = match (&db.url, &db.url_file) {
-            (Some(url), _) => DbUrl::parse(url)?,
-            (None, Some(file)) => DbUrl::parse(read_secret_file(file)?.expose_secret())?,
-            (None, None) => {
+        let url = match (&db.url, &db.url_file, &db.url_command) {
+            (Some(url), None, None) => DbUrl::parse_with(url, &env),
+            (None, Some(file), None) => {
+                DbUrl::parse_with(read_secret_file(file)?.expose_secret().trim(), &env)
+            }
+            (None, None, Some(command)) => {
+                let output = match run_hook(&db.name, "url_command", command, &[]).await {
+                    Ok(output) => output,
+                    Err(e) => return Err(run_after(planned.after, None, e).await),
+                };
+                let line = output.lines().rev().find(|l| !l.trim().is_empty());
+                match line {
+                    Some(line) => DbUrl::parse_with(line.trim(), &env),
+                    None => {
+                        let e = CliError::failure(format!(
+                            "the url_command of [[database]] {:?} printed no connection string",
+                            db.name
+                        ));
+                        return Err(run_after(planned.after, None, e).await);
+                    }
+                }
+            }
+            _ => {
                 return Err(CliError::usage(format!(
-                    "[[database]] {:?} has neither url nor url_file",
+                    "[[database]] {:?} needs exactly one of url, url_file and url_command",
                     db.name
                 )))
             }
         };
-        urls.push(url);
+        // Whatever happens from here on, the hook that cleans up runs.
+        if let Some(after) = &db.after_command {
+            planned.after.push((db.name.clone(), after.clone()));
+        }
+        let url = match url {
+            Ok(url) => url,
+            Err(e) => return Err(run_after(planned.after, None, e.into()).await),
+        };
+        planned.targets.push(select(
+            args,
+            DumpTarget {
+                url,
+                name: Some(db.name.clone()),
+                schemas: db.schemas.clone(),
+                exclude_schemas: db.exclude_schemas.clone(),
+                exclude_table_data: db.exclude_table_data.clone(),
+            },
+        ));
     }
-    if urls.is_empty() {
+    if planned.targets.is_empty() {
         return Err(CliError::usage(
             "no database to back up: pass --db postgres://user@host/db, or add [[database]] entries to ecobackup.toml",
         ));
     }
-    Ok(urls)
+    Ok(planned)
+}
+
+/// Runs every `after_command`, whatever happened; returns the backup's error, else the first
+/// hook's failure.
+async fn run_after(
+    after: Vec<(String, String)>,
+    backup_id: Option<&str>,
+    error: CliError,
+) -> CliError {
+    run_after_commands(after, backup_id).await.err();
+    error
+}
+
+async fn run_after_commands(
+    after: Vec<(String, String)>,
+    backup_id: Option<&str>,
+) -> Result<(), CliError> {
+    let env = [
+        (
+            "ECOBACKUP_BACKUP_OK",
+            if backup_id.is_some() { "1" } else { "0" }.to_owned(),
+        ),
+        (
+            "ECOBACKUP_BACKUP_ID",
+            backup_id.unwrap_or_default().to_owned(),
+        ),
+    ];
+    let mut first_failure = None;
+    for (database, command) in after {
+        if let Err(e) = run_hook(&database, "after_command", &command, &env).await {
+            tracing::error!("{}", e.message());
+            first_failure.get_or_insert(e);
+        }
+    }
+    first_failure.map_or(Ok(()), Err)
 }
 
 /// `K=V` labels.
@@ -96,23 +230,47 @@ pub fn sealing(
 
 /// `backup logical`.
 pub async fn backup(ctx: &Context, args: BackupLogicalArgs) -> Result<(), CliError> {
+    let tags = tags(&args.tags)?;
+    let sealing = sealing(
+        ctx,
+        &args.recipients.recipients,
+        args.no_encryption,
+        args.level,
+    )?;
+    // Command-line URLs are checked before anything else; url_commands (which may create a
+    // database branch) run only once the repository is known to be usable.
+    let argv = argv_targets(&args)?;
+    let repo = open(ctx).await?;
+    let Databases { targets, after } = if argv.is_empty() {
+        configured_targets(ctx, &args).await?
+    } else {
+        Databases {
+            targets: argv,
+            after: Vec::new(),
+        }
+    };
     let plan = LogicalBackup {
-        databases: databases(ctx, &args)?,
+        databases: targets,
         globals: args.globals,
-        tags: tags(&args.tags)?,
-        sealing: sealing(
-            ctx,
-            &args.recipients.recipients,
-            args.no_encryption,
-            args.level,
-        )?,
+        tags,
+        sealing,
         pg_bin: args.pg_bin.clone(),
     };
-    let repo = open(ctx).await?;
     let started = std::time::Instant::now();
-    let manifest = backup_logical(&repo, &plan, &Bars::new(ctx)).await?;
+    let manifest = match backup_logical(&repo, &plan, &Bars::new(ctx)).await {
+        Ok(manifest) => manifest,
+        Err(e) => return Err(run_after(after, None, e.into()).await),
+    };
     print_backup(ctx, &manifest, started.elapsed().as_secs_f64());
-    Ok(())
+    run_after_commands(after, Some(&manifest.id))
+        .await
+        .map_err(|e| {
+            CliError::failure(format!(
+                "backup {} is stored, but {}",
+                manifest.id,
+                e.message()
+            ))
+        })
 }
 
 fn print_backup(ctx: &Context, manifest: &Manifest, seconds: f64) {
@@ -125,6 +283,9 @@ fn print_backup(ctx: &Context, manifest: &Manifest, seconds: f64) {
         return;
     }
     println!("backup {} stored in {seconds:.1} s", manifest.id);
+    if manifest.source.globals_without_role_passwords {
+        println!("  globals dumped without role passwords: the backup role is not a superuser (set them again with ALTER ROLE … PASSWORD after a restore)");
+    }
     for a in &manifest.artifacts {
         println!(
             "  {:<32} {:>10} stored  ({} before compression and encryption)",

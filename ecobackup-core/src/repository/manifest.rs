@@ -101,6 +101,32 @@ pub struct SourceFacts {
     /// Stop LSN of a physical backup.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_lsn: Option<String>,
+    /// Some globals were dumped by a role that is not a superuser, so without role passwords
+    /// (`pg_dumpall --no-role-passwords`): restored roles need `ALTER ROLE … PASSWORD`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub globals_without_role_passwords: bool,
+    /// Per server, when the databases came from one or more: its facts, its databases and its
+    /// globals artifact. The fields above describe the first server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<ServerFacts>,
+}
+
+/// One source server of a backup.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerFacts {
+    /// `server_version`, e.g. `15.18`.
+    pub server_version: String,
+    /// The cluster's system identifier, when the role may read it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_identifier: Option<String>,
+    /// The databases dumped from it (their names in the backup).
+    pub databases: Vec<String>,
+    /// The artifact holding its roles and tablespaces (`pg_dumpall --globals-only`), if taken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub globals: Option<String>,
+    /// Its globals were dumped without role passwords (the role is not a superuser).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub globals_without_role_passwords: bool,
 }
 
 /// One stored artifact: enough to verify it without restoring it.

@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 
 pub use id::{is_backup_id, new_backup_id};
 pub use lock::{Lock, LockInfo};
-pub use manifest::{ArtifactEntry, BackupKind, Manifest, SourceFacts, MANIFEST_VERSION};
+pub use manifest::{
+    ArtifactEntry, BackupKind, Manifest, ServerFacts, SourceFacts, MANIFEST_VERSION,
+};
 
 use crate::error::{Error, Result};
 use crate::storage::Storage;
