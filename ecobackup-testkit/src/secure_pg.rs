@@ -178,7 +178,7 @@ impl SecurePg {
     /// A superuser connection through the Unix socket (the only way in without a password).
     pub async fn superuser(&self, database: &str) -> tokio_postgres::Client {
         let url = format!(
-            "host={} port={} user=postgres dbname={}",
+            "host={} port={} user=postgres application_name=ecobackup-testkit dbname={}",
             self.socket_dir().display(),
             self.port(),
             ecobackup_core::postgres::conninfo::quote_value(database)

@@ -180,7 +180,10 @@ pub enum PasswordSource {
 /// Resolved PostgreSQL connection settings: servers to try, user, database, password sources
 /// and TLS. Shown only without the password ([`DbUrl::redacted`], `Debug`).
 #[derive(Clone)]
-pub struct DbUrl {
+pub struct DbUrl(Box<Resolved>);
+
+#[derive(Clone)]
+struct Resolved {
     endpoints: Vec<Endpoint>,
     user: String,
     dbname: String,
@@ -309,7 +312,7 @@ impl DbUrl {
                 e
             })
             .collect();
-        Ok(DbUrl {
+        Ok(DbUrl(Box::new(Resolved {
             endpoints,
             user,
             dbname,
@@ -319,55 +322,56 @@ impl DbUrl {
             application_name: settings.get("application_name").cloned(),
             passed_through,
             default_socket_dir,
-        })
+        })))
     }
 
     /// Whether the connection string itself carried a password (`user:password@` or
     /// `password=`): then it was visible wherever the string was.
     pub fn has_password(&self) -> bool {
-        matches!(self.password, Some((_, PasswordSource::ConnectionString)))
+        matches!(self.0.password, Some((_, PasswordSource::ConnectionString)))
     }
 
     /// Sets the password (read from a file or a secret store); it wins over every other source.
     pub fn with_password(mut self, password: Option<SecretString>) -> Self {
         if let Some(password) = password {
-            self.password = Some((password, PasswordSource::Caller));
+            self.0.password = Some((password, PasswordSource::Caller));
         }
         self
     }
 
     /// The database name.
     pub fn database(&self) -> String {
-        self.dbname.clone()
+        self.0.dbname.clone()
     }
 
     /// The user name.
     pub fn user(&self) -> &str {
-        &self.user
+        &self.0.user
     }
 
     /// The servers to try, in order.
     pub fn endpoints(&self) -> &[Endpoint] {
-        &self.endpoints
+        &self.0.endpoints
     }
 
     /// The TLS settings.
     pub fn tls(&self) -> &TlsSettings {
-        &self.tls
+        &self.0.tls
     }
 
     /// The same server and user, another database.
     pub fn with_database(&self, database: &str) -> DbUrl {
-        DbUrl {
+        DbUrl(Box::new(Resolved {
             dbname: database.to_owned(),
-            ..self.clone()
-        }
+            ..(*self.0).clone()
+        }))
     }
 
     /// The settings as a URL for messages, reports and manifests: never a password.
     /// `postgres://backup@db.internal:5432/shop?sslmode=verify-full`.
     pub fn redacted(&self) -> String {
         let hosts: Vec<String> = self
+            .0
             .endpoints
             .iter()
             .map(|e| {
@@ -381,6 +385,7 @@ impl DbUrl {
             .collect();
         let mut query = Vec::new();
         let hostaddrs: Vec<&str> = self
+            .0
             .endpoints
             .iter()
             .map(|e| e.hostaddr.as_deref().unwrap_or(""))
@@ -388,8 +393,8 @@ impl DbUrl {
         if hostaddrs.iter().any(|a| !a.is_empty()) {
             query.push(format!("hostaddr={}", hostaddrs.join(",")));
         }
-        if self.tls.mode != SslMode::Prefer {
-            query.push(format!("sslmode={}", self.tls.mode.as_str()));
+        if self.0.tls.mode != SslMode::Prefer {
+            query.push(format!("sslmode={}", self.0.tls.mode.as_str()));
         }
         let query = if query.is_empty() {
             String::new()
@@ -398,16 +403,16 @@ impl DbUrl {
         };
         format!(
             "postgres://{}@{}/{}{query}",
-            url_encode(&self.user),
+            url_encode(&self.0.user),
             hosts.join(","),
-            url_encode(&self.dbname)
+            url_encode(&self.0.dbname)
         )
     }
 
     /// The password for `endpoint` and where it came from: the caller's, the connection
     /// string's, `PGPASSWORD`, else the password file's matching line.
     pub(crate) fn password_for(&self, endpoint: &Endpoint) -> (Option<SecretString>, String) {
-        if let Some((password, source)) = &self.password {
+        if let Some((password, source)) = &self.0.password {
             let source = match source {
                 PasswordSource::ConnectionString => "the connection string",
                 PasswordSource::ServiceFile => "the service file",
@@ -416,7 +421,7 @@ impl DbUrl {
             };
             return (Some(password.clone()), source.to_owned());
         }
-        let Some(path) = &self.passfile else {
+        let Some(path) = &self.0.passfile else {
             return (
                 None,
                 "tried: the connection string, PGPASSWORD; no home directory for ~/.pgpass"
@@ -427,14 +432,14 @@ impl DbUrl {
         let wanted = Wanted {
             host: endpoint.password_host(),
             port: &port,
-            database: &self.dbname,
-            user: &self.user,
+            database: &self.0.dbname,
+            user: &self.0.user,
         };
         let tried = format!(
             "tried: the connection string, PGPASSWORD, the password file {}",
             path.display()
         );
-        match passfile::lookup(path, &wanted, &self.default_socket_dir) {
+        match passfile::lookup(path, &wanted, &self.0.default_socket_dir) {
             Lookup::Found(password) => (
                 Some(password),
                 format!("the password file {}", path.display()),
@@ -456,13 +461,13 @@ impl DbUrl {
 
     /// Settings passed to tokio-postgres and children as they are (`connect_timeout`, …).
     pub(crate) fn passed_through(&self) -> &BTreeMap<String, String> {
-        &self.passed_through
+        &self.0.passed_through
     }
 
     /// The application name: the connection string's, else `ecobackup`, with `program` after
     /// it for a child (`ecobackup/pg_dump`).
     pub(crate) fn application_name(&self, program: Option<&str>) -> String {
-        match (&self.application_name, program) {
+        match (&self.0.application_name, program) {
             (Some(name), _) => name.clone(),
             (None, Some(program)) => format!("{APPLICATION_NAME}/{program}"),
             (None, None) => APPLICATION_NAME.to_owned(),
@@ -480,37 +485,37 @@ impl DbUrl {
             command = command.env_remove(name);
         }
         let join = |f: &dyn Fn(&Endpoint) -> String| {
-            self.endpoints.iter().map(f).collect::<Vec<_>>().join(",")
+            self.0.endpoints.iter().map(f).collect::<Vec<_>>().join(",")
         };
         let mut vars: Vec<(&str, String)> = vec![
             ("PGHOST", join(&|e| e.host.clone())),
             ("PGPORT", join(&|e| e.port.to_string())),
-            ("PGUSER", self.user.clone()),
-            ("PGDATABASE", self.dbname.clone()),
-            ("PGSSLMODE", self.tls.mode.as_str().to_owned()),
+            ("PGUSER", self.0.user.clone()),
+            ("PGDATABASE", self.0.dbname.clone()),
+            ("PGSSLMODE", self.0.tls.mode.as_str().to_owned()),
             ("PGAPPNAME", self.application_name(Some(&program))),
         ];
-        if self.endpoints.iter().any(|e| e.hostaddr.is_some()) {
+        if self.0.endpoints.iter().any(|e| e.hostaddr.is_some()) {
             vars.push((
                 "PGHOSTADDR",
                 join(&|e| e.hostaddr.clone().unwrap_or_default()),
             ));
         }
-        match &self.tls.root_certs {
+        match &self.0.tls.root_certs {
             Some(RootCerts::File(path)) => vars.push(("PGSSLROOTCERT", path.display().to_string())),
             Some(RootCerts::System) => vars.push(("PGSSLROOTCERT", "system".to_owned())),
             None => {}
         }
-        if let Some(cert) = &self.tls.client_cert {
+        if let Some(cert) = &self.0.tls.client_cert {
             vars.push(("PGSSLCERT", cert.display().to_string()));
         }
-        if let Some(key) = &self.tls.client_key {
+        if let Some(key) = &self.0.tls.client_key {
             vars.push(("PGSSLKEY", key.display().to_string()));
         }
-        if let Some(passfile) = &self.passfile {
+        if let Some(passfile) = &self.0.passfile {
             vars.push(("PGPASSFILE", passfile.display().to_string()));
         }
-        for (keyword, value) in &self.passed_through {
+        for (keyword, value) in &self.0.passed_through {
             if let Some(var) = KEYWORDS
                 .iter()
                 .find(|(k, _)| k == keyword)
@@ -524,9 +529,9 @@ impl DbUrl {
         }
         // One server: its password, from wherever it came. Several: the password file does it
         // per host, as for us.
-        let password = match self.endpoints.as_slice() {
+        let password = match self.0.endpoints.as_slice() {
             [only] => self.password_for(only).0,
-            _ => self.password.as_ref().map(|(p, _)| p.clone()),
+            _ => self.0.password.as_ref().map(|(p, _)| p.clone()),
         };
         match password {
             Some(password) => command.env("PGPASSWORD", password),
@@ -539,8 +544,8 @@ impl DbUrl {
     /// name holding `=` or looking like a URL is taken as a name. Keepalive and timeout
     /// settings without an environment variable go into the same connection string.
     pub fn apply(&self, command: ChildCommand) -> ChildCommand {
-        let mut conninfo = format!("dbname={}", quote_value(&self.dbname));
-        for (keyword, value) in &self.passed_through {
+        let mut conninfo = format!("dbname={}", quote_value(&self.0.dbname));
+        for (keyword, value) in &self.0.passed_through {
             let has_var = KEYWORDS.iter().any(|(k, v)| k == keyword && v.is_some());
             if !has_var {
                 conninfo.push_str(&format!(" {keyword}={}", quote_value(value)));
