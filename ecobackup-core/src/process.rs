@@ -136,7 +136,12 @@ impl ChildCommand {
 /// The error for a program that ended badly: its status and the last line it wrote on stderr.
 fn failure(program: &str, status: ExitStatus, stderr: &str) -> Error {
     let status = describe_status(status);
-    let detail = last_line(stderr).unwrap_or_else(|| "it printed nothing on stderr".to_owned());
+    let mut detail =
+        last_line(stderr).unwrap_or_else(|| "it printed nothing on stderr".to_owned());
+    // pg_dump through a pooler in transaction mode fails in ways that do not say so.
+    if let Some(hint) = crate::postgres::pooler_hint(stderr) {
+        detail = format!("{detail}; {hint}");
+    }
     Error::Process {
         program: program.to_owned(),
         status,

@@ -303,3 +303,45 @@ pub fn describe_pg_error(error: &tokio_postgres::Error) -> String {
     };
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooler_errors_get_the_session_mode_hint_and_others_do_not() {
+        for said in [
+            "pg_dump: error: query failed: ERROR:  prepared statement \"s0\" does not exist",
+            "FATAL: unsupported startup parameter: extra_float_digits",
+            "ERROR: (ENOTSUP) Supavisor in transaction mode",
+        ] {
+            assert!(pooler_hint(said).unwrap().contains("port (5432)"), "{said}");
+        }
+        for said in [
+            "FATAL: password authentication failed for user \"backup\"",
+            "pg_dump: error: connection to server failed: Connection refused",
+        ] {
+            assert!(pooler_hint(said).is_none(), "{said}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_child_failing_through_a_pooler_says_so() {
+        use crate::pipeline::Source as _;
+        let mut source = crate::process::ChildSource::new(
+            crate::process::ChildCommand::new("/bin/sh").arg("-c").arg(
+                "echo 'pg_dump: error: query failed: ERROR:  prepared statement \"s1\" does not exist' >&2; exit 1",
+            ),
+            "pg_dump shop",
+        );
+        let mut stream = source.open().await.unwrap();
+        let mut error = None;
+        while let Some(item) = futures::StreamExt::next(&mut stream).await {
+            if let Err(e) = item {
+                error = Some(e.to_string());
+            }
+        }
+        let error = error.expect("the failure reaches the stream");
+        assert!(error.contains("connection pooler in transaction mode"), "{error}");
+    }
+}
