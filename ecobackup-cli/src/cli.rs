@@ -135,8 +135,12 @@ pub struct BackupLogicalArgs {
     #[command(flatten)]
     pub recipients: RecipientArgs,
     /// Store the backup unencrypted (refused without this flag when no recipient is configured).
+    /// Everything is then plaintext in the repository: the dumps, and the catalog
+    /// (catalog.json: every table's name and row count), which is otherwise encrypted.
     #[arg(long)]
     pub no_encryption: bool,
+    #[command(flatten)]
+    pub signing: SigningArgs,
     /// zstd level (1–19).
     #[arg(long, default_value_t = ecobackup_core::transform::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
@@ -160,6 +164,8 @@ pub struct VerifyArgs {
     pub wal: bool,
     #[command(flatten)]
     pub identities: IdentityArgs,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 /// `drill`.
@@ -182,6 +188,8 @@ pub struct DrillArgs {
     pub ping: Option<String>,
     #[command(flatten)]
     pub identities: IdentityArgs,
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// Directory holding the PostgreSQL server and client programs.
     #[arg(long, value_name = "DIR", env = "ECOBACKUP_PG_BIN")]
     pub pg_bin: Option<PathBuf>,
@@ -228,6 +236,8 @@ pub struct RestoreLogicalArgs {
     pub terminate_connections: bool,
     #[command(flatten)]
     pub identities: IdentityArgs,
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// Directory holding pg_restore of the target server's major version.
     #[arg(long, value_name = "DIR", env = "ECOBACKUP_PG_BIN")]
     pub pg_bin: Option<PathBuf>,
@@ -260,12 +270,55 @@ pub struct ShowArgs {
 /// `key generate`.
 #[derive(Debug, Args)]
 pub struct KeyGenerateArgs {
-    /// Write the identity to FILE (mode 0600, never over an existing file).
+    /// Write the key to FILE (mode 0600, through a temporary file; never over an existing file
+    /// unless --force).
     #[arg(short, long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Protect the identity file with the passphrase held in FILE (age's scrypt, as `age -p`).
-    #[arg(long, value_name = "FILE", requires = "out")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "out",
+        conflicts_with = "signing"
+    )]
     pub passphrase_file: Option<PathBuf>,
+    /// Generate a signing key for the backup hosts instead of an age identity; prints its
+    /// public key (ecosign1…) for the restore side's trusted_signers.
+    #[arg(long, requires = "out")]
+    pub signing: bool,
+    /// Replace an existing FILE.
+    #[arg(long, requires = "out")]
+    pub force: bool,
+}
+
+/// Signing settings of the commands that write backups.
+#[derive(Debug, Args)]
+pub struct SigningArgs {
+    /// Sign the manifest with the signing key in FILE (mode 0600; `key generate --signing`).
+    #[arg(long, value_name = "FILE", env = "ECOBACKUP_SIGNING_KEY_FILE")]
+    pub signing_key: Option<PathBuf>,
+    /// Write an unsigned backup (refused without this flag, or [encryption] allow_unsigned,
+    /// when no signing key is configured). Restore sides that pin trusted signers refuse it.
+    #[arg(long, conflicts_with = "signing_key")]
+    pub no_signing: bool,
+}
+
+/// Which manifests the commands that read backups trust.
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// Trust manifests signed by this public signing key (ecosign1…); repeat for several.
+    /// Overrides [encryption] trusted_signers.
+    #[arg(
+        long = "trusted-signer",
+        value_name = "ECOSIGN1…",
+        env = "ECOBACKUP_TRUSTED_SIGNERS",
+        value_delimiter = ','
+    )]
+    pub trusted_signers: Vec<String>,
+    /// Accept unsigned manifests and an unsigned repository (one written without a signing
+    /// key). Anyone who can write to the repository can then plant a backup.
+    #[arg(long)]
+    pub allow_unsigned: bool,
 }
 
 /// Encryption settings shared by the commands that write artifacts.

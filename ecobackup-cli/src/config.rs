@@ -73,6 +73,15 @@ pub struct EncryptionConfig {
     pub identity_files: Vec<PathBuf>,
     /// File holding the passphrase of passphrase-protected identity files.
     pub passphrase_file: Option<PathBuf>,
+    /// The backup hosts' signing key file (`key generate --signing`): signs every manifest.
+    pub signing_key_file: Option<PathBuf>,
+    /// Public signing keys (`ecosign1…`) whose manifests restore, verify and drill trust.
+    #[serde(default)]
+    pub trusted_signers: Vec<String>,
+    /// Accept unsigned manifests and repositories (written before signing was set up), and
+    /// back up without a signing key.
+    #[serde(default)]
+    pub allow_unsigned: bool,
 }
 
 /// `[[database]]`.

@@ -232,6 +232,24 @@ pub enum Error {
         detail: String,
     },
 
+    /// A signed object (a manifest, the repository marker) failed the signature check.
+    #[error("refusing {key} in {repo}: {detail}")]
+    Untrusted {
+        /// The object's key (`backups/<id>/manifest.json`, `ecobackup.json`).
+        key: String,
+        /// The repository URL.
+        repo: String,
+        /// What is wrong and what to do ([`crate::crypto::SignatureFault`]).
+        detail: String,
+    },
+
+    /// A trusted-signer string is not an ecobackup public signing key.
+    #[error("invalid trusted signer {value:?}: expected a public signing key (ecosign1…), as printed by `ecobackup key generate --signing`")]
+    InvalidSigner {
+        /// The offending text (public, safe to show).
+        value: String,
+    },
+
     /// A PostgreSQL program (or its binaries) could not be found.
     #[error("{program} for PostgreSQL {major} not found (looked in {looked_in}); install the PostgreSQL {major} client (Debian: apt-get install postgresql-client-{major}) or give --pg-bin DIR")]
     BinaryNotFound {

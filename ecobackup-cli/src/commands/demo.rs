@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use ecobackup_core::artifact::Sealing;
 use ecobackup_core::backup::{backup_logical, DumpTarget, LogicalBackup};
-use ecobackup_core::crypto::{generate_identity, write_identity_file, Keyring};
+use ecobackup_core::crypto::{
+    generate_identity, write_identity_file, Keyring, Signer, TrustedSigners,
+};
 use ecobackup_core::postgres::cluster::{Cluster, ClusterOptions};
 use ecobackup_core::postgres::fixture::{load_shop, table_fingerprints};
 use ecobackup_core::postgres::DbUrl;
@@ -59,11 +61,21 @@ fn demo_key(
     Ok((Keyring::from_identities(vec![identity]), recipient))
 }
 
+/// The demo's signing key, beside its age key: reused like it, so earlier demo backups stay
+/// trusted.
+fn demo_signer(path: &Path) -> Result<Signer, CliError> {
+    if path.exists() {
+        return Ok(Signer::from_file(path)?);
+    }
+    let signer = Signer::generate();
+    signer.write_file(path, false)?;
+    Ok(signer)
+}
+
 /// `demo`.
 pub async fn demo(ctx: &Context, args: DemoArgs) -> Result<(), CliError> {
     let dir = absolute(&args.dir)?;
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| ecobackup_core::Error::io(format!("creating {}", dir.display()), e))?;
+    ecobackup_core::storage::create_private_dir_all(&dir)?;
     let mut steps = Steps {
         quiet: ctx.quiet || ctx.json,
         times: Vec::new(),
@@ -92,19 +104,24 @@ pub async fn demo(ctx: &Context, args: DemoArgs) -> Result<(), CliError> {
 
     let key_path = dir.join("demo.key");
     let (keyring, recipient) = demo_key(&key_path)?;
+    let signer = Arc::new(demo_signer(&dir.join("demo-signing.key"))?);
+    let trust = TrustedSigners::new(vec![signer.public_key()]);
     let repo_path = dir.join("repo");
     let storage = Storage::open(
         &RepoUrl::File(repo_path.clone()),
         &StorageOptions::default(),
     )?;
-    let repo = match Repository::init(
+    let repo = match Repository::init_signed(
         storage,
         vec![ecobackup_core::crypto::fingerprint(&recipient)],
+        Some(signer.clone()),
     )
     .await?
     {
         InitOutcome::Created(repo) | InitOutcome::AlreadyInitialized(repo) => repo,
     };
+    // The restore below reads the backup as a restore side would: signature checked.
+    let repo = repo.with_trusted_signers(trust).await?;
 
     let started = Instant::now();
     steps.say(&format!(
@@ -181,6 +198,7 @@ pub async fn demo(ctx: &Context, args: DemoArgs) -> Result<(), CliError> {
             "repository": repo_path,
             "key": key_path,
             "recipient": recipient.to_string(),
+            "signer": signer.public_key().to_string(),
             "rows_loaded": summary.total_rows(),
             "raw_bytes": raw,
             "stored_bytes": stored,
@@ -243,6 +261,11 @@ pub async fn demo(ctx: &Context, args: DemoArgs) -> Result<(), CliError> {
             key_path.display()
         );
         println!("  recipient    {recipient}");
+        println!(
+            "  signing key  {}   (signs every manifest; its public key {} is what restore trusts)",
+            dir.join("demo-signing.key").display(),
+            signer.public_key()
+        );
         println!("  the cluster was temporary and is gone; the repository and the key stay.");
         if let Some(dump) = dump {
             println!();

@@ -8,7 +8,7 @@ use ecobackup_core::drill::{drill as run_drill, Checks, DrillPlan, DrillReport, 
 use super::filter::load_keyring;
 use super::logical::url_from_argv;
 use super::progress::Bars;
-use super::repo::open;
+use super::repo::open_trusted;
 use crate::cli::DrillArgs;
 use crate::{CliError, Context};
 
@@ -31,19 +31,13 @@ fn load_checks(path: Option<&Path>) -> Result<Checks, CliError> {
     })
 }
 
-/// Writes the report next to its final name, then renames it: a reader never sees half of it.
+/// Writes the report (mode 0600: it names databases and checks) to a temporary file beside
+/// its final name, then renames it: a reader never sees half of it.
 fn write_report(path: &Path, report: &DrillReport) -> Result<(), CliError> {
     let text = serde_json::to_vec_pretty(report).unwrap_or_default();
-    let temp = path.with_extension("json.tmp");
-    std::fs::write(&temp, text)
-        .and_then(|()| std::fs::rename(&temp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&temp);
-            CliError::from(ecobackup_core::Error::io(
-                format!("writing the drill report {}", path.display()),
-                e,
-            ))
-        })
+    Ok(ecobackup_core::storage::write_private_file(
+        path, &text, true,
+    )?)
 }
 
 /// Pings the monitoring URL; a failed ping is a warning, never the drill's result.
@@ -79,12 +73,12 @@ pub async fn drill(ctx: &Context, args: DrillArgs) -> Result<(), CliError> {
             Some(url) => DrillTarget::Server(url_from_argv(url)?),
             None => DrillTarget::Scratch,
         },
-        keyring: Arc::new(load_keyring(ctx, &args.identities)?),
+        keyring: Arc::new(load_keyring(ctx, &args.identities).await?),
         pg_bin: args.pg_bin.clone(),
     };
     let ping_url = args.ping.as_ref().or(ctx.config.drill.ping_url.as_ref());
     let started = async {
-        let repo = open(ctx).await?;
+        let repo = open_trusted(ctx, &args.trust).await?;
         Ok::<_, CliError>(run_drill(&repo, &plan, &Bars::new(ctx)).await?)
     }
     .await;

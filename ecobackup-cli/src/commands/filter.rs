@@ -37,7 +37,7 @@ pub async fn encrypt(ctx: &Context, args: EncryptArgs) -> Result<(), CliError> {
 
 /// Decrypts with the configured identities and decompresses when the plaintext is zstd.
 pub async fn decrypt(ctx: &Context, args: DecryptArgs) -> Result<(), CliError> {
-    let keyring = Arc::new(load_keyring(ctx, &args.identities)?);
+    let keyring = Arc::new(load_keyring(ctx, &args.identities).await?);
     let mut pipeline = source(args.input.as_deref()).then(Decrypt::with(keyring));
     if !args.raw {
         pipeline = pipeline.then(Decompress::auto());
@@ -49,8 +49,9 @@ pub async fn decrypt(ctx: &Context, args: DecryptArgs) -> Result<(), CliError> {
 
 /// The keyring from `-i` / `ECOBACKUP_IDENTITY_FILE`, else the configuration file; the
 /// passphrase from `--passphrase-file` / `ECOBACKUP_IDENTITY_PASSPHRASE_FILE`, else
-/// `ECOBACKUP_IDENTITY_PASSPHRASE`, else the configuration file.
-pub fn load_keyring(ctx: &Context, args: &IdentityArgs) -> Result<Keyring, CliError> {
+/// `ECOBACKUP_IDENTITY_PASSPHRASE`, else the configuration file. The files are read on a
+/// blocking thread (a passphrase costs about a second of scrypt).
+pub async fn load_keyring(ctx: &Context, args: &IdentityArgs) -> Result<Keyring, CliError> {
     let files = if args.identities.is_empty() {
         ctx.config.encryption.identity_files.clone()
     } else {
@@ -73,7 +74,7 @@ pub fn load_keyring(ctx: &Context, args: &IdentityArgs) -> Result<Keyring, CliEr
             .map(read_secret_file)
             .transpose()?,
     };
-    Ok(Keyring::from_files(&files, passphrase.as_ref())?)
+    Ok(Keyring::load(files, passphrase).await?)
 }
 
 fn source(input: Option<&Path>) -> Pipeline {

@@ -13,7 +13,7 @@ use ecobackup_core::restore::{restore_logical, LogicalRestore, RestoreOutcome};
 
 use super::filter::load_keyring;
 use super::progress::Bars;
-use super::repo::{human_bytes, open};
+use super::repo::{human_bytes, open_for_backup, open_trusted};
 use crate::cli::{BackupLogicalArgs, RestoreLogicalArgs};
 use crate::{CliError, Context};
 
@@ -240,7 +240,7 @@ pub async fn backup(ctx: &Context, args: BackupLogicalArgs) -> Result<(), CliErr
     // Command-line URLs are checked before anything else; url_commands (which may create a
     // database branch) run only once the repository is known to be usable.
     let argv = argv_targets(&args)?;
-    let repo = open(ctx).await?;
+    let repo = open_for_backup(ctx, &args.signing).await?;
     let Databases { targets, after } = if argv.is_empty() {
         configured_targets(ctx, &args).await?
     } else {
@@ -307,11 +307,11 @@ pub async fn restore(ctx: &Context, args: RestoreLogicalArgs) -> Result<(), CliE
         jobs: args.jobs,
         terminate_connections: args.terminate_connections,
         no_privileges: false,
-        keyring: Some(Arc::new(load_keyring(ctx, &args.identities)?)),
+        keyring: Some(Arc::new(load_keyring(ctx, &args.identities).await?)),
         pg_bin: args.pg_bin.clone(),
         temp_dir: None,
     };
-    let repo = open(ctx).await?;
+    let repo = open_trusted(ctx, &args.trust).await?;
     let outcome = restore_logical(&repo, &plan, &Bars::new(ctx)).await?;
     print_restore(ctx, &outcome);
     Ok(())

@@ -1,12 +1,16 @@
 //! `ecobackup init`, `list`, `show`: the repository as an operator sees it.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use ecobackup_core::crypto::{fingerprint, parse_recipients, read_secret_file};
+use ecobackup_core::crypto::{
+    fingerprint, parse_recipients, parse_signers, read_secret_file, Signer, TrustedSigners,
+};
 use ecobackup_core::repository::{InitOutcome, Manifest, Repository};
 use ecobackup_core::storage::{RepoUrl, Storage, StorageOptions, DEFAULT_REPOSITORY};
 
-use crate::cli::{ListArgs, ShowArgs};
+use crate::cli::{ListArgs, ShowArgs, SigningArgs, TrustArgs};
 use crate::{CliError, Context};
 
 /// The repository URL: `--repo` / `ECOBACKUP_REPO`, then the file, then `./ecobackup-repo`.
@@ -79,13 +83,73 @@ pub fn storage(ctx: &Context) -> Result<Storage, CliError> {
     Ok(Storage::open(&repo_url(ctx)?, &options)?)
 }
 
-/// Opens the configured repository.
+/// Opens the configured repository, checking no signature (`list`, `show`: they only display;
+/// restore, verify and drill use [`open_trusted`]).
 pub async fn open(ctx: &Context) -> Result<Repository, CliError> {
     Ok(Repository::open(storage(ctx)?).await?)
 }
 
-/// `init`: creates `ecobackup.json`, recording the configured recipients' fingerprints.
+/// The signing key: `--signing-key` / `ECOBACKUP_SIGNING_KEY_FILE`, else `[encryption]
+/// signing_key_file`.
+fn load_signer(ctx: &Context, flag: Option<&Path>) -> Result<Option<Arc<Signer>>, CliError> {
+    let path: Option<PathBuf> = flag
+        .map(Path::to_owned)
+        .or_else(|| ctx.config.encryption.signing_key_file.clone());
+    Ok(path
+        .map(|p| Signer::from_file(&p))
+        .transpose()?
+        .map(Arc::new))
+}
+
+/// Opens the repository for a backup: every manifest written is signed. Without a signing
+/// key the backup is refused, unless `--no-signing` or `[encryption] allow_unsigned` says
+/// unsigned backups are wanted.
+pub async fn open_for_backup(ctx: &Context, args: &SigningArgs) -> Result<Repository, CliError> {
+    let signer = load_signer(ctx, args.signing_key.as_deref())?;
+    let repo = Repository::open(storage(ctx)?).await?;
+    match signer {
+        Some(signer) => Ok(repo.with_signer(signer)),
+        None if args.no_signing || ctx.config.encryption.allow_unsigned => {
+            tracing::warn!("writing an unsigned backup: restore sides that pin trusted signers will refuse it");
+            Ok(repo)
+        }
+        None => Err(CliError::usage(
+            "no signing key configured: give --signing-key FILE, ECOBACKUP_SIGNING_KEY_FILE or [encryption] signing_key_file (make one with `ecobackup key generate --signing --out FILE`), or --no-signing to write an unsigned backup on purpose",
+        )),
+    }
+}
+
+/// Opens the repository for restore, verify and drill: the marker and every manifest must be
+/// signed by a trusted signer (`--trusted-signer` / `ECOBACKUP_TRUSTED_SIGNERS`, else
+/// `[encryption] trusted_signers`), unless `--allow-unsigned` / `allow_unsigned` accepts a
+/// repository written without signing.
+pub async fn open_trusted(ctx: &Context, args: &TrustArgs) -> Result<Repository, CliError> {
+    let configured = if args.trusted_signers.is_empty() {
+        &ctx.config.encryption.trusted_signers
+    } else {
+        &args.trusted_signers
+    };
+    let keys = parse_signers(configured).map_err(|e| CliError::usage(e.to_string()))?;
+    let allow_unsigned = args.allow_unsigned || ctx.config.encryption.allow_unsigned;
+    if keys.is_empty() && !allow_unsigned {
+        return Err(CliError::usage(
+            "no trusted signer configured: give --trusted-signer ecosign1…, ECOBACKUP_TRUSTED_SIGNERS or [encryption] trusted_signers (the public keys of your backup hosts' signing keys), or --allow-unsigned for a repository written without signing",
+        ));
+    }
+    let trust = TrustedSigners::new(keys).allowing_unsigned(allow_unsigned);
+    Ok(Repository::open(storage(ctx)?)
+        .await?
+        .with_trusted_signers(trust)
+        .await?)
+}
+
+/// `init`: creates `ecobackup.json`, recording the configured recipients' fingerprints; signs
+/// it when a signing key is configured (`ECOBACKUP_SIGNING_KEY_FILE` or the file).
 pub async fn init(ctx: &Context) -> Result<(), CliError> {
+    let signing_key = std::env::var_os("ECOBACKUP_SIGNING_KEY_FILE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let signer = load_signer(ctx, signing_key.as_deref())?;
     let recipients = match std::env::var("ECOBACKUP_RECIPIENTS") {
         Ok(list) => vec![list],
         Err(_) => ctx.config.encryption.recipients.clone(),
@@ -94,7 +158,8 @@ pub async fn init(ctx: &Context) -> Result<(), CliError> {
         .iter()
         .map(fingerprint)
         .collect();
-    let (created, repo) = match Repository::init(storage(ctx)?, fingerprints).await? {
+    let (created, repo) = match Repository::init_signed(storage(ctx)?, fingerprints, signer).await?
+    {
         InitOutcome::Created(repo) => (true, repo),
         InitOutcome::AlreadyInitialized(repo) => (false, repo),
     };
@@ -103,6 +168,7 @@ pub async fn init(ctx: &Context) -> Result<(), CliError> {
             "repository": repo.storage().url(),
             "created": created,
             "marker": repo.marker(),
+            "signed_by": repo.signer().map(|s| s.public_key().to_string()),
         });
         println!("{report}");
     } else if !ctx.quiet {
@@ -112,6 +178,12 @@ pub async fn init(ctx: &Context) -> Result<(), CliError> {
             "already initialised, left unchanged:"
         };
         println!("{what} repository {}", repo.storage().url());
+        match repo.signer() {
+            Some(signer) => eprintln!("the marker is signed by {}", signer.public_key()),
+            None => eprintln!(
+                "note: the marker is unsigned (no signing key configured); it is signed by the first backup made with a signing key"
+            ),
+        }
     }
     Ok(())
 }

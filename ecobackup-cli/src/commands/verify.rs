@@ -8,7 +8,7 @@ use ecobackup_core::verify::{verify_backup, BackupCheck};
 
 use super::filter::load_keyring;
 use super::progress::Bars;
-use super::repo::{human_bytes, open};
+use super::repo::{human_bytes, open_trusted};
 use crate::cli::VerifyArgs;
 use crate::{CliError, Context};
 
@@ -19,7 +19,7 @@ pub async fn verify(ctx: &Context, args: VerifyArgs) -> Result<(), CliError> {
             "`verify --wal` is not built yet: WAL archiving and physical backups come in a later version; nothing was done",
         ));
     }
-    let repo = open(ctx).await?;
+    let repo = open_trusted(ctx, &args.trust).await?;
     let manifests: Vec<Manifest> = if args.all {
         repo.manifests().await?
     } else {
@@ -37,7 +37,7 @@ pub async fn verify(ctx: &Context, args: VerifyArgs) -> Result<(), CliError> {
         }
         return Ok(());
     }
-    let keyring = Some(Arc::new(load_keyring(ctx, &args.identities)?));
+    let keyring = Some(Arc::new(load_keyring(ctx, &args.identities).await?));
     let bars = Bars::new(ctx);
     let mut checks = Vec::new();
     for manifest in &manifests {

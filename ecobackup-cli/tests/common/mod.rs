@@ -16,6 +16,8 @@ pub fn ecobackup(dir: &Path) -> Command {
         "ECOBACKUP_IDENTITY_FILE",
         "ECOBACKUP_IDENTITY_PASSPHRASE",
         "ECOBACKUP_IDENTITY_PASSPHRASE_FILE",
+        "ECOBACKUP_SIGNING_KEY_FILE",
+        "ECOBACKUP_TRUSTED_SIGNERS",
         "ECOBACKUP_S3_ENDPOINT",
         "ECOBACKUP_S3_REGION",
         "ECOBACKUP_S3_ALLOW_HTTP",
@@ -43,6 +45,26 @@ pub fn key(dir: &Path, name: &str) -> (PathBuf, String) {
         .to_owned();
     assert!(recipient.starts_with("age1"), "{recipient}");
     (dir.join(name), recipient)
+}
+
+/// The signing key `signing.key` in `dir`, made by `key generate --signing` on first use;
+/// returns (key file, public key).
+pub fn signing_key(dir: &Path) -> (PathBuf, String) {
+    let path = dir.join("signing.key");
+    if !path.exists() {
+        ecobackup(dir)
+            .args(["key", "generate", "--signing", "--out", "signing.key"])
+            .assert()
+            .success();
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    let public = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .unwrap()
+        .to_owned();
+    assert!(public.starts_with("ecosign1"), "{public}");
+    (path, public)
 }
 
 pub fn one_error_line(stderr: &[u8]) -> String {

@@ -77,6 +77,10 @@ impl World {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("ECOBACKUP_RECIPIENTS", &self.recipient)
             .env("ECOBACKUP_IDENTITY_FILE", &self.identity);
+        // Backups are signed and restores check it, as in production.
+        let (signing_key, signer) = super::signing_key(self.dir.path());
+        cmd.env("ECOBACKUP_SIGNING_KEY_FILE", signing_key)
+            .env("ECOBACKUP_TRUSTED_SIGNERS", signer);
         if let Some(password) = &self.password {
             cmd.env("PGPASSWORD", password);
         }

@@ -1,6 +1,6 @@
 use std::fs;
 use std::io::{BufRead, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -9,6 +9,7 @@ use age::x25519;
 use sha2::Digest as _;
 
 use crate::error::{Error, IoContext, Result};
+use crate::storage::write_private_file;
 
 /// The first line of every age v1 file, used to recognise passphrase-protected identity files.
 const AGE_HEADER: &[u8] = b"age-encryption.org/v1";
@@ -45,21 +46,38 @@ pub fn generate_identity() -> (x25519::Identity, x25519::Recipient) {
     (identity, recipient)
 }
 
-/// Writes an identity file in age-keygen's format, created with mode 0600 and never over an
-/// existing file. With a passphrase, the file is itself an age file encrypted with it (scrypt),
-/// exactly as `age -p` writes one, so `age -d -i` can use it too.
+/// Writes an identity file in age-keygen's format, mode 0600, through a temporary file in the
+/// same directory and a rename (never a half-written key), and never over an existing file.
+/// With a passphrase, the file is itself an age file encrypted with it (scrypt), exactly as
+/// `age -p` writes one, so `age -d -i` can use it too.
 pub fn write_identity_file(
     path: &Path,
     identity: &x25519::Identity,
     passphrase: Option<&SecretString>,
 ) -> Result<()> {
+    write_private_file(path, &identity_file_content(identity, passphrase)?, false)
+}
+
+/// Like [`write_identity_file`], but replaces an existing file (`key generate --force`).
+pub fn replace_identity_file(
+    path: &Path,
+    identity: &x25519::Identity,
+    passphrase: Option<&SecretString>,
+) -> Result<()> {
+    write_private_file(path, &identity_file_content(identity, passphrase)?, true)
+}
+
+fn identity_file_content(
+    identity: &x25519::Identity,
+    passphrase: Option<&SecretString>,
+) -> Result<Vec<u8>> {
     let recipient = identity.to_public();
     let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let text = format!(
         "# created: {created}\n# public key: {recipient}\n{}\n",
         identity.to_string().expose_secret()
     );
-    let content = match passphrase {
+    Ok(match passphrase {
         None => text.into_bytes(),
         Some(passphrase) => {
             let encryptor = age::Encryptor::with_user_passphrase(passphrase.clone());
@@ -73,21 +91,7 @@ pub fn write_identity_file(
                 .context("encrypting the identity")?;
             out
         }
-    };
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => Error::AlreadyExists {
-                path: path.to_owned(),
-            },
-            _ => Error::io(format!("creating {}", path.display()), e),
-        })?;
-    file.write_all(&content)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
+    })
 }
 
 /// The identities that may decrypt artifacts: every X25519 identity of every identity file
@@ -107,8 +111,18 @@ impl Keyring {
         }
     }
 
-    /// Loads identity files. Each must be readable by its owner only (mode 0600 or stricter).
-    /// A passphrase-protected file (an age file encrypted with a passphrase) needs `passphrase`.
+    /// Loads identity files on a blocking thread: a passphrase-protected file costs about a
+    /// second of scrypt, which must not stall the async runtime. See [`Keyring::from_files`].
+    pub async fn load(paths: Vec<PathBuf>, passphrase: Option<SecretString>) -> Result<Self> {
+        tokio::task::spawn_blocking(move || Keyring::from_files(&paths, passphrase.as_ref()))
+            .await
+            .map_err(|e| Error::io("loading the identity files", std::io::Error::other(e)))?
+    }
+
+    /// Loads identity files (blocking; async callers use [`Keyring::load`]). Each must be a
+    /// regular file owned by this user or root and readable by its owner only (mode 0600 or
+    /// stricter). A passphrase-protected file (an age file encrypted with a passphrase) needs
+    /// `passphrase`.
     pub fn from_files<P: AsRef<Path>>(
         paths: &[P],
         passphrase: Option<&SecretString>,
@@ -160,9 +174,19 @@ pub fn read_secret_file(path: &Path) -> Result<SecretString> {
     Ok(SecretString::from(text.to_owned()))
 }
 
-/// Reads a file after checking that neither group nor others can read it.
-fn read_private_file(path: &Path, what: &str) -> Result<Vec<u8>> {
-    let meta = fs::metadata(path).with_context(|| format!("reading {what} {}", path.display()))?;
+/// Opens a file once and checks the opened file itself (not its path, which could be swapped
+/// between a check and a read): a regular file, owned by this user or root, that neither
+/// group nor others can read. Then reads it through the same handle.
+pub(crate) fn read_private_file(path: &Path, what: &str) -> Result<Vec<u8>> {
+    let context = || format!("reading {what} {}", path.display());
+    let mut file = fs::File::open(path).with_context(context)?;
+    let meta = file.metadata().with_context(context)?;
+    if !meta.is_file() {
+        return Err(Error::InvalidKeyFile {
+            path: path.to_owned(),
+            detail: "not a regular file".into(),
+        });
+    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(Error::InsecureKeyFile {
@@ -170,7 +194,19 @@ fn read_private_file(path: &Path, what: &str) -> Result<Vec<u8>> {
             mode,
         });
     }
-    fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(Error::InvalidKeyFile {
+            path: path.to_owned(),
+            detail: format!(
+                "it is owned by user id {}, not by this user ({me}) or root: another user could have replaced it; `chown` it to the user that runs ecobackup",
+                meta.uid()
+            ),
+        });
+    }
+    let mut raw = Vec::new();
+    file.read_to_end(&mut raw).with_context(context)?;
+    Ok(raw)
 }
 
 fn load_identity_file(
@@ -209,10 +245,17 @@ fn decrypt_identity_file(
     let mut reader = decryptor
         .decrypt(std::iter::once(&identity as &dyn age::Identity))
         .map_err(|e| match e {
-            age::DecryptError::ExcessiveWork { .. } => invalid(format!("{e}")),
-            _ => Error::WrongPassphrase {
+            // The scrypt stanza's AEAD failed: the passphrase is not the one it was made with.
+            age::DecryptError::DecryptionFailed
+            | age::DecryptError::KeyDecryptionFailed
+            | age::DecryptError::NoMatchingKeys => Error::WrongPassphrase {
                 path: path.to_owned(),
             },
+            age::DecryptError::ExcessiveWork { .. } => invalid(format!("{e}")),
+            age::DecryptError::InvalidMac | age::DecryptError::InvalidHeader => invalid(format!(
+                "the file is damaged ({e}): the passphrase was not the problem; restore the key file from its backup copy"
+            )),
+            other => invalid(format!("it could not be decrypted ({other})")),
         })?;
     let mut text = Vec::new();
     reader

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! <repo>/ecobackup.json                  format, version, created_at, key fingerprints
+//! <repo>/ecobackup.json.sig              its signature (signed repositories)
+//! <repo>/backups/<id>/manifest.json.sig  the manifest's signature, written just before it
 //! <repo>/backups/<id>/manifest.json      written last; a backup without it does not exist
 //! <repo>/backups/<id>/<artifact>.zst.age
 //! <repo>/wal/<timeline>/<segment>.zst.age
@@ -13,6 +15,7 @@ mod lock;
 mod manifest;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -23,6 +26,7 @@ pub use manifest::{
     ArtifactEntry, BackupKind, Manifest, ServerFacts, SourceFacts, MANIFEST_VERSION,
 };
 
+use crate::crypto::{Signer, TrustedSigners, SIGNATURE_SUFFIX};
 use crate::error::{Error, Result};
 use crate::storage::Storage;
 
@@ -48,6 +52,10 @@ pub struct RepositoryMarker {
 pub struct Repository {
     storage: Storage,
     marker: RepositoryMarker,
+    /// Signs the manifests (and the marker) this repository writes.
+    signer: Option<Arc<Signer>>,
+    /// When set, every manifest read must pass this check.
+    trust: Option<Arc<TrustedSigners>>,
 }
 
 /// What `init` did.
@@ -84,11 +92,28 @@ impl Repository {
         storage: Storage,
         recipient_fingerprints: Vec<String>,
     ) -> Result<InitOutcome> {
+        Self::init_signed(storage, recipient_fingerprints, None).await
+    }
+
+    /// [`Repository::init`], signing the marker with `signer` (its signature is written first).
+    /// An existing unsigned repository of this format gets its marker signed.
+    pub async fn init_signed(
+        storage: Storage,
+        recipient_fingerprints: Vec<String>,
+        signer: Option<Arc<Signer>>,
+    ) -> Result<InitOutcome> {
         if let Some(existing) = storage.get(MARKER).await? {
-            let repo = Self::from_marker(storage, &existing)?;
+            let mut repo = Self::from_marker(storage, &existing)?;
+            repo.signer = signer;
+            repo.sign_marker_if_unsigned().await?;
             return Ok(InitOutcome::AlreadyInitialized(repo));
         }
-        let objects = storage.list("").await?;
+        let objects: Vec<_> = storage
+            .list("")
+            .await?
+            .into_iter()
+            .filter(|o| o.key != signature_key(MARKER))
+            .collect();
         if let Some(first) = objects.first() {
             return Err(Error::RefusedInit {
                 repo: storage.url().to_owned(),
@@ -106,8 +131,14 @@ impl Repository {
         };
         let body = serde_json::to_vec_pretty(&marker)
             .map_err(|e| Error::io("encoding the marker", e.into()))?;
-        storage.put(MARKER, body).await?;
-        Ok(InitOutcome::Created(Repository { storage, marker }))
+        let repo = Repository {
+            storage,
+            marker,
+            signer,
+            trust: None,
+        };
+        repo.put_signed(MARKER, body).await?;
+        Ok(InitOutcome::Created(repo))
     }
 
     /// Opens an existing repository.
@@ -140,7 +171,12 @@ impl Repository {
             key: MARKER.to_owned(),
             detail: e.to_string(),
         })?;
-        Ok(Repository { storage, marker })
+        Ok(Repository {
+            storage,
+            marker,
+            signer: None,
+            trust: None,
+        })
     }
 
     /// The storage underneath.
@@ -158,12 +194,13 @@ impl Repository {
         format!("backups/{id}/{name}")
     }
 
-    /// Writes a backup's manifest: the last step of a backup, which makes it exist.
+    /// Writes a backup's manifest: the last step of a backup, which makes it exist. With a
+    /// signer, its signature is written just before it (and an unsigned marker gets signed).
     pub async fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
         let body = serde_json::to_vec_pretty(manifest)
             .map_err(|e| Error::io("encoding the manifest", e.into()))?;
-        self.storage
-            .put(&Self::artifact_key(&manifest.id, "manifest.json"), body)
+        self.sign_marker_if_unsigned().await?;
+        self.put_signed(&Self::artifact_key(&manifest.id, "manifest.json"), body)
             .await
     }
 
@@ -192,10 +229,7 @@ impl Repository {
             return Err(not_found());
         }
         let bytes = self.storage.get(&key).await?.ok_or_else(not_found)?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::BadManifest {
-            key,
-            detail: e.to_string(),
-        })
+        self.decode_manifest(id, key, &bytes).await
     }
 
     /// `id`, or the newest backup (by `finished_at`) of `kind` when `id` is `latest`.
@@ -254,6 +288,108 @@ impl Repository {
             .collect();
         Ok((objects, complete))
     }
+}
+
+/// Signing and checking what restore trusts (FORMAT.md: signatures and threat model).
+impl Repository {
+    /// Signs the manifests and the marker this repository writes from now on.
+    pub fn with_signer(mut self, signer: Arc<Signer>) -> Repository {
+        self.signer = Some(signer);
+        self
+    }
+
+    /// Checks every manifest read from now on against `trust`, and checks the marker's
+    /// signature now: an unsigned repository is refused unless `trust` allows unsigned objects.
+    pub async fn with_trusted_signers(mut self, trust: TrustedSigners) -> Result<Repository> {
+        let marker = self
+            .storage
+            .get(MARKER)
+            .await?
+            .ok_or_else(|| Error::NotARepository {
+                repo: self.storage.url().to_owned(),
+            })?;
+        self.check_signature(MARKER, &marker, &trust).await?;
+        self.trust = Some(Arc::new(trust));
+        Ok(self)
+    }
+
+    /// The signer, when this repository signs what it writes.
+    pub fn signer(&self) -> Option<&Signer> {
+        self.signer.as_deref()
+    }
+
+    /// The trusted signers, when this repository checks what it reads.
+    pub fn trusted_signers(&self) -> Option<&TrustedSigners> {
+        self.trust.as_deref()
+    }
+
+    /// Writes `key`: with a signer, its signature object first, so that the object never
+    /// exists unsigned.
+    async fn put_signed(&self, key: &str, body: Vec<u8>) -> Result<()> {
+        if let Some(signer) = &self.signer {
+            self.storage
+                .put(&signature_key(key), signer.sign(key, &body))
+                .await?;
+        }
+        self.storage.put(key, body).await
+    }
+
+    /// Signs the marker of a repository created without a signing key (or whose `init` was cut
+    /// short between the signature and the marker), once a signer writes to it.
+    async fn sign_marker_if_unsigned(&self) -> Result<()> {
+        let Some(signer) = &self.signer else {
+            return Ok(());
+        };
+        if self.storage.get(&signature_key(MARKER)).await?.is_some() {
+            return Ok(());
+        }
+        if let Some(marker) = self.storage.get(MARKER).await? {
+            self.storage
+                .put(&signature_key(MARKER), signer.sign(MARKER, &marker))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn check_signature(&self, key: &str, bytes: &[u8], trust: &TrustedSigners) -> Result<()> {
+        let signature = self.storage.get(&signature_key(key)).await?;
+        trust
+            .check(key, bytes, signature.as_deref())
+            .map(drop)
+            .map_err(|fault| Error::Untrusted {
+                key: key.to_owned(),
+                repo: self.storage.url().to_owned(),
+                detail: fault.to_string(),
+            })
+    }
+
+    /// A manifest's bytes → the manifest: its signature checked (when signers are trusted),
+    /// and its id equal to its folder's (a manifest copied into another folder is refused).
+    async fn decode_manifest(&self, id: &str, key: String, bytes: &[u8]) -> Result<Manifest> {
+        if let Some(trust) = &self.trust {
+            self.check_signature(&key, bytes, trust).await?;
+        }
+        let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| Error::BadManifest {
+            key: key.clone(),
+            detail: e.to_string(),
+        })?;
+        if manifest.id != id {
+            return Err(Error::Untrusted {
+                key,
+                repo: self.storage.url().to_owned(),
+                detail: format!(
+                    "it describes backup {} but is stored in the folder of {id}: a manifest copied to another folder; do not restore it",
+                    manifest.id
+                ),
+            });
+        }
+        Ok(manifest)
+    }
+}
+
+/// The key of the signature object of `key`.
+fn signature_key(key: &str) -> String {
+    format!("{key}{SIGNATURE_SUFFIX}")
 }
 
 /// `backups/<id>/<name>` → `<id>`.

@@ -6,6 +6,7 @@
 //! [`ObjectSink`] (multipart, equal parts) and back through an [`ObjectSource`] (resumes a
 //! dropped download with a ranged GET).
 
+mod private;
 mod sink;
 mod source;
 mod url;
@@ -23,6 +24,9 @@ use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 
+pub use private::{
+    create_private_dir_all, make_private, write_private_file, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE,
+};
 pub use sink::{part_size_for, ObjectSink, MAX_PARTS};
 pub use source::ObjectSource;
 pub use url::{RepoUrl, DEFAULT_REPOSITORY};
@@ -79,6 +83,8 @@ pub struct Storage {
     url: String,
     prefix: String,
     part_concurrency: usize,
+    /// The directory of a `file://` repository: its objects are made private (0700/0600).
+    local_root: Option<std::path::PathBuf>,
 }
 
 /// One object in a listing.
@@ -108,12 +114,7 @@ impl Storage {
         };
         let (store, prefix): (Arc<dyn ObjectStore>, String) = match url {
             RepoUrl::File(path) => {
-                std::fs::create_dir_all(path).map_err(|e| {
-                    Error::io(
-                        format!("creating the repository directory {}", path.display()),
-                        e,
-                    )
-                })?;
+                create_private_dir_all(path)?;
                 let store = LocalFileSystem::new_with_prefix(path)
                     .map_err(|e| invalid(e.to_string()))?
                     .with_fsync(true);
@@ -177,6 +178,10 @@ impl Storage {
             url: display,
             prefix,
             part_concurrency: options.part_concurrency.max(1),
+            local_root: match url {
+                RepoUrl::File(path) => Some(path.clone()),
+                _ => None,
+            },
         })
     }
 
@@ -187,6 +192,7 @@ impl Storage {
             url: url.into(),
             prefix: String::new(),
             part_concurrency: 4,
+            local_root: None,
         }
     }
 
@@ -231,11 +237,31 @@ impl Storage {
 
     /// Writes a small object whole; readers see the old object or the new one, never a part.
     pub async fn put(&self, key: &str, data: impl Into<Bytes>) -> Result<()> {
+        self.before_local_write(key)?;
         self.store
             .put(&self.path(key), PutPayload::from_bytes(data.into()))
             .await
             .map(drop)
-            .map_err(|e| self.error("writing", key, e))
+            .map_err(|e| self.error("writing", key, e))?;
+        self.after_local_write(key)
+    }
+
+    /// On `file://`, creates the object's missing folders with mode 0700 before the object
+    /// store writes into them (it would create them 0777 less the umask).
+    pub(crate) fn before_local_write(&self, key: &str) -> Result<()> {
+        match (&self.local_root, std::path::Path::new(key).parent()) {
+            (Some(root), Some(folder)) => create_private_dir_all(&root.join(folder)),
+            _ => Ok(()),
+        }
+    }
+
+    /// On `file://`, sets a written object's mode to 0600. Until then it sat in folders only
+    /// the owner can enter.
+    pub(crate) fn after_local_write(&self, key: &str) -> Result<()> {
+        match &self.local_root {
+            Some(root) => make_private(&root.join(key)),
+            None => Ok(()),
+        }
     }
 
     /// Reads a small object whole; `None` when it does not exist.

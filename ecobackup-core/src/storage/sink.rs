@@ -76,16 +76,19 @@ impl ObjectSink {
         let payload: PutPayload = chunks.into_iter().collect();
         let bytes = payload.content_length() as u64;
         let path = self.storage.path(&self.key);
+        self.storage.before_local_write(&self.key)?;
         self.storage
             .store()
             .put(&path, payload)
             .await
             .map_err(|e| self.storage.error("uploading", &self.key, e))?;
+        self.storage.after_local_write(&self.key)?;
         Ok(bytes)
     }
 
     async fn multipart(&self, first: Vec<Bytes>, input: ByteStream) -> Result<u64> {
         let path = self.storage.path(&self.key);
+        self.storage.before_local_write(&self.key)?;
         let upload = self
             .storage
             .store()
@@ -101,7 +104,10 @@ impl ObjectSink {
         let outcome = self.send_parts(&mut guard, first, input).await;
         let mut upload = guard.upload.take().expect("held until here");
         match outcome {
-            Ok(bytes) => Ok(bytes),
+            Ok(bytes) => {
+                self.storage.after_local_write(&self.key)?;
+                Ok(bytes)
+            }
             Err(e) => {
                 if let Err(abort) = upload.abort().await {
                     tracing::warn!(key = %self.key, error = %abort, "could not abort the multipart upload; the bucket's lifecycle rule for incomplete uploads will remove it");
