@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 
 use assert_cmd::Command;
-use common::{ecobackup, key, one_error_line};
+use common::{ecobackup, key, one_error_line, signing_key};
 use ecobackup_testkit::secure_pg::BACKUP_PASSWORD;
 use ecobackup_testkit::SecurePg;
 
@@ -70,6 +70,9 @@ impl Lab {
             )
             .env("ECOBACKUP_RECIPIENTS", &self.recipient)
             .env("ECOBACKUP_IDENTITY_FILE", &self.identity);
+        let (signing_key, signer) = signing_key(self.dir.path());
+        cmd.env("ECOBACKUP_SIGNING_KEY_FILE", signing_key)
+            .env("ECOBACKUP_TRUSTED_SIGNERS", signer);
         cmd
     }
 
