@@ -227,10 +227,9 @@ fn split_list(value: &str) -> Vec<String> {
         let mut item = String::new();
         if chars.next_if_eq(&'"').is_some() {
             while let Some(c) = chars.next() {
-                if c == '"' {
-                    if chars.next_if_eq(&'"').is_none() {
-                        break;
-                    }
+                // `""` inside quotes is one quote; a lone `"` ends the element.
+                if c == '"' && chars.next_if_eq(&'"').is_none() {
+                    break;
                 }
                 item.push(c);
             }
