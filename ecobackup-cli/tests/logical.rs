@@ -383,3 +383,130 @@ fn the_demo_backs_up_restores_and_compares_every_table() {
     let list: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn an_artifact_of_another_backup_is_refused_before_the_restore_commits() {
+    let world = World::new();
+    world.init();
+    let source_name = world.shop.rsplit('/').next().unwrap().to_owned();
+    let delete_items = |database: &str, count: u32| {
+        world.runtime.block_on(async {
+            let sql = format!(
+                "DELETE FROM order_items WHERE ctid IN (SELECT ctid FROM order_items LIMIT {count})"
+            );
+            world
+                .pg
+                .client(database)
+                .await
+                .batch_execute(&sql)
+                .await
+                .unwrap();
+        })
+    };
+    let a = world.backup();
+    delete_items(&source_name, 700);
+    let b = world.backup();
+
+    // A target with rows of its own: B, less a few more.
+    let target = world.database("target");
+    world
+        .run(&["restore", "logical", &b, "--db", &target, "--create"])
+        .assert()
+        .success();
+    delete_items("target", 300);
+    let before = world.rows(&target, "order_items");
+    assert_ne!(before, world.rows(&world.shop, "order_items"));
+
+    // A's dump over B's: a valid age file to the same recipient, not the artifact B lists.
+    let b_dump = world.artifact(&b, ".dump.zst.age");
+    std::fs::copy(world.artifact(&a, ".dump.zst.age"), &b_dump).unwrap();
+    let out = world
+        .run(&["restore", "logical", &b, "--db", &target, "--clean"])
+        .assert()
+        .code(1);
+    let line = one_error_line(&out.get_output().stderr);
+    let name = b_dump.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        line.contains(&format!("backups/{b}/{name} does not match its manifest")),
+        "{line}"
+    );
+    assert_eq!(
+        world.rows(&target, "order_items"),
+        before,
+        "nothing of A was committed, and the --clean was rolled back"
+    );
+}
+
+#[test]
+fn restore_create_recreates_the_database_properties_under_a_new_name() {
+    let world = World::new();
+    world.init();
+    world.runtime.block_on(async {
+        let admin = world.pg.client("postgres").await;
+        admin
+            .batch_execute(
+                "CREATE DATABASE props_source TEMPLATE template0 ENCODING 'UTF8' \
+                 LOCALE_PROVIDER icu ICU_LOCALE 'de-DE' LC_COLLATE 'C' LC_CTYPE 'C.UTF-8' \
+                 CONNECTION LIMIT 7",
+            )
+            .await
+            .unwrap();
+        admin
+            .batch_execute(
+                "DO $$ BEGIN CREATE ROLE props_app; EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+                 ALTER DATABASE props_source SET work_mem = '7MB'; \
+                 ALTER DATABASE props_source SET search_path = public, \"odd schema\"; \
+                 ALTER ROLE props_app IN DATABASE props_source SET statement_timeout = '5s'; \
+                 COMMENT ON DATABASE props_source IS 'the shop''s notes'; \
+                 REVOKE TEMPORARY ON DATABASE props_source FROM PUBLIC; \
+                 GRANT CONNECT ON DATABASE props_source TO props_app; \
+                 GRANT CREATE ON DATABASE props_source TO props_app WITH GRANT OPTION;",
+            )
+            .await
+            .unwrap();
+        world
+            .pg
+            .client("props_source")
+            .await
+            .batch_execute(
+                "CREATE SCHEMA \"odd schema\"; \
+                 CREATE TABLE \"odd schema\".notes (id int PRIMARY KEY, body text COLLATE \"de-x-icu\"); \
+                 INSERT INTO \"odd schema\".notes VALUES (1, 'Straße'), (2, 'Strasse');",
+            )
+            .await
+            .unwrap();
+    });
+    let source = world.database("props_source");
+    let out = world
+        .run(&["--json", "backup", "logical", "--db", &source])
+        .assert()
+        .success();
+    let result: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let id = result["manifest"]["id"].as_str().unwrap().to_owned();
+
+    let target = world.database("props_copy");
+    world
+        .run(&["restore", "logical", &id, "--db", &target, "--create"])
+        .assert()
+        .success();
+    let flags = ["--create", "--schema-only"];
+    let original = world.dump_with(&source, &flags);
+    for expected in [
+        "LOCALE_PROVIDER = icu LC_COLLATE = 'C' LC_CTYPE = 'C.UTF-8' ICU_LOCALE = 'de-DE'",
+        "CONNECTION LIMIT = 7",
+        "work_mem",
+        "odd schema",
+        "statement_timeout",
+        "the shop''s notes",
+        "GRANT CONNECT ON DATABASE props_source TO props_app",
+    ] {
+        assert!(original.contains(expected), "{expected}: {original}");
+    }
+    let copy = world.dump_with(&target, &flags);
+    let original = original.replace("props_source", "props_copy");
+    assert!(
+        original == copy,
+        "the copy differs:\n--- original\n{original}\n--- copy\n{copy}"
+    );
+    assert_eq!(world.rows(&target, "\"odd schema\".notes"), 2);
+}

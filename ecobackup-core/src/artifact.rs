@@ -1,8 +1,9 @@
 //! One artifact in and out of a repository: the pipelines every backup kind shares.
 //!
-//! In: source → SHA-256 (raw) → zstd → age → SHA-256 (stored) → object. Out: object → SHA-256
-//! (stored) → age → zstd → SHA-256 (raw) → sink, and both digests and sizes are checked against
-//! the manifest's entry before the caller trusts what it got.
+//! In: source → SHA-256 (raw) → zstd → age → SHA-256 (stored) → object. Out: object → check of
+//! SHA-256 and size (stored) → age → zstd → check (raw) → sink; each check holds back the last
+//! chunk until it passed, so a sink never sees the end of an artifact that differs from its
+//! manifest entry.
 
 use std::sync::Arc;
 
@@ -13,7 +14,9 @@ use crate::error::{Error, Result};
 use crate::pipeline::{Pipeline, PipelineReport, Sink, Source};
 use crate::progress::Progress;
 use crate::repository::{ArtifactEntry, Repository};
-use crate::transform::{Compress, Decompress, Decrypt, Digest, DigestHandle, Encrypt};
+use crate::transform::{
+    Compress, Decompress, Decrypt, Digest, DigestCheck, DigestHandle, DigestResult, Encrypt,
+};
 
 /// How artifacts are sealed: the zstd level and the age recipients.
 #[derive(Clone)]
@@ -82,7 +85,10 @@ pub async fn store(
 }
 
 /// Streams the artifact `entry` of backup `id` into `sink`, decrypted and decompressed, and
-/// checks both digests and sizes against the entry. A mismatch is an error naming the artifact.
+/// checks both digests and sizes against the entry. The checks are stages of the pipeline that
+/// hold back the last chunk until they pass ([`DigestCheck`]): on a mismatch the sink sees an
+/// error instead of an end, so it never commits (pg_restore is killed before its transaction
+/// can). A mismatch is an error naming the artifact.
 pub async fn open<S: Sink>(
     repo: &Repository,
     id: &str,
@@ -92,8 +98,22 @@ pub async fn open<S: Sink>(
     progress: &dyn Progress,
 ) -> Result<PipelineReport> {
     let key = Repository::artifact_key(id, &entry.name);
-    let (stored, stored_digest) = Digest::new();
-    let (raw, raw_digest) = Digest::new();
+    let stored = DigestCheck::expecting(
+        &key,
+        "the stored object",
+        DigestResult {
+            sha256: entry.stored_sha256.clone(),
+            bytes: entry.stored_size,
+        },
+    );
+    let raw = DigestCheck::expecting(
+        &key,
+        "the decrypted content",
+        DigestResult {
+            sha256: entry.raw_sha256.clone(),
+            bytes: entry.raw_size,
+        },
+    );
     let mut pipeline = Pipeline::new(repo.storage().source(&key)).then(stored);
     if !entry.recipients.is_empty() {
         let keyring = keyring.ok_or(Error::NoIdentities)?;
@@ -110,29 +130,5 @@ pub async fn open<S: Sink>(
     );
     let result = runnable.run().await;
     progress.end(&entry.name);
-    let report = result?;
-    let stored = digest_of(&stored_digest, "stored")?;
-    let raw = digest_of(&raw_digest, "raw")?;
-    let mismatch = |what: &str, expected: String, found: String| Error::ArtifactMismatch {
-        artifact: key.clone(),
-        detail: format!("{what} is {found}, the manifest says {expected}"),
-    };
-    if stored.bytes != entry.stored_size || stored.sha256 != entry.stored_sha256 {
-        return Err(mismatch(
-            "the stored object",
-            format!(
-                "{} bytes, sha256 {}",
-                entry.stored_size, entry.stored_sha256
-            ),
-            format!("{} bytes, sha256 {}", stored.bytes, stored.sha256),
-        ));
-    }
-    if raw.bytes != entry.raw_size || raw.sha256 != entry.raw_sha256 {
-        return Err(mismatch(
-            "the decrypted content",
-            format!("{} bytes, sha256 {}", entry.raw_size, entry.raw_sha256),
-            format!("{} bytes, sha256 {}", raw.bytes, raw.sha256),
-        ));
-    }
-    Ok(report)
+    result
 }

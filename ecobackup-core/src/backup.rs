@@ -16,7 +16,9 @@ use crate::artifact::{self, Sealing};
 use crate::error::{Error, Result};
 use crate::io::ReaderSource;
 use crate::postgres::binaries::find_program;
-use crate::postgres::{database_facts, DatabaseFacts, DbUrl};
+use crate::postgres::{
+    database_facts, database_properties, DatabaseFacts, DatabaseProperties, DbUrl,
+};
 
 /// Whether the role `client` is connected as is a superuser.
 async fn is_superuser(client: &tokio_postgres::Client, url: &DbUrl) -> Result<bool> {
@@ -111,6 +113,10 @@ pub struct LogicalBackup {
 pub struct Catalog {
     /// Per database: size and row estimates at backup time.
     pub databases: Vec<DatabaseFacts>,
+    /// Per database: what `restore --create` recreates (encoding, locale, settings, comment,
+    /// GRANTs). Absent in backups made before it was recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub properties: Vec<DatabaseProperties>,
 }
 
 /// The artifact name of a database's dump: `<database>.dump` plus the sealing suffix.
@@ -154,12 +160,16 @@ pub async fn backup_logical(
     // Everything that can fail before any byte is stored: connections, facts, programs.
     let mut facts = Vec::new();
     let mut superuser = Vec::new();
+    let mut properties = Vec::new();
     for target in &plan.databases {
         let client = target.url.connect().await?;
         let mut f = database_facts(&client, &target.url).await?;
         f.name = target.name();
         facts.push(f);
         superuser.push(is_superuser(&client, &target.url).await?);
+        let mut p = database_properties(&client, &target.url).await?;
+        p.name = target.name();
+        properties.push(p);
     }
     // Each server gets the pg_dump of its own major version (databases may be on several).
     let mut pg_dumps = Vec::new();
@@ -250,6 +260,7 @@ pub async fn backup_logical(
         }
         let catalog = serde_json::to_vec_pretty(&Catalog {
             databases: facts.clone(),
+            properties: properties.clone(),
         })
         .map_err(|e| Error::io("encoding the catalog", e.into()))?;
         let size = catalog.len() as u64;

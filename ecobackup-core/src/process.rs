@@ -136,8 +136,7 @@ impl ChildCommand {
 /// The error for a program that ended badly: its status and the last line it wrote on stderr.
 fn failure(program: &str, status: ExitStatus, stderr: &str) -> Error {
     let status = describe_status(status);
-    let mut detail =
-        last_line(stderr).unwrap_or_else(|| "it printed nothing on stderr".to_owned());
+    let mut detail = last_line(stderr).unwrap_or_else(|| "it printed nothing on stderr".to_owned());
     // pg_dump through a pooler in transaction mode fails in ways that do not say so.
     if let Some(hint) = crate::postgres::pooler_hint(stderr) {
         detail = format!("{detail}; {hint}");
@@ -298,12 +297,28 @@ impl ChildSink {
     }
 }
 
+/// A sink program and its stdin. Dropped with its stdin still open (a failed or cancelled
+/// `write`), it kills the program *before* the stdin closes: fields drop after `drop` runs, and a
+/// closed stdin is an end of input, which the program would take for a complete one.
+struct Running {
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let (Some(child), Some(_)) = (&mut self.child, &self.stdin) {
+            let _ = child.start_kill();
+        }
+    }
+}
+
 #[async_trait]
 impl Sink for ChildSink {
     async fn write(&mut self, input: ByteStream) -> Result<SinkReceipt> {
         let program = self.command.name();
         let mut child = self.command.spawn(Stdio::piped(), Stdio::piped())?;
-        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let stdin = child.stdin.take().expect("stdin is piped");
         let stderr = collect_output(
             program.clone(),
             child.stderr.take().expect("stderr is piped"),
@@ -312,15 +327,23 @@ impl Sink for ChildSink {
             program.clone(),
             child.stdout.take().expect("stdout is piped"),
         );
-        let fed = match Self::feed(&mut stdin, input).await {
+        let mut running = Running {
+            child: Some(child),
+            stdin: Some(stdin),
+        };
+        let fed = match Self::feed(running.stdin.as_mut().expect("stdin is open"), input).await {
             Ok(fed) => fed,
             Err(e) => {
                 // Kill before closing stdin: an end of input must never look like a clean end.
-                let _ = child.kill().await;
+                if let Some(child) = &mut running.child {
+                    let _ = child.kill().await;
+                }
                 return Err(e);
             }
         };
-        drop(stdin);
+        // The input ended cleanly (or the program stopped reading): now its end may be seen.
+        drop(running.stdin.take());
+        let child = running.child.take().expect("the child is still ours");
         // A program that stops reading (it failed) breaks the pipe: its status and stderr say why.
         finish(&program, child, stderr).await?;
         drop(stdout.await);
@@ -333,7 +356,8 @@ impl Sink for ChildSink {
 
     async fn abort(&mut self) {
         // `write` kills the program on every failure of its input, and a cancelled `write`
-        // drops the child, which kills it (`kill_on_drop`): nothing is left running.
+        // drops `Running`, which kills it before its stdin closes: nothing is left running, and
+        // nothing sees a clean end of input.
     }
 }
 
@@ -386,5 +410,61 @@ mod tests {
             .env("PGPASSWORD", "s3cret".to_owned().into());
         assert_eq!(command.output().await.unwrap(), "s3cret\n");
         assert!(!format!("{command:?}").contains("s3cret"));
+    }
+
+    /// A sink program that records whether it saw the end of its input.
+    fn end_recorder(dir: &Path) -> ChildSink {
+        let script = format!(
+            "echo $$ > '{0}/pid'; cat > '{0}/input'; echo clean-end > '{0}/ended'",
+            dir.display()
+        );
+        ChildSink::new(ChildCommand::new("/bin/sh").arg("-c").arg(script))
+    }
+
+    #[tokio::test]
+    async fn a_failing_input_kills_the_program_before_it_sees_an_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = end_recorder(dir.path());
+        let input: ByteStream = Box::pin(futures::stream::iter([
+            Ok(bytes::Bytes::from_static(b"all but the last chunk")),
+            Err(Error::StageVanished {
+                stage: "sha256-check".to_owned(),
+            }),
+        ]));
+        let err = sink.write(input).await.unwrap_err();
+        assert!(err.to_string().contains("sha256-check"), "{err}");
+        assert!(
+            !dir.path().join("ended").exists(),
+            "the program never saw a clean end of its input"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_write_kills_the_program_before_it_sees_an_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = end_recorder(dir.path());
+        // An input that never ends: the write waits for it until it is dropped.
+        let input: ByteStream = Box::pin(
+            futures::stream::iter([Ok(bytes::Bytes::from_static(b"some"))])
+                .chain(futures::stream::pending()),
+        );
+        let mut write = Box::pin(sink.write(input));
+        assert!(futures::poll!(write.as_mut()).is_pending());
+        // Wait until the program has the bytes, so it is reading when the write goes away.
+        while std::fs::metadata(dir.path().join("input")).map_or(0, |m| m.len()) < 4 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            assert!(futures::poll!(write.as_mut()).is_pending());
+        }
+        drop(write);
+        // Wait until the shell is dead (a zombie or gone): it writes the marker if it lives on.
+        let pid = std::fs::read_to_string(dir.path().join("pid")).unwrap();
+        let stat = format!("/proc/{}/stat", pid.trim());
+        while std::fs::read_to_string(&stat).is_ok_and(|s| !s.contains(") Z ")) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(
+            !dir.path().join("ended").exists(),
+            "the program was killed before its stdin closed"
+        );
     }
 }

@@ -5,6 +5,15 @@
 //! fails halfway (a tampered artifact, a wrong key, a dropped connection) rolls back and leaves
 //! the target as it was. Parallel restore (`jobs > 1`) needs a seekable file, so the dump is
 //! first downloaded to a private temporary file; it is not atomic (pg_restore's limitation).
+//!
+//! `--create` creates the target database itself rather than through pg_restore's `--create`
+//! (which would use the archive's name and needs a connection to another database): from the
+//! database properties recorded in the backup's encrypted catalog
+//! ([`DatabaseProperties`](crate::postgres::DatabaseProperties): encoding, locale provider and
+//! locales, tablespace when it exists here), under the target's name. Once pg_restore succeeded,
+//! the connection limit, `ALTER DATABASE … SET` settings, the comment and — unless
+//! `no_privileges` — `ALTER ROLE … IN DATABASE … SET` settings and GRANTs follow, in one
+//! transaction. A failure anywhere drops the database created for the restore.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::io::FileSink;
 use crate::pipeline::PipelineReport;
 use crate::postgres::binaries::find_program;
-use crate::postgres::{quote_ident, DbUrl};
+use crate::postgres::{quote_ident, DatabaseProperties, DbUrl};
 use crate::process::{ChildCommand, ChildSink};
 use crate::progress::Progress;
 use crate::repository::{ArtifactEntry, BackupKind, Manifest, Repository};
@@ -135,8 +144,91 @@ pub async fn read_catalog(
     })
 }
 
+/// The properties recorded in the catalog of `manifest` for the database of `entry`; `None` for
+/// a backup made before they were recorded.
+async fn recorded_properties(
+    repo: &Repository,
+    manifest: &Manifest,
+    entry: &ArtifactEntry,
+    keyring: Option<Arc<Keyring>>,
+) -> Result<Option<DatabaseProperties>> {
+    let catalog = read_catalog(repo, manifest, keyring).await?;
+    let source = entry.name.split(".dump").next().unwrap_or_default();
+    Ok(catalog.properties.into_iter().find(|p| p.name == source))
+}
+
+/// `CREATE DATABASE` for the target: from the recorded properties, under the target's name.
+async fn create_statement(
+    admin: &tokio_postgres::Client,
+    admin_url: &DbUrl,
+    database: &str,
+    major: u32,
+    properties: Option<&DatabaseProperties>,
+    progress: &dyn Progress,
+) -> Result<String> {
+    let Some(properties) = properties else {
+        progress.note("this backup predates recorded database properties: the database is created with the server's defaults (encoding, locale), without its settings, comment and grants");
+        return Ok(format!(
+            "CREATE DATABASE {} TEMPLATE template0",
+            quote_ident(database)
+        ));
+    };
+    let mut properties = properties.clone();
+    if let Some(tablespace) = &properties.tablespace {
+        let exists = admin
+            .query_opt(
+                "SELECT 1 FROM pg_tablespace WHERE spcname = $1",
+                &[tablespace],
+            )
+            .await
+            .map_err(|e| admin_url.error("looking up tablespaces on", e))?
+            .is_some();
+        if !exists {
+            progress.note(&format!("tablespace {tablespace:?} of the original database does not exist here: the database goes to the default tablespace"));
+            properties.tablespace = None;
+        }
+    }
+    Ok(properties.create_statement(database, major))
+}
+
+/// Gives a database created for the restore what the original had besides its contents
+/// (settings, comment, GRANTs); done after pg_restore, so that no setting of the original
+/// (`default_transaction_read_only`, a connection limit) gets in the restore's way.
+async fn complete_target(plan: &LogicalRestore, properties: &DatabaseProperties) -> Result<()> {
+    let database = plan.target.database();
+    let admin_url = plan.target.with_database("postgres");
+    let admin = admin_url.connect().await?;
+    let owner: String = admin
+        .query_one(
+            "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1",
+            &[&database],
+        )
+        .await
+        .map_err(|e| admin_url.error("looking up the restored database on", e))?
+        .get(0);
+    let statements = properties.completing_statements(&database, &owner, !plan.no_privileges);
+    if statements.is_empty() {
+        return Ok(());
+    }
+    // One implicit transaction: all of them or none.
+    admin
+        .batch_execute(&statements.join(";\n"))
+        .await
+        .map_err(|e| {
+            admin_url.error(
+                "setting the database properties (settings, comment, grants) on",
+                e,
+            )
+        })
+}
+
 /// Prepares the target database: creates it, or checks who else is connected to it.
-async fn prepare_target(plan: &LogicalRestore) -> Result<(bool, u64)> {
+async fn prepare_target(
+    plan: &LogicalRestore,
+    major: u32,
+    properties: Option<&DatabaseProperties>,
+    progress: &dyn Progress,
+) -> Result<(bool, u64)> {
     let target = &plan.target;
     let database = target.database();
     let admin_url = target.with_database("postgres");
@@ -153,11 +245,10 @@ async fn prepare_target(plan: &LogicalRestore) -> Result<(bool, u64)> {
                 format!("database {database:?} already exists: drop --create to restore into it (add --clean to replace its objects)"),
             ));
         }
+        let create =
+            create_statement(&admin, &admin_url, &database, major, properties, progress).await?;
         admin
-            .batch_execute(&format!(
-                "CREATE DATABASE {} TEMPLATE template0",
-                quote_ident(&database)
-            ))
+            .batch_execute(&create)
             .await
             .map_err(|e| admin_url.error("creating the target database on", e))?;
         return Ok((true, 0));
@@ -320,9 +411,20 @@ pub async fn restore_logical(
         ));
     }
     let pg_restore = find_program("pg_restore", major, plan.pg_bin.as_deref())?;
-    let (created, terminated) = prepare_target(plan).await?;
+    let properties = if plan.create {
+        recorded_properties(repo, &manifest, entry, plan.keyring.clone()).await?
+    } else {
+        None
+    };
+    let (created, terminated) = prepare_target(plan, major, properties.as_ref(), progress).await?;
 
-    let outcome = run_pg_restore(repo, plan, &manifest, entry, &pg_restore, progress).await;
+    let outcome = match run_pg_restore(repo, plan, &manifest, entry, &pg_restore, progress).await {
+        Ok(report) => match properties.as_ref().filter(|_| created) {
+            Some(properties) => complete_target(plan, properties).await.map(|()| report),
+            None => Ok(report),
+        },
+        Err(e) => Err(e),
+    };
     let report = match outcome {
         Ok(report) => report,
         Err(e) => {

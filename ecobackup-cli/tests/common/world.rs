@@ -143,10 +143,13 @@ impl World {
 
     /// `pg_dump` of one database in plain SQL with extra flags.
     pub fn dump(&self, url: &str, flag: &str) -> String {
+        self.dump_with(url, &[flag, "--no-owner"])
+    }
+
+    /// `pg_dump` of one database in plain SQL with `flags`, without its random `\restrict` lines.
+    pub fn dump_with(&self, url: &str, flags: &[&str]) -> String {
         let mut cmd = Std::new(self.pg_bin("pg_dump"));
-        cmd.arg(flag)
-            .arg("--no-owner")
-            .arg(format!("--dbname={url}"));
+        cmd.args(flags).arg(format!("--dbname={url}"));
         // pg_dump ≥ 15.14 brackets its output with a random \restrict key: not content.
         String::from_utf8(self.run_client(cmd))
             .unwrap()

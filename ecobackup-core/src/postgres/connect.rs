@@ -342,6 +342,9 @@ mod tests {
             }
         }
         let error = error.expect("the failure reaches the stream");
-        assert!(error.contains("connection pooler in transaction mode"), "{error}");
+        assert!(
+            error.contains("connection pooler in transaction mode"),
+            "{error}"
+        );
     }
 }

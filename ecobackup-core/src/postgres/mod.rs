@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod conn;
 mod connect;
 pub mod conninfo;
+pub mod database_props;
 pub mod facts;
 pub mod fixture;
 pub mod passfile;
@@ -15,4 +16,5 @@ pub mod tls;
 
 pub use conn::{quote_ident, redact_url, DbUrl, Endpoint, PgEnv, APPLICATION_NAME};
 pub use connect::{connect, describe_pg_error, pooler_hint};
+pub use database_props::{database_properties, DatabaseProperties};
 pub use facts::{database_facts, DatabaseFacts};

@@ -1,4 +1,4 @@
-//! The stages between a source and a sink: zstd, age, SHA-256.
+//! The stages between a source and a sink: zstd, age, SHA-256 (computed, or checked).
 //!
 //! Each runs on a blocking thread through [`blocking_stage`](crate::pipeline::blocking_stage),
 //! so a pipeline `source → Compress → Encrypt → sink` keeps both cores busy while the source
@@ -6,8 +6,10 @@
 
 mod age;
 mod digest;
+mod digest_check;
 mod zstd;
 
 pub use self::age::{decrypt_reader, Decrypt, Encrypt};
 pub use self::digest::{Digest, DigestHandle, DigestResult};
+pub use self::digest_check::DigestCheck;
 pub use self::zstd::{is_zstd_frame, Compress, Decompress, DEFAULT_LEVEL};
