@@ -194,7 +194,7 @@ async fn verify_warns_about_backups_encrypted_to_other_keys_than_the_marker_reco
         .unwrap();
     assert!(check.ok && check.warnings.is_empty(), "{check:?}");
 
-    let rotated = backup_to(&repo, NEW, &[other_recipient.clone()]).await;
+    let rotated = backup_to(&repo, NEW, std::slice::from_ref(&other_recipient)).await;
     let check = verify_backup(&repo, &rotated, keyring, &NoProgress)
         .await
         .unwrap();
