@@ -126,3 +126,59 @@ fn verify_wal_says_it_is_not_built_and_an_empty_repository_has_nothing_to_verify
     let out = world.run(&["verify", "--wal"]).assert().code(2);
     assert!(one_error_line(&out.get_output().stderr).contains("not built yet"));
 }
+
+#[test]
+fn bad_manifests_are_listed_and_fail_verify_all_but_never_block_latest() {
+    let world = World::new();
+    world.init();
+    let good = world.backup();
+    let backups = world.dir.path().join("repo/backups");
+    // A corrupt manifest in a newer backup's folder, and a stray folder with one.
+    let corrupt = "20991231T000000Z-logical-zzzzzz";
+    for folder in [corrupt, "stray"] {
+        std::fs::create_dir_all(backups.join(folder)).unwrap();
+        std::fs::write(backups.join(folder).join("manifest.json"), b"{\"id\": ").unwrap();
+    }
+
+    // list: the good one and, beside it, each bad one with its reason.
+    let out = world.run(&["list"]).assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(text.contains(&good), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(corrupt) && l.contains("not a valid manifest")),
+        "{text}"
+    );
+    assert!(
+        text.contains("stray") && text.contains("not a backup id"),
+        "{text}"
+    );
+    let out = world.run(&["--json", "list"]).assert().success();
+    let listed: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(listed[0]["id"], good.as_str());
+    assert_eq!(listed[1]["bad"], true);
+
+    // latest (and restore, drill, verify of it) skip the bad ones.
+    let (latest, error) = report(&world, &["latest"]);
+    assert_eq!(error, None);
+    assert_eq!(latest[0]["id"], good.as_str());
+
+    // verify --all fails, naming a bad manifest; the good backup is still verified.
+    let (all, error) = report(&world, &["--all"]);
+    let error = error.expect("verify --all must fail");
+    assert!(
+        error.contains("2 damaged") && error.contains(&format!("{corrupt}/manifest.json")),
+        "{error}"
+    );
+    let checks = all.as_array().unwrap();
+    assert_eq!(checks.len(), 3);
+    let verified: Vec<_> = checks.iter().filter(|c| c["ok"] == true).collect();
+    assert_eq!(verified.len(), 1);
+    assert_eq!(verified[0]["id"], good.as_str());
+    assert!(checks
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .all(|c| c["manifest_error"].is_string()));
+}

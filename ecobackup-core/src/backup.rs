@@ -1,10 +1,11 @@
 //! Logical backups: `pg_dump -Fc -Z0` of each database (and `pg_dumpall --globals-only`)
 //! streamed through zstd and age into the repository, with no temporary file on local disk.
 //!
-//! A backup is its manifest. Artifacts are stored first, under a lock on the backup id; the
-//! manifest is written only when every artifact is complete. When any step fails, the artifacts
-//! already stored are deleted (or, if that fails too, left as debris that `prune` reports), and
-//! no manifest is written: the failed backup never shows up in `list` and is never restored.
+//! A backup is its manifest. Artifacts are stored first, under a shared repository lock (prune
+//! waits); the manifest is written only when every artifact is complete and the lock is still
+//! held ([`Repository::finish_backup`]). When any step fails, the artifacts already stored are
+//! deleted (or, if that fails too, left as debris that `prune` reports), and no manifest is
+//! written: the failed backup never shows up in `list` and is never restored.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -34,16 +35,13 @@ async fn is_superuser(client: &tokio_postgres::Client, url: &DbUrl) -> Result<bo
 use crate::process::{ChildCommand, ChildSource};
 use crate::progress::Progress;
 use crate::repository::{
-    new_backup_id, ArtifactEntry, BackupKind, Lock, Manifest, Repository, ServerFacts, SourceFacts,
-    MANIFEST_VERSION,
+    new_backup_id, ArtifactEntry, BackupKind, Lock, LockMode, LockOptions, Manifest, Repository,
+    ServerFacts, SourceFacts, MANIFEST_VERSION,
 };
 
 /// The encrypted artifact holding what the plaintext manifest must not: per database, its size
 /// and per-table row estimates.
 pub const CATALOG_ARTIFACT: &str = "catalog.json";
-
-/// How long a backup's lock holds if the process dies without releasing it.
-const LOCK_TTL: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
 /// One database to dump, and what of it.
 #[derive(Clone, Debug)]
@@ -215,7 +213,13 @@ pub async fn backup_logical(
 
     let started_at = Utc::now();
     let id = new_backup_id(BackupKind::Logical, started_at);
-    let lock = Lock::acquire(repo.storage(), &id, "backup logical", LOCK_TTL).await?;
+    let lock = Lock::acquire(
+        repo.storage(),
+        LockMode::Shared,
+        "backup logical",
+        &LockOptions::default(),
+    )
+    .await?;
     let mut stored: Vec<ArtifactEntry> = Vec::new();
     let outcome = async {
         for ((target, facts), pg_dump) in plan.databases.iter().zip(&facts).zip(&pg_dumps) {
@@ -289,19 +293,11 @@ pub async fn backup_logical(
             artifacts: stored.clone(),
             written_by: format!("ecobackup {}", env!("CARGO_PKG_VERSION")),
         };
-        repo.write_manifest(&manifest).await?;
         Ok(manifest)
     }
     .await;
-
-    if outcome.is_err() {
-        for entry in &stored {
-            let key = Repository::artifact_key(&id, &entry.name);
-            if let Err(e) = repo.storage().delete(&key).await {
-                tracing::warn!(key = %key, error = %e, "could not delete an artifact of the failed backup; `prune` will report it as debris");
-            }
-        }
-    }
+    // Checks the lock, commits the manifest, or removes the artifacts when it is not stored.
+    let outcome = repo.finish_backup(&id, &lock, outcome, &stored).await;
     if let Err(e) = lock.release().await {
         tracing::warn!(error = %e, "could not release the backup lock; it expires by itself");
     }

@@ -2,6 +2,7 @@
 //! both digests and sizes against the manifest — without restoring, and without the data
 //! touching local disk (the plaintext goes into a sink that only counts it).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -13,7 +14,7 @@ use crate::crypto::Keyring;
 use crate::error::{Error, Result};
 use crate::pipeline::{ByteStream, Sink, SinkReceipt};
 use crate::progress::Progress;
-use crate::repository::{Manifest, Repository};
+use crate::repository::{BadBackup, Manifest, Repository};
 
 /// What went wrong with an artifact, in the words an operator searches for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -51,10 +52,60 @@ pub struct ArtifactCheck {
 pub struct BackupCheck {
     /// The backup id.
     pub id: String,
-    /// Whether every artifact is intact.
+    /// Whether the manifest is usable and every artifact is intact.
     pub ok: bool,
+    /// Why the manifest cannot be used (then there are no artifact checks).
+    pub manifest_error: Option<String>,
     /// One entry per artifact of the manifest.
     pub artifacts: Vec<ArtifactCheck>,
+    /// What is intact but worth a look: artifacts encrypted to other keys than the
+    /// repository's marker records, or not encrypted at all.
+    pub warnings: Vec<String>,
+}
+
+impl BackupCheck {
+    /// The failed verdict on a backup whose manifest cannot be used.
+    pub fn bad_manifest(bad: &BadBackup) -> BackupCheck {
+        BackupCheck {
+            id: bad.id.clone(),
+            ok: false,
+            manifest_error: Some(format!("{}: {}", bad.key, bad.reason)),
+            artifacts: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// Warnings for artifacts encrypted to another key set than `expected` (the marker's
+/// recipients; nothing to compare with when it records none).
+pub fn recipient_warnings(manifest: &Manifest, expected: &[String]) -> Vec<String> {
+    if expected.is_empty() {
+        return Vec::new();
+    }
+    let expected: BTreeSet<&str> = expected.iter().map(String::as_str).collect();
+    let mut by_set: BTreeMap<BTreeSet<&str>, Vec<&str>> = BTreeMap::new();
+    for a in &manifest.artifacts {
+        let set: BTreeSet<&str> = a.recipients.iter().map(String::as_str).collect();
+        if set != expected {
+            by_set.entry(set).or_default().push(&a.name);
+        }
+    }
+    let list = |set: &BTreeSet<&str>| set.iter().copied().collect::<Vec<_>>().join(", ");
+    by_set
+        .iter()
+        .map(|(set, names)| {
+            let to = if set.is_empty() {
+                "is not encrypted".to_owned()
+            } else {
+                format!("is encrypted to {}", list(set))
+            };
+            format!(
+                "{} {to}, but the repository's ecobackup.json records the recipients {}: if the keys were not rotated on purpose, check [encryption] recipients",
+                names.join(", "),
+                list(&expected)
+            )
+        })
+        .collect()
 }
 
 /// Counts the plaintext and drops it.
@@ -149,6 +200,8 @@ pub async fn verify_backup(
     Ok(BackupCheck {
         id: manifest.id.clone(),
         ok: artifacts.iter().all(|a| a.failure.is_none()),
+        manifest_error: None,
         artifacts,
+        warnings: recipient_warnings(manifest, &repo.marker().recipients),
     })
 }

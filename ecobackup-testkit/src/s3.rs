@@ -4,7 +4,7 @@
 //! [`s3s`] and the file-system backend [`s3s_fs`], storing objects in a temporary directory.
 //! Requests must be signed (SigV4) with the server's fixed credentials. Every request is
 //! recorded, and [`FaultRule`]s make chosen requests fail: an HTTP error status, a delay, a
-//! dropped connection, or a response body cut short. Recording and faults come before
+//! dropped connection (before or after the request took effect), or a response body cut short. Recording and faults come before
 //! authentication, so they also see requests that s3s would refuse.
 //!
 //! Matching tips for `object_store` clients: part uploads are `PUT …?partNumber=N&uploadId=…`,
@@ -335,6 +335,14 @@ async fn handle(
         Some(Fault::ResetAfterBytes(n)) => limit = Some(n),
         // An error from the service makes hyper close the connection without a response.
         Some(Fault::ResetConnection) => return Err("injected fault: connection reset".into()),
+        Some(Fault::ResetAfterExecuting) => {
+            let executed = service.call(req.map(s3s::Body::from)).await;
+            let status = executed.map(|r| r.status().as_u16()).unwrap_or(0);
+            return Err(format!(
+                "injected fault: connection reset after the request was executed (status {status})"
+            )
+            .into());
+        }
         Some(Fault::Status(code)) => {
             let status = StatusCode::from_u16(code)
                 .map_err(|e| format!("injected fault: bad HTTP status {code}: {e}"))?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ecobackup_core::crypto::{
     fingerprint, parse_recipients, parse_signers, read_secret_file, Signer, TrustedSigners,
 };
-use ecobackup_core::repository::{InitOutcome, Manifest, Repository};
+use ecobackup_core::repository::{BadBackup, InitOutcome, Manifest, Repository};
 use ecobackup_core::storage::{RepoUrl, Storage, StorageOptions, DEFAULT_REPOSITORY};
 
 use crate::cli::{ListArgs, ShowArgs, SigningArgs, TrustArgs};
@@ -188,20 +188,37 @@ pub async fn init(ctx: &Context) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `list`: one line per backup, oldest first.
+/// `list`: one line per backup, oldest first, then the folders whose manifest cannot be used.
+/// In `--json`, an array of manifests followed by `{"id", "key", "bad": true, "reason"}` objects.
 pub async fn list(ctx: &Context, args: ListArgs) -> Result<(), CliError> {
     let repo = open(ctx).await?;
-    let manifests: Vec<Manifest> = repo
-        .manifests()
-        .await?
+    let listing = repo.manifests().await?;
+    let manifests: Vec<Manifest> = listing
+        .backups
         .into_iter()
         .filter(|m| args.kind.is_none_or(|k| m.kind == k))
         .collect();
+    // A bad folder's kind is what its id says; a stray folder is shown whatever the filter.
+    let bad: Vec<BadBackup> = listing
+        .bad
+        .into_iter()
+        .filter(|b| args.kind.is_none_or(|k| b.kind().is_none_or(|bk| bk == k)))
+        .collect();
+    for b in &bad {
+        tracing::warn!(backup = %b.id, reason = %b.reason, "a backup's manifest cannot be used");
+    }
     if ctx.json {
-        println!("{}", serde_json::to_string(&manifests).unwrap_or_default());
+        let mut entries: Vec<serde_json::Value> = manifests
+            .iter()
+            .filter_map(|m| serde_json::to_value(m).ok())
+            .collect();
+        entries.extend(bad.iter().map(
+            |b| serde_json::json!({"id": b.id, "key": b.key, "bad": true, "reason": b.reason}),
+        ));
+        println!("{}", serde_json::Value::Array(entries));
         return Ok(());
     }
-    if manifests.is_empty() {
+    if manifests.is_empty() && bad.is_empty() {
         if !ctx.quiet {
             println!("no backups in {}", repo.storage().url());
         }
@@ -225,6 +242,12 @@ pub async fn list(ctx: &Context, args: ListArgs) -> Result<(), CliError> {
             human_bytes(stored),
             took.as_secs_f64(),
             tags.join(",")
+        );
+    }
+    for b in &bad {
+        println!(
+            "{:<34} {:<9} UNUSABLE: {} (run `ecobackup verify --all`)",
+            b.id, "bad", b.reason
         );
     }
     Ok(())

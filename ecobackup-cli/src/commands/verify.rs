@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use ecobackup_core::repository::Manifest;
+use ecobackup_core::repository::{BadBackup, Manifest};
 use ecobackup_core::verify::{verify_backup, BackupCheck};
 
 use super::filter::load_keyring;
@@ -20,15 +20,14 @@ pub async fn verify(ctx: &Context, args: VerifyArgs) -> Result<(), CliError> {
         ));
     }
     let repo = open_trusted(ctx, &args.trust).await?;
-    let manifests: Vec<Manifest> = if args.all {
-        repo.manifests().await?
+    let (manifests, bad): (Vec<Manifest>, Vec<BadBackup>) = if args.all {
+        let listing = repo.manifests().await?;
+        (listing.backups, listing.bad)
     } else {
-        vec![
-            repo.resolve(args.id.as_deref().unwrap_or("latest"), None)
-                .await?,
-        ]
+        let wanted = args.id.as_deref().unwrap_or("latest");
+        (vec![repo.resolve(wanted, None).await?], Vec::new())
     };
-    if manifests.is_empty() {
+    if manifests.is_empty() && bad.is_empty() {
         if !ctx.quiet && !ctx.json {
             println!("no backups in {}: nothing to verify", repo.storage().url());
         }
@@ -37,9 +36,19 @@ pub async fn verify(ctx: &Context, args: VerifyArgs) -> Result<(), CliError> {
         }
         return Ok(());
     }
-    let keyring = Some(Arc::new(load_keyring(ctx, &args.identities).await?));
-    let bars = Bars::new(ctx);
     let mut checks = Vec::new();
+    // A backup whose manifest cannot be used is a failure of its own: nothing of it is checkable.
+    for bad in &bad {
+        let check = BackupCheck::bad_manifest(bad);
+        print_check(ctx, &check);
+        checks.push(check);
+    }
+    let keyring = if manifests.is_empty() {
+        None
+    } else {
+        Some(Arc::new(load_keyring(ctx, &args.identities).await?))
+    };
+    let bars = Bars::new(ctx);
     for manifest in &manifests {
         let check = verify_backup(&repo, manifest, keyring.clone(), &bars).await?;
         print_check(ctx, &check);
@@ -48,29 +57,29 @@ pub async fn verify(ctx: &Context, args: VerifyArgs) -> Result<(), CliError> {
     if ctx.json {
         println!("{}", serde_json::to_string(&checks).unwrap_or_default());
     }
-    let damaged: Vec<String> = checks
+    let damaged: Vec<(String, String)> = checks
         .iter()
         .flat_map(|c| {
-            c.artifacts
+            let manifest = c
+                .manifest_error
                 .iter()
-                .filter(|a| a.failure.is_some())
-                .map(move |a| format!("{}/{}", c.id, a.name))
+                .map(|e| (format!("{}/manifest.json", c.id), e.clone()));
+            let artifacts = c.artifacts.iter().filter(|a| a.failure.is_some()).map(|a| {
+                (
+                    format!("{}/{}", c.id, a.name),
+                    a.error.clone().unwrap_or_default(),
+                )
+            });
+            manifest.chain(artifacts).collect::<Vec<_>>()
         })
         .collect();
     match damaged.first() {
         None => Ok(()),
-        Some(first) => {
-            let reason = checks
-                .iter()
-                .flat_map(|c| &c.artifacts)
-                .find_map(|a| a.error.clone())
-                .unwrap_or_default();
-            Err(CliError::from(ecobackup_core::Error::VerifyFailed {
-                count: damaged.len(),
-                first: first.clone(),
-                reason,
-            }))
-        }
+        Some((first, reason)) => Err(CliError::from(ecobackup_core::Error::VerifyFailed {
+            count: damaged.len(),
+            first: first.clone(),
+            reason: reason.clone(),
+        })),
     }
 }
 
@@ -83,6 +92,9 @@ fn print_check(ctx: &Context, check: &BackupCheck) {
         if check.ok { "ok    " } else { "FAILED" },
         check.id
     );
+    if let Some(error) = &check.manifest_error {
+        println!("  {:<7} {:<32} {error}", "bad", "manifest.json");
+    }
     for a in &check.artifacts {
         match (&a.failure, &a.error) {
             (None, _) => println!(
@@ -98,5 +110,8 @@ fn print_check(ctx: &Context, check: &BackupCheck) {
                 error.as_deref().unwrap_or_default()
             ),
         }
+    }
+    for warning in &check.warnings {
+        println!("  warning {warning}");
     }
 }

@@ -7,21 +7,24 @@
 //! <repo>/backups/<id>/manifest.json      written last; a backup without it does not exist
 //! <repo>/backups/<id>/<artifact>.zst.age
 //! <repo>/wal/<timeline>/<segment>.zst.age
-//! <repo>/locks/<scope>/<lock>.json
+//! <repo>/locks/repository/<lock>.json  shared (backups) and exclusive (prune) leases
 //! ```
 
+mod commit;
 mod id;
+mod listing;
 mod lock;
 mod manifest;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use commit::CommitFailure;
 pub use id::{is_backup_id, new_backup_id};
-pub use lock::{Lock, LockInfo};
+pub use listing::{BackupListing, BadBackup, Debris, DEBRIS_MARGIN};
+pub use lock::{Clock, Lock, LockInfo, LockMode, LockOptions, SystemClock, LOCK_FOLDER};
 pub use manifest::{
     ArtifactEntry, BackupKind, Manifest, ServerFacts, SourceFacts, MANIFEST_VERSION,
 };
@@ -65,17 +68,6 @@ pub enum InitOutcome {
     Created(Repository),
     /// A repository of this format was already there; nothing changed.
     AlreadyInitialized(Repository),
-}
-
-/// A backup folder without a manifest: an interrupted run's leftovers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Debris {
-    /// The folder's backup id.
-    pub id: String,
-    /// Its objects' keys.
-    pub keys: Vec<String>,
-    /// Their total size.
-    pub bytes: u64,
 }
 
 impl PartialEq for Repository {
@@ -204,20 +196,6 @@ impl Repository {
             .await
     }
 
-    /// Every backup with a manifest, oldest first by `finished_at`.
-    pub async fn manifests(&self) -> Result<Vec<Manifest>> {
-        let mut manifests = Vec::new();
-        for id in self.backup_folders().await?.1 {
-            manifests.push(self.manifest(&id).await?);
-        }
-        manifests.sort_by(|a, b| {
-            a.finished_at
-                .cmp(&b.finished_at)
-                .then_with(|| a.id.cmp(&b.id))
-        });
-        Ok(manifests)
-    }
-
     /// The manifest of backup `id`.
     pub async fn manifest(&self, id: &str) -> Result<Manifest> {
         let key = Self::artifact_key(id, "manifest.json");
@@ -230,63 +208,6 @@ impl Repository {
         }
         let bytes = self.storage.get(&key).await?.ok_or_else(not_found)?;
         self.decode_manifest(id, key, &bytes).await
-    }
-
-    /// `id`, or the newest backup (by `finished_at`) of `kind` when `id` is `latest`.
-    pub async fn resolve(&self, id: &str, kind: Option<BackupKind>) -> Result<Manifest> {
-        if id != "latest" {
-            return self.manifest(id).await;
-        }
-        self.manifests()
-            .await?
-            .into_iter()
-            .rev()
-            .find(|m| kind.is_none_or(|k| m.kind == k))
-            .ok_or_else(|| Error::BackupNotFound {
-                wanted: match kind {
-                    Some(k) => format!("latest ({k})"),
-                    None => "latest".to_owned(),
-                },
-                repo: self.storage.url().to_owned(),
-            })
-    }
-
-    /// Backup folders that have no manifest: leftovers of interrupted runs (`prune` removes them).
-    pub async fn debris(&self) -> Result<Vec<Debris>> {
-        let (objects, complete) = self.backup_folders().await?;
-        let mut debris: Vec<Debris> = Vec::new();
-        for object in objects {
-            let Some(id) = folder_of(&object.key) else {
-                continue;
-            };
-            if complete.contains(id) {
-                continue;
-            }
-            match debris.last_mut() {
-                Some(d) if d.id == id => {
-                    d.keys.push(object.key.clone());
-                    d.bytes += object.size;
-                }
-                _ => debris.push(Debris {
-                    id: id.to_owned(),
-                    keys: vec![object.key.clone()],
-                    bytes: object.size,
-                }),
-            }
-        }
-        Ok(debris)
-    }
-
-    /// Every object under `backups/`, and the ids whose folder holds a manifest.
-    async fn backup_folders(&self) -> Result<(Vec<crate::storage::ObjectInfo>, BTreeSet<String>)> {
-        let objects = self.storage.list("backups/").await?;
-        let complete = objects
-            .iter()
-            .filter(|o| o.key.ends_with("/manifest.json"))
-            .filter_map(|o| folder_of(&o.key))
-            .map(str::to_owned)
-            .collect();
-        Ok((objects, complete))
     }
 }
 
@@ -364,37 +285,22 @@ impl Repository {
     }
 
     /// A manifest's bytes → the manifest: its signature checked (when signers are trusted),
-    /// and its id equal to its folder's (a manifest copied into another folder is refused).
-    async fn decode_manifest(&self, id: &str, key: String, bytes: &[u8]) -> Result<Manifest> {
+    /// then its format and its id (equal to its folder's: a manifest copied into another folder
+    /// is refused).
+    pub(crate) async fn decode_manifest(
+        &self,
+        id: &str,
+        key: String,
+        bytes: &[u8],
+    ) -> Result<Manifest> {
         if let Some(trust) = &self.trust {
             self.check_signature(&key, bytes, trust).await?;
         }
-        let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| Error::BadManifest {
-            key: key.clone(),
-            detail: e.to_string(),
-        })?;
-        if manifest.id != id {
-            return Err(Error::Untrusted {
-                key,
-                repo: self.storage.url().to_owned(),
-                detail: format!(
-                    "it describes backup {} but is stored in the folder of {id}: a manifest copied to another folder; do not restore it",
-                    manifest.id
-                ),
-            });
-        }
-        Ok(manifest)
+        listing::decode_manifest(id, bytes).map_err(|detail| Error::BadManifest { key, detail })
     }
 }
 
 /// The key of the signature object of `key`.
 fn signature_key(key: &str) -> String {
     format!("{key}{SIGNATURE_SUFFIX}")
-}
-
-/// `backups/<id>/<name>` → `<id>`.
-fn folder_of(key: &str) -> Option<&str> {
-    let rest = key.strip_prefix("backups/")?;
-    let (id, name) = rest.split_once('/')?;
-    (!name.is_empty()).then_some(id)
 }

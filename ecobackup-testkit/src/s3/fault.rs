@@ -19,6 +19,9 @@ pub enum Fault {
     Delay(Duration),
     /// Close the TCP connection without sending any response.
     ResetConnection,
+    /// Execute the request (a PUT stores its object), then close the connection without
+    /// sending the response: the client sees a failure of a request that took effect.
+    ResetAfterExecuting,
     /// Serve the request normally, but close the connection after this many bytes of the
     /// response body have been sent. A body no longer than this is served completely.
     ResetAfterBytes(u64),

@@ -1,0 +1,140 @@
+//! The on-disk formats, pinned: a fixed manifest, marker and lock object serialize to the
+//! committed files under `tests/golden/`, byte for byte, and those files parse back to the
+//! same values. A serde rename or a new field cannot change what is written without a diff
+//! here (and in docs/FORMAT.md).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use ecobackup_core::repository::{
+    ArtifactEntry, BackupKind, LockInfo, LockMode, Manifest, RepositoryMarker, ServerFacts,
+    SourceFacts, FORMAT, MANIFEST_VERSION,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn golden(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Serializes `value` as the repository writes it and compares with the golden file; parses
+/// the golden file back.
+fn check<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(name: &str, value: &T) {
+    let written = String::from_utf8(serde_json::to_vec_pretty(value).unwrap()).unwrap();
+    let expected = golden(name);
+    assert_eq!(
+        written,
+        expected.trim_end(),
+        "{name}: the on-disk format changed; if on purpose, update tests/golden/{name} and docs/FORMAT.md"
+    );
+    let parsed: T = serde_json::from_str(&expected).unwrap();
+    assert_eq!(&parsed, value, "{name} does not parse back");
+}
+
+#[test]
+fn manifest_format() {
+    let manifest = Manifest {
+        manifest_version: MANIFEST_VERSION,
+        id: "20261122T041500Z-logical-k3j5qa".into(),
+        kind: BackupKind::Logical,
+        tags: BTreeMap::from([
+            ("migration".to_owned(), "0042".to_owned()),
+            ("reason".to_owned(), "pre-migration".to_owned()),
+        ]),
+        started_at: at("2026-11-22T04:15:00Z"),
+        finished_at: at("2026-11-22T04:17:31.250Z"),
+        source: SourceFacts {
+            server_version: Some("15.18".into()),
+            system_identifier: Some("7437170163312345678".into()),
+            databases: vec!["shop".into()],
+            timeline: None,
+            start_lsn: None,
+            stop_lsn: None,
+            globals_without_role_passwords: true,
+            servers: vec![ServerFacts {
+                server_version: "15.18".into(),
+                system_identifier: Some("7437170163312345678".into()),
+                databases: vec!["shop".into()],
+                globals: Some("globals.sql.zst.age".into()),
+                globals_without_role_passwords: true,
+            }],
+        },
+        artifacts: vec![
+            ArtifactEntry {
+                name: "shop.dump.zst.age".into(),
+                stored_size: 1_048_713,
+                stored_sha256: "ab".repeat(32),
+                raw_size: 9_437_184,
+                raw_sha256: "cd".repeat(32),
+                compression: "zstd".into(),
+                recipients: vec![
+                    "sha256:0123456789abcdef".into(),
+                    "sha256:fedcba9876543210".into(),
+                ],
+            },
+            ArtifactEntry {
+                name: "catalog.json.zst".into(),
+                stored_size: 120,
+                stored_sha256: "ef".repeat(32),
+                raw_size: 300,
+                raw_sha256: "01".repeat(32),
+                compression: "zstd".into(),
+                recipients: vec![],
+            },
+        ],
+        written_by: "ecobackup 0.1.0".into(),
+    };
+    check("manifest.json", &manifest);
+
+    let physical = Manifest {
+        id: "20261122T050000Z-physical-abcdef".into(),
+        kind: BackupKind::Physical,
+        tags: BTreeMap::new(),
+        source: SourceFacts {
+            timeline: Some(3),
+            start_lsn: Some("0/5000028".into()),
+            stop_lsn: Some("0/5000100".into()),
+            ..SourceFacts::default()
+        },
+        artifacts: vec![],
+        ..manifest
+    };
+    check("manifest-physical.json", &physical);
+}
+
+#[test]
+fn marker_format() {
+    let marker = RepositoryMarker {
+        format: FORMAT.to_owned(),
+        created_at: at("2026-11-22T04:00:00Z"),
+        recipients: vec!["sha256:0123456789abcdef".into()],
+    };
+    check("ecobackup.json", &marker);
+}
+
+#[test]
+fn lock_format() {
+    for (name, mode, owner) in [
+        ("lock-shared.json", LockMode::Shared, "backup logical"),
+        ("lock-exclusive.json", LockMode::Exclusive, "prune"),
+    ] {
+        let lock = LockInfo {
+            mode,
+            owner: owner.into(),
+            host: "db1.internal".into(),
+            pid: 4242,
+            token: "0123456789abcdef".into(),
+            acquired_at: at("2026-11-22T04:15:00.123456Z"),
+            expires_at: at("2026-11-22T04:20:00.123456Z"),
+        };
+        check(name, &lock);
+    }
+}
