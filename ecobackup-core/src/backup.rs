@@ -89,18 +89,10 @@ pub async fn backup_logical(
     // Each server gets the pg_dump of its own major version (databases may be on several).
     let mut pg_dumps = Vec::new();
     for f in &facts {
-        pg_dumps.push(find_program(
-            "pg_dump",
-            f.major_version,
-            plan.pg_bin.as_deref(),
-        )?);
+        pg_dumps.push(find_program("pg_dump", f.major_version, plan.pg_bin.as_deref()).await?);
     }
     let pg_dumpall = if plan.globals {
-        Some(find_program(
-            "pg_dumpall",
-            facts[0].major_version,
-            plan.pg_bin.as_deref(),
-        )?)
+        Some(find_program("pg_dumpall", facts[0].major_version, plan.pg_bin.as_deref()).await?)
     } else {
         None
     };

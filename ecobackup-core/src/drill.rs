@@ -161,16 +161,21 @@ fn seconds(d: Duration) -> f64 {
 
 /// The server binaries for a backup of PostgreSQL `major`: the same major if installed, else the
 /// oldest newer one (pg_restore reads archives of older servers).
-fn scratch_bin_dir(major: Option<u32>, explicit: Option<&std::path::Path>) -> Option<PathBuf> {
-    let dirs = installed_server_dirs(explicit);
+async fn scratch_bin_dir(
+    major: Option<u32>,
+    explicit: Option<&std::path::Path>,
+) -> Option<PathBuf> {
+    let dirs = installed_server_dirs(explicit).await;
     let Some(major) = major else {
         return dirs.into_iter().next();
     };
-    let mut candidates: Vec<(u32, PathBuf)> = dirs
-        .into_iter()
-        .filter_map(|d| program_major_version(&d.join("initdb")).map(|m| (m, d)))
-        .filter(|(m, _)| *m >= major)
-        .collect();
+    let mut candidates: Vec<(u32, PathBuf)> = Vec::new();
+    for dir in dirs {
+        match program_major_version(&dir.join("initdb")).await {
+            Some(found) if found >= major => candidates.push((found, dir)),
+            _ => {}
+        }
+    }
     candidates.sort_by_key(|(m, _)| *m);
     candidates.into_iter().next().map(|(_, d)| d)
 }
@@ -229,7 +234,11 @@ pub async fn drill(
             }
         }
     }
-    drop(scratch);
+    if let Some(cluster) = scratch {
+        if let Err(e) = cluster.shutdown().await {
+            tracing::warn!(error = %e, "could not remove the drill's scratch cluster");
+        }
+    }
     report.rto_seconds =
         report.rto.provision_seconds + report.rto.restore_seconds + report.rto.checks_seconds;
     report.passed = report.error.is_none() && report.checks.iter().all(|c| c.passed);
@@ -252,7 +261,7 @@ async fn run(
     let (admin, on_scratch) = match &plan.target {
         DrillTarget::Scratch => {
             progress.note("starting a scratch cluster");
-            let bin_dir = scratch_bin_dir(source_major, plan.pg_bin.as_deref());
+            let bin_dir = scratch_bin_dir(source_major, plan.pg_bin.as_deref()).await;
             let cluster = Cluster::start(ClusterOptions {
                 bin_dir,
                 fsync: false,
@@ -285,7 +294,7 @@ async fn run(
     let restore_globals = on_scratch && globals.is_some();
     if let (true, Some(globals)) = (restore_globals, globals) {
         let major = scratch.as_ref().map_or(15, Cluster::major_version);
-        let psql = find_program("psql", major, bin_dir.as_deref())?;
+        let psql = find_program("psql", major, bin_dir.as_deref()).await?;
         // Without ON_ERROR_STOP psql goes on past `CREATE ROLE postgres` (it exists already).
         let command = admin.apply(ChildCommand::new(psql).arg("-X").arg("-q").arg("--file=-"));
         artifact::open(

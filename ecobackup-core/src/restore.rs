@@ -319,7 +319,7 @@ pub async fn restore_logical(
             format!("the backup comes from PostgreSQL {source_major}, the target runs {major}: restore into a server of version {source_major} or newer"),
         ));
     }
-    let pg_restore = find_program("pg_restore", major, plan.pg_bin.as_deref())?;
+    let pg_restore = find_program("pg_restore", major, plan.pg_bin.as_deref()).await?;
     let (created, terminated) = prepare_target(plan).await?;
 
     let outcome = run_pg_restore(repo, plan, &manifest, entry, &pg_restore, progress).await;
