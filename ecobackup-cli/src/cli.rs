@@ -183,6 +183,10 @@ pub struct DrillArgs {
     /// Restore into new databases on this server (dropped afterwards) instead of a scratch cluster.
     #[arg(long, value_name = "URL")]
     pub target_db: Option<String>,
+    /// Run the scratch cluster with fsync, synchronous_commit and full_page_writes on, like a
+    /// production server, so the RTO is one a runbook may quote (default: [drill] durable).
+    #[arg(long)]
+    pub durable: bool,
     /// Ping this URL when the drill passes, URL/fail when it fails (healthchecks.io style).
     #[arg(long, value_name = "URL", env = "ECOBACKUP_DRILL_PING")]
     pub ping: Option<String>,

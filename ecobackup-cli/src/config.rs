@@ -33,6 +33,9 @@ pub struct DrillConfig {
     pub checks: Option<PathBuf>,
     /// A healthchecks-style URL: pinged on success, `<url>/fail` on failure.
     pub ping_url: Option<String>,
+    /// Restore into a scratch cluster that flushes to disk like production (`drill --durable`).
+    #[serde(default)]
+    pub durable: bool,
 }
 
 /// `[repository]`.

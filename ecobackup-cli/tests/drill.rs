@@ -108,9 +108,11 @@ run = "test -n \"$DATABASE_URL\" && psql -X -tA \"$ECOBACKUP_DRILL_DATABASE_URL\
         .success();
     let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
     assert!(text.contains("PASSED") && text.contains("RTO"), "{text}");
+    assert!(text.contains("not durable"), "{text}");
 
     let report = read_report(&world, "report.json");
     assert_eq!(report["passed"], true, "{report}");
+    assert_eq!(report["durable"], false, "{report}");
     assert_eq!(report["backup_id"], backup["manifest"]["id"]);
     assert!(report["backup_age_seconds"].as_f64().unwrap() >= 0.0);
     let rto = report["rto_seconds"].as_f64().unwrap();
@@ -239,4 +241,71 @@ fn a_damaged_backup_or_a_bad_checks_file_fails_the_drill() {
         .as_str()
         .unwrap()
         .contains("failed authentication"));
+}
+
+/// The scratch cluster holds production data and trusts every connection: it is reachable only
+/// through its socket, in a directory of mode 0700, never over TCP. `--durable` runs it with
+/// fsync on, and the report says so. The `[command]` leaves a process in the background (the
+/// README's `./start-app.sh &`): the check still passes, and the process is gone afterwards.
+#[test]
+fn a_durable_drill_runs_on_a_private_socket_and_says_so() {
+    let world = World::new();
+    world.init();
+    world.backup();
+    let facts = world.dir.path().join("facts.txt");
+    let file = checks(
+        &world,
+        "checks.toml",
+        &format!(
+            r#"
+[command]
+run = """
+set -e
+psql -X -tA -F ' ' "$DATABASE_URL" -c "select current_setting('unix_socket_directories'), current_setting('port'), current_setting('fsync')" > '{facts}'
+read dir port fsync < '{facts}'
+stat -c %a "$dir" >> '{facts}'
+if psql -X -h 127.0.0.1 -p "$port" -U postgres -c 'select 1' postgres >/dev/null 2>&1; then echo tcp-open; else echo tcp-refused; fi >> '{facts}'
+sleep 600 &
+echo $! >> '{facts}'
+"""
+timeout_seconds = 120
+"#,
+            facts = facts.display()
+        ),
+    );
+    let out = world
+        .run(&["--json", "drill", "--durable", "--checks", &file])
+        .assert()
+        .success();
+    let report: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(report["passed"], true, "{report}");
+    assert_eq!(report["durable"], true, "{report}");
+    let target = report["target"].as_str().unwrap();
+    assert!(
+        target.starts_with("postgresql:///postgres?host=%2F"),
+        "{target}"
+    );
+
+    let text = std::fs::read_to_string(&facts).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[0].ends_with(" on"), "fsync on: {text}");
+    assert_eq!(lines[1], "700", "socket directory mode: {text}");
+    assert_eq!(lines[2], "tcp-refused", "{text}");
+    let pid = lines[3];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let alive = state
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X']));
+        if !alive {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the check's background process {pid} outlived the drill"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

@@ -172,11 +172,7 @@ pub async fn backup_logical(
     // Each server gets the pg_dump of its own major version (databases may be on several).
     let mut pg_dumps = Vec::new();
     for f in &facts {
-        pg_dumps.push(find_program(
-            "pg_dump",
-            f.major_version,
-            plan.pg_bin.as_deref(),
-        )?);
+        pg_dumps.push(find_program("pg_dump", f.major_version, plan.pg_bin.as_deref()).await?);
     }
     // The databases' servers, in order of first appearance: facts and globals are per server.
     let mut servers: Vec<(String, usize, ServerFacts)> = Vec::new();
@@ -203,11 +199,14 @@ pub async fn backup_logical(
     let mut pg_dumpalls = Vec::new();
     if plan.globals {
         for (_, first, _) in &servers {
-            pg_dumpalls.push(find_program(
-                "pg_dumpall",
-                facts[*first].major_version,
-                plan.pg_bin.as_deref(),
-            )?);
+            pg_dumpalls.push(
+                find_program(
+                    "pg_dumpall",
+                    facts[*first].major_version,
+                    plan.pg_bin.as_deref(),
+                )
+                .await?,
+            );
         }
     }
 

@@ -5,6 +5,14 @@
 //! measures the recovery time (RTO) and the backup's age at drill time (the RPO you would get),
 //! and cleans up. The [`DrillReport`] is the audit record: what was restored, how long each
 //! part took, and each check with its expected and actual value.
+//!
+//! The scratch cluster listens on a unix socket in a directory only its user can enter, never on
+//! TCP: it trusts every connection and holds a copy of production data. It runs with `fsync`,
+//! `synchronous_commit` and `full_page_writes` off unless the plan asks for a durable drill
+//! ([`DrillPlan::durable`]); the report says which ([`DrillReport::durable`]), since only a
+//! durable drill's RTO is a figure a runbook may quote.
+
+mod command;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -68,7 +76,8 @@ pub struct SqlCheck {
 }
 
 /// A shell command (booting the app and curling /health) that must exit 0. It gets the restored
-/// database's URL in `ECOBACKUP_DRILL_DATABASE_URL` and `DATABASE_URL`.
+/// database's URL in `ECOBACKUP_DRILL_DATABASE_URL` and `DATABASE_URL`. The check ends when the
+/// shell exits; whatever it started in the background is stopped then.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandCheck {
@@ -100,6 +109,10 @@ pub struct DrillPlan {
     pub keyring: Arc<Keyring>,
     /// Where PostgreSQL's programs are, when not in the usual places.
     pub pg_bin: Option<PathBuf>,
+    /// Run the scratch cluster with `fsync`, `synchronous_commit` and `full_page_writes` on, as
+    /// a production server would, so the RTO measured is the one a runbook may quote. Off, the
+    /// restore is faster than any real recovery.
+    pub durable: bool,
 }
 
 /// One check's outcome.
@@ -143,6 +156,11 @@ pub struct DrillReport {
     pub started_at: DateTime<Utc>,
     /// Provision + restore + checks.
     pub rto_seconds: f64,
+    /// Whether the server restored into flushed to disk like a production server: `fsync` and
+    /// `full_page_writes` on, `synchronous_commit` not off, as read from the server itself.
+    /// `false` for a scratch cluster unless the drill was durable (`drill --durable`); then the
+    /// RTO is shorter than a real recovery's, and not a figure to quote.
+    pub durable: bool,
     /// The parts of the RTO.
     pub rto: RtoParts,
     /// Where it was restored (no password).
@@ -161,16 +179,21 @@ fn seconds(d: Duration) -> f64 {
 
 /// The server binaries for a backup of PostgreSQL `major`: the same major if installed, else the
 /// oldest newer one (pg_restore reads archives of older servers).
-fn scratch_bin_dir(major: Option<u32>, explicit: Option<&std::path::Path>) -> Option<PathBuf> {
-    let dirs = installed_server_dirs(explicit);
+async fn scratch_bin_dir(
+    major: Option<u32>,
+    explicit: Option<&std::path::Path>,
+) -> Option<PathBuf> {
+    let dirs = installed_server_dirs(explicit).await;
     let Some(major) = major else {
         return dirs.into_iter().next();
     };
-    let mut candidates: Vec<(u32, PathBuf)> = dirs
-        .into_iter()
-        .filter_map(|d| program_major_version(&d.join("initdb")).map(|m| (m, d)))
-        .filter(|(m, _)| *m >= major)
-        .collect();
+    let mut candidates: Vec<(u32, PathBuf)> = Vec::new();
+    for dir in dirs {
+        match program_major_version(&dir.join("initdb")).await {
+            Some(found) if found >= major => candidates.push((found, dir)),
+            _ => {}
+        }
+    }
     candidates.sort_by_key(|(m, _)| *m);
     candidates.into_iter().next().map(|(_, d)| d)
 }
@@ -201,6 +224,7 @@ pub async fn drill(
         backup_age_seconds: (started_at - manifest.finished_at).num_milliseconds() as f64 / 1000.0,
         started_at,
         rto_seconds: 0.0,
+        durable: false,
         rto: RtoParts::default(),
         target: String::new(),
         databases: manifest.source.databases.clone(),
@@ -229,7 +253,11 @@ pub async fn drill(
             }
         }
     }
-    drop(scratch);
+    if let Some(cluster) = scratch {
+        if let Err(e) = cluster.shutdown().await {
+            tracing::warn!(error = %e, "could not remove the drill's scratch cluster");
+        }
+    }
     report.rto_seconds =
         report.rto.provision_seconds + report.rto.restore_seconds + report.rto.checks_seconds;
     report.passed = report.error.is_none() && report.checks.iter().all(|c| c.passed);
@@ -252,10 +280,12 @@ async fn run(
     let (admin, on_scratch) = match &plan.target {
         DrillTarget::Scratch => {
             progress.note("starting a scratch cluster");
-            let bin_dir = scratch_bin_dir(source_major, plan.pg_bin.as_deref());
+            let bin_dir = scratch_bin_dir(source_major, plan.pg_bin.as_deref()).await;
+            // A unix socket in a 0700 directory, no TCP (the default): the restored data stays
+            // out of reach of the machine's other users.
             let cluster = Cluster::start(ClusterOptions {
                 bin_dir,
-                fsync: false,
+                fsync: plan.durable,
                 ..ClusterOptions::default()
             })
             .await?;
@@ -270,6 +300,7 @@ async fn run(
     };
     report.target = admin.redacted();
     report.rto.provision_seconds = seconds(clock.elapsed());
+    report.durable = flushes_like_production(&admin).await?;
 
     let clock = Instant::now();
     let bin_dir = scratch
@@ -285,7 +316,7 @@ async fn run(
     let restore_globals = on_scratch && globals.is_some();
     if let (true, Some(globals)) = (restore_globals, globals) {
         let major = scratch.as_ref().map_or(15, Cluster::major_version);
-        let psql = find_program("psql", major, bin_dir.as_deref())?;
+        let psql = find_program("psql", major, bin_dir.as_deref()).await?;
         // Without ON_ERROR_STOP psql goes on past `CREATE ROLE postgres` (it exists already).
         let command = admin.apply(ChildCommand::new(psql).arg("-X").arg("-q").arg("--file=-"));
         artifact::open(
@@ -374,6 +405,22 @@ async fn run(
     }
     report.rto.checks_seconds = seconds(clock.elapsed());
     Ok(())
+}
+
+/// Whether the server commits durably: what its settings say, not what we asked for.
+async fn flushes_like_production(admin: &DbUrl) -> Result<bool> {
+    admin
+        .connect()
+        .await?
+        .query_one(
+            "SELECT current_setting('fsync') = 'on' \
+               AND current_setting('full_page_writes') = 'on' \
+               AND current_setting('synchronous_commit') <> 'off'",
+            &[],
+        )
+        .await
+        .map(|row| row.get(0))
+        .map_err(|e| admin.error("reading the durability settings of", e))
 }
 
 async fn table_check(check: &TableCheck, url: &DbUrl, estimate: Option<i64>) -> CheckResult {
@@ -481,19 +528,14 @@ async fn sql_check(check: &SqlCheck, url: &DbUrl, backup_time: DateTime<Utc>) ->
 
 async fn command_check(check: &CommandCheck, url: &DbUrl) -> CheckResult {
     let timeout = Duration::from_secs(check.timeout_seconds.unwrap_or(300));
-    let mut command = ChildCommand::new("/bin/sh")
+    let command = ChildCommand::new("/bin/sh")
         .arg("-c")
         .arg(&check.run)
         .env("ECOBACKUP_DRILL_DATABASE_URL", url.redacted().into())
         .env("DATABASE_URL", url.redacted().into());
-    command = url.apply_env(command);
-    let (actual, passed) = match tokio::time::timeout(timeout, command.output()).await {
-        Ok(Ok(_)) => ("exit status 0".to_owned(), true),
-        Ok(Err(e)) => (e.to_string(), false),
-        Err(_) => (
-            format!("still running after {} s, stopped", timeout.as_secs()),
-            false,
-        ),
+    let (actual, passed) = match command::run_check(url.apply_env(command), timeout).await {
+        Ok(()) => ("exit status 0".to_owned(), true),
+        Err(e) => (e.to_string(), false),
     };
     CheckResult {
         kind: "command",

@@ -3,7 +3,14 @@
 //! Every variant renders as one line meant for an operator reading a cron mail at 3 a.m.:
 //! first what failed, then what to do. Secrets (identities, passphrases) never appear in
 //! an error, and neither does row data.
+//!
+//! Text that comes from elsewhere — age, object_store, std::io, tokio-postgres, serde, a child
+//! program's stderr, a file name — may hold line breaks ("Unknown age format.\nHave you tried
+//! upgrading…"). Every such value enters a message through [`one_line`], which folds line
+//! breaks and runs of whitespace into single spaces, so whatever a dependency writes, an error
+//! stays one line.
 
+use std::fmt;
 use std::path::PathBuf;
 
 /// The result type of every fallible operation in ecobackup.
@@ -14,7 +21,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// An I/O operation failed; `context` says which one.
-    #[error("{context}: {source}")]
+    #[error("{}: {}", one_line(context), one_line(source))]
     Io {
         /// What was being done, e.g. "writing /var/backups/x.zst.age".
         context: String,
@@ -27,9 +34,9 @@ pub enum Error {
     #[error(
         "wrong key: this artifact is encrypted to {}; none of the {identities} {} in the keyring \
          matches{}; use the identity file that pairs with the recipient the backup was made to",
-        describe_recipients(.expected),
+        one_line(&describe_recipients(.expected)),
         if *.identities == 1 { "identity" } else { "identities" },
-        describe_keyring(.keyring)
+        one_line(&describe_keyring(.keyring))
     )]
     WrongKey {
         /// Recipients the artifact was encrypted to, when known (from a manifest).
@@ -41,42 +48,42 @@ pub enum Error {
     },
 
     /// The input is not an age v1 file at all.
-    #[error("not an age-encrypted artifact ({detail}); check that you are reading an ecobackup artifact (*.age), or use --raw / --no-encryption for plaintext")]
+    #[error("not an age-encrypted artifact ({}); check that you are reading an ecobackup artifact (*.age), or use --raw / --no-encryption for plaintext", one_line(detail))]
     NotEncrypted {
         /// What the parser found wrong.
         detail: String,
     },
 
     /// The ciphertext failed authentication: a byte was changed, or the file was cut or extended.
-    #[error("artifact failed authentication ({detail}): it is corrupt, truncated or was tampered with; restore from another copy or an older backup")]
+    #[error("artifact failed authentication ({}): it is corrupt, truncated or was tampered with; restore from another copy or an older backup", one_line(detail))]
     Tampered {
         /// What the decryptor reported.
         detail: String,
     },
 
     /// The ciphertext ended before its final authenticated chunk.
-    #[error("artifact is truncated ({detail}): the object ended before its last authenticated chunk; the upload or download was cut short, restore from another copy")]
+    #[error("artifact is truncated ({}): the object ended before its last authenticated chunk; the upload or download was cut short, restore from another copy", one_line(detail))]
     Truncated {
         /// What the decryptor reported.
         detail: String,
     },
 
     /// zstd could not decompress the (authenticated) plaintext.
-    #[error("decompression failed: {detail}; the artifact decrypted but is not a complete zstd stream (written by another tool, or truncated before encryption)")]
+    #[error("decompression failed: {}; the artifact decrypted but is not a complete zstd stream (written by another tool, or truncated before encryption)", one_line(detail))]
     Decompress {
         /// What zstd reported.
         detail: String,
     },
 
     /// zstd could not compress (bad level, out of memory).
-    #[error("compression failed: {detail}")]
+    #[error("compression failed: {}", one_line(detail))]
     Compress {
         /// What zstd reported.
         detail: String,
     },
 
     /// Encryption could not be set up or written.
-    #[error("encryption failed: {detail}")]
+    #[error("encryption failed: {}", one_line(detail))]
     Encrypt {
         /// What age reported.
         detail: String,
@@ -98,7 +105,7 @@ pub enum Error {
     NoIdentities,
 
     /// A key file is readable by group or others.
-    #[error("{} has mode {mode:04o}, readable by others: run `chmod 600 {}` (ecobackup refuses key and secret files that other users can read)", path.display(), path.display())]
+    #[error("{} has mode {mode:04o}, readable by others: run `chmod 600 {}` (ecobackup refuses key and secret files that other users can read)", one_line(&path.display()), one_line(&path.display()))]
     InsecureKeyFile {
         /// The key file.
         path: PathBuf,
@@ -107,7 +114,7 @@ pub enum Error {
     },
 
     /// A key file could not be parsed. The message never includes the file's content.
-    #[error("key file {}: {detail}", path.display())]
+    #[error("key file {}: {}", one_line(&path.display()), one_line(detail))]
     InvalidKeyFile {
         /// The key file.
         path: PathBuf,
@@ -116,21 +123,21 @@ pub enum Error {
     },
 
     /// The identity file is passphrase-protected and no passphrase was given.
-    #[error("identity file {} is passphrase-protected: set ECOBACKUP_IDENTITY_PASSPHRASE_FILE to a file holding the passphrase (or ECOBACKUP_IDENTITY_PASSPHRASE)", path.display())]
+    #[error("identity file {} is passphrase-protected: set ECOBACKUP_IDENTITY_PASSPHRASE_FILE to a file holding the passphrase (or ECOBACKUP_IDENTITY_PASSPHRASE)", one_line(&path.display()))]
     PassphraseRequired {
         /// The identity file.
         path: PathBuf,
     },
 
     /// The passphrase did not decrypt the identity file.
-    #[error("wrong passphrase for identity file {}: check ECOBACKUP_IDENTITY_PASSPHRASE_FILE / ECOBACKUP_IDENTITY_PASSPHRASE", path.display())]
+    #[error("wrong passphrase for identity file {}: check ECOBACKUP_IDENTITY_PASSPHRASE_FILE / ECOBACKUP_IDENTITY_PASSPHRASE", one_line(&path.display()))]
     WrongPassphrase {
         /// The identity file.
         path: PathBuf,
     },
 
     /// Refused to replace an existing file (keys are never overwritten).
-    #[error("{} already exists: refusing to overwrite it; choose another path or move the old file away first", path.display())]
+    #[error("{} already exists: refusing to overwrite it; choose another path or move the old file away first", one_line(&path.display()))]
     AlreadyExists {
         /// The existing file.
         path: PathBuf,
@@ -144,7 +151,7 @@ pub enum Error {
     },
 
     /// A repository URL could not be understood.
-    #[error("invalid repository URL {url:?}: {detail}")]
+    #[error("invalid repository URL {url:?}: {}", one_line(detail))]
     InvalidUrl {
         /// The URL as given.
         url: String,
@@ -153,7 +160,12 @@ pub enum Error {
     },
 
     /// The object store refused or failed an operation (after retries).
-    #[error("{op} {key} on {repo} failed: {detail}")]
+    #[error(
+        "{op} {} on {} failed: {}",
+        one_line(key),
+        one_line(repo),
+        one_line(detail)
+    )]
     Storage {
         /// What was being done (`uploading`, `reading`, `listing`, …).
         op: &'static str,
@@ -166,7 +178,7 @@ pub enum Error {
     },
 
     /// An object that must exist does not.
-    #[error("{key} does not exist in {repo}")]
+    #[error("{} does not exist in {}", one_line(key), one_line(repo))]
     NotFound {
         /// The object key.
         key: String,
@@ -175,14 +187,14 @@ pub enum Error {
     },
 
     /// The URL points at no ecobackup repository.
-    #[error("no ecobackup repository at {repo}: run `ecobackup init` there first (or check --repo / ECOBACKUP_REPO)")]
+    #[error("no ecobackup repository at {}: run `ecobackup init` there first (or check --repo / ECOBACKUP_REPO)", one_line(repo))]
     NotARepository {
         /// The repository URL.
         repo: String,
     },
 
     /// `init` over something that is not an empty place or a repository of this format.
-    #[error("refusing to initialise {repo}: {detail}")]
+    #[error("refusing to initialise {}: {}", one_line(repo), one_line(detail))]
     RefusedInit {
         /// The repository URL.
         repo: String,
@@ -191,7 +203,7 @@ pub enum Error {
     },
 
     /// The repository was written by an incompatible version.
-    #[error("repository {repo} has format {found:?}, this ecobackup reads {expected:?}: use a matching ecobackup version")]
+    #[error("repository {} has format {found:?}, this ecobackup reads {expected:?}: use a matching ecobackup version", one_line(repo))]
     IncompatibleRepository {
         /// The repository URL.
         repo: String,
@@ -202,7 +214,7 @@ pub enum Error {
     },
 
     /// Another process holds the lock.
-    #[error("{scope} is locked by {holder}; wait for it to finish, or remove the lock object {key} if that process is gone (it expires at {expires_at})")]
+    #[error("{} is locked by {}; wait for it to finish, or remove the lock object {} if that process is gone (it expires at {})", one_line(scope), one_line(holder), one_line(key), one_line(expires_at))]
     Locked {
         /// What is locked (a backup id, `prune`, …).
         scope: String,
@@ -215,7 +227,11 @@ pub enum Error {
     },
 
     /// No backup matches an id or `latest`.
-    #[error("no backup {wanted} in {repo}; `ecobackup list` shows what there is")]
+    #[error(
+        "no backup {} in {}; `ecobackup list` shows what there is",
+        one_line(wanted),
+        one_line(repo)
+    )]
     BackupNotFound {
         /// The id (or `latest`) asked for.
         wanted: String,
@@ -224,7 +240,11 @@ pub enum Error {
     },
 
     /// A manifest could not be parsed.
-    #[error("manifest {key} is unreadable ({detail}); the backup cannot be trusted, run `ecobackup verify`")]
+    #[error(
+        "manifest {} is unreadable ({}); the backup cannot be trusted, run `ecobackup verify`",
+        one_line(key),
+        one_line(detail)
+    )]
     BadManifest {
         /// The manifest's key.
         key: String,
@@ -233,7 +253,12 @@ pub enum Error {
     },
 
     /// A signed object (a manifest, the repository marker) failed the signature check.
-    #[error("refusing {key} in {repo}: {detail}")]
+    #[error(
+        "refusing {} in {}: {}",
+        one_line(key),
+        one_line(repo),
+        one_line(detail)
+    )]
     Untrusted {
         /// The object's key (`backups/<id>/manifest.json`, `ecobackup.json`).
         key: String,
@@ -251,7 +276,7 @@ pub enum Error {
     },
 
     /// A PostgreSQL program (or its binaries) could not be found.
-    #[error("{program} for PostgreSQL {major} not found (looked in {looked_in}); install the PostgreSQL {major} client (Debian: apt-get install postgresql-client-{major}) or give --pg-bin DIR")]
+    #[error("{} for PostgreSQL {major} not found (looked in {}); install the PostgreSQL {major} client (Debian: apt-get install postgresql-client-{major}) or give --pg-bin DIR", one_line(program), one_line(looked_in))]
     BinaryNotFound {
         /// The program (`pg_dump`, `initdb`, …).
         program: String,
@@ -262,7 +287,7 @@ pub enum Error {
     },
 
     /// A PostgreSQL operation (connection, query) failed.
-    #[error("{context}: {detail}")]
+    #[error("{}: {}", one_line(context), one_line(detail))]
     Postgres {
         /// What was being done, naming the database (never its password).
         context: String,
@@ -271,7 +296,12 @@ pub enum Error {
     },
 
     /// A child process (pg_dump, pg_restore, initdb, …) failed.
-    #[error("{program} failed ({status}): {detail}")]
+    #[error(
+        "{} failed ({}): {}",
+        one_line(program),
+        one_line(status),
+        one_line(detail)
+    )]
     Process {
         /// The program.
         program: String,
@@ -282,7 +312,7 @@ pub enum Error {
     },
 
     /// An artifact's bytes do not match its manifest entry.
-    #[error("{artifact} does not match its manifest: {detail}; it was altered or replaced after the backup, restore from another backup")]
+    #[error("{} does not match its manifest: {}; it was altered or replaced after the backup, restore from another backup", one_line(artifact), one_line(detail))]
     ArtifactMismatch {
         /// The artifact's key.
         artifact: String,
@@ -291,7 +321,11 @@ pub enum Error {
     },
 
     /// `verify` found damaged artifacts.
-    #[error("verify failed: {count} damaged artifact(s), the first is {first}: {reason}")]
+    #[error(
+        "verify failed: {count} damaged artifact(s), the first is {}: {}",
+        one_line(first),
+        one_line(reason)
+    )]
     VerifyFailed {
         /// How many artifacts are damaged.
         count: usize,
@@ -302,7 +336,7 @@ pub enum Error {
     },
 
     /// A restore drill did not pass.
-    #[error("drill of backup {backup} failed: {reason}")]
+    #[error("drill of backup {} failed: {}", one_line(backup), one_line(reason))]
     DrillFailed {
         /// The backup drilled.
         backup: String,
@@ -311,8 +345,60 @@ pub enum Error {
     },
 
     /// The operation was cancelled before it finished (nothing was committed).
-    #[error("cancelled: {0}; nothing was committed")]
+    #[error("cancelled: {}; nothing was committed", one_line(.0))]
     Cancelled(String),
+}
+
+/// Shows `value` on one line: every run of whitespace (line breaks, tabs, repeated spaces)
+/// becomes one space, and whitespace at either end is dropped. Used by every message of
+/// [`Error`] for each value it did not write itself.
+pub fn one_line<T: fmt::Display + ?Sized>(value: &T) -> OneLine<'_, T> {
+    OneLine(value)
+}
+
+/// A value shown on one line; see [`one_line`].
+pub struct OneLine<'a, T: ?Sized>(&'a T);
+
+impl<T: fmt::Display + ?Sized> fmt::Display for OneLine<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write as _;
+        let mut folding = Folding {
+            out: f,
+            started: false,
+            pending_space: false,
+        };
+        write!(folding, "{}", self.0)
+    }
+}
+
+/// Writes through to `out`, folding whitespace as [`one_line`] describes.
+struct Folding<'a, 'b> {
+    out: &'a mut fmt::Formatter<'b>,
+    /// Whether anything but whitespace was written yet.
+    started: bool,
+    /// Whitespace seen since the last visible character: one space, if more text follows.
+    pending_space: bool,
+}
+
+impl fmt::Write for Folding<'_, '_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        for piece in text.split_inclusive(char::is_whitespace) {
+            let (word, ends_in_space) = match piece.strip_suffix(char::is_whitespace) {
+                Some(word) => (word, true),
+                None => (piece, false),
+            };
+            if !word.is_empty() {
+                if self.pending_space && self.started {
+                    self.out.write_char(' ')?;
+                }
+                self.out.write_str(word)?;
+                self.started = true;
+                self.pending_space = false;
+            }
+            self.pending_space |= ends_in_space;
+        }
+        Ok(())
+    }
 }
 
 fn describe_recipients(expected: &[String]) -> String {
@@ -353,5 +439,200 @@ impl<T> IoContext<T> for std::io::Result<T> {
     }
     fn with_context<S: Into<String>>(self, context: impl FnOnce() -> S) -> Result<T> {
         self.map_err(|e| Error::io(context(), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What dependencies write: age's two-line "Unknown age format.\nHave you tried upgrading…",
+    /// tokio-postgres' DETAIL lines, serde's positions, CRLF, tabs, trailing newlines.
+    const FOREIGN: &str = "  first line.\nsecond\r\nthird\t\tfourth   fifth\n\n";
+    const FOLDED: &str = "first line. second third fourth fifth";
+
+    /// One of each variant, every text field holding [`FOREIGN`]. The match below has no
+    /// wildcard: a new variant does not compile until it is added here.
+    fn one_of_each() -> Vec<Error> {
+        let text = || FOREIGN.to_owned();
+        let path = || PathBuf::from(format!("/tmp/{FOREIGN}"));
+        let all = vec![
+            Error::io(text(), std::io::Error::other(FOREIGN)),
+            Error::WrongKey {
+                expected: vec![text(), text()],
+                identities: 2,
+                keyring: vec![text()],
+            },
+            Error::NotEncrypted { detail: text() },
+            Error::Tampered { detail: text() },
+            Error::Truncated { detail: text() },
+            Error::Decompress { detail: text() },
+            Error::Compress { detail: text() },
+            Error::Encrypt { detail: text() },
+            Error::InvalidRecipient { value: text() },
+            Error::NoRecipients,
+            Error::NoIdentities,
+            Error::InsecureKeyFile {
+                path: path(),
+                mode: 0o644,
+            },
+            Error::InvalidKeyFile {
+                path: path(),
+                detail: text(),
+            },
+            Error::PassphraseRequired { path: path() },
+            Error::WrongPassphrase { path: path() },
+            Error::AlreadyExists { path: path() },
+            Error::StageVanished { stage: text() },
+            Error::InvalidUrl {
+                url: text(),
+                detail: text(),
+            },
+            Error::Storage {
+                op: "uploading",
+                key: text(),
+                repo: text(),
+                detail: text(),
+            },
+            Error::NotFound {
+                key: text(),
+                repo: text(),
+            },
+            Error::NotARepository { repo: text() },
+            Error::RefusedInit {
+                repo: text(),
+                detail: text(),
+            },
+            Error::IncompatibleRepository {
+                repo: text(),
+                found: text(),
+                expected: text(),
+            },
+            Error::Locked {
+                scope: text(),
+                holder: text(),
+                key: text(),
+                expires_at: text(),
+            },
+            Error::BackupNotFound {
+                wanted: text(),
+                repo: text(),
+            },
+            Error::BadManifest {
+                key: text(),
+                detail: text(),
+            },
+            Error::Untrusted {
+                key: text(),
+                repo: text(),
+                detail: text(),
+            },
+            Error::InvalidSigner { value: text() },
+            Error::BinaryNotFound {
+                program: text(),
+                major: 15,
+                looked_in: text(),
+            },
+            Error::Postgres {
+                context: text(),
+                detail: text(),
+            },
+            Error::Process {
+                program: text(),
+                status: text(),
+                detail: text(),
+            },
+            Error::ArtifactMismatch {
+                artifact: text(),
+                detail: text(),
+            },
+            Error::VerifyFailed {
+                count: 2,
+                first: text(),
+                reason: text(),
+            },
+            Error::DrillFailed {
+                backup: text(),
+                reason: text(),
+            },
+            Error::Cancelled(text()),
+        ];
+        for error in &all {
+            match error {
+                Error::Io { .. }
+                | Error::WrongKey { .. }
+                | Error::NotEncrypted { .. }
+                | Error::Tampered { .. }
+                | Error::Truncated { .. }
+                | Error::Decompress { .. }
+                | Error::Compress { .. }
+                | Error::Encrypt { .. }
+                | Error::InvalidRecipient { .. }
+                | Error::NoRecipients
+                | Error::NoIdentities
+                | Error::InsecureKeyFile { .. }
+                | Error::InvalidKeyFile { .. }
+                | Error::PassphraseRequired { .. }
+                | Error::WrongPassphrase { .. }
+                | Error::AlreadyExists { .. }
+                | Error::StageVanished { .. }
+                | Error::InvalidUrl { .. }
+                | Error::Storage { .. }
+                | Error::NotFound { .. }
+                | Error::NotARepository { .. }
+                | Error::RefusedInit { .. }
+                | Error::IncompatibleRepository { .. }
+                | Error::Locked { .. }
+                | Error::BackupNotFound { .. }
+                | Error::BadManifest { .. }
+                | Error::Untrusted { .. }
+                | Error::InvalidSigner { .. }
+                | Error::BinaryNotFound { .. }
+                | Error::Postgres { .. }
+                | Error::Process { .. }
+                | Error::ArtifactMismatch { .. }
+                | Error::VerifyFailed { .. }
+                | Error::DrillFailed { .. }
+                | Error::Cancelled(_) => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_error_is_one_line_whatever_a_dependency_wrote() {
+        for error in one_of_each() {
+            let message = error.to_string();
+            assert!(
+                !message.chars().any(char::is_control),
+                "{error:?} renders on several lines: {message}"
+            );
+            assert_eq!(message, message.trim(), "{error:?}");
+            // Each value is folded, or quoted ({:?}) where the exact text matters.
+            let fieldless = matches!(error, Error::NoRecipients | Error::NoIdentities);
+            assert!(
+                fieldless || message.contains(FOLDED) || message.contains(&format!("{FOREIGN:?}")),
+                "{error:?}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn foreign_text_keeps_its_words_in_order() {
+        let error = Error::NotEncrypted {
+            detail: "Unknown age format.\nHave you tried upgrading to the latest version?".into(),
+        };
+        assert!(
+            error.to_string().starts_with(
+                "not an age-encrypted artifact (Unknown age format. Have you tried upgrading to the latest version?); "
+            ),
+            "{error}"
+        );
+        let error = Error::io(FOREIGN, std::io::Error::other(FOREIGN));
+        assert_eq!(error.to_string(), format!("{FOLDED}: {FOLDED}"));
+        assert_eq!(one_line("").to_string(), "");
+        assert_eq!(one_line(" \n\t ").to_string(), "");
+        assert_eq!(one_line("a\u{a0}\u{2028}b").to_string(), "a b");
+        assert_eq!(one_line("ready").to_string(), "ready");
     }
 }

@@ -97,7 +97,9 @@ impl ChildCommand {
             .collect()
     }
 
-    fn command(&self) -> Command {
+    /// The `tokio` command with the program, arguments and environment, for runners that need
+    /// more control than [`ChildCommand::output`] (the drill's check command).
+    pub(crate) fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
         command.args(&self.args).kill_on_drop(true);
         for name in &self.env_remove {

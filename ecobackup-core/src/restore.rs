@@ -410,7 +410,7 @@ pub async fn restore_logical(
             format!("the backup comes from PostgreSQL {source_major}, the target runs {major}: restore into a server of version {source_major} or newer"),
         ));
     }
-    let pg_restore = find_program("pg_restore", major, plan.pg_bin.as_deref())?;
+    let pg_restore = find_program("pg_restore", major, plan.pg_bin.as_deref()).await?;
     let properties = if plan.create {
         recorded_properties(repo, &manifest, entry, plan.keyring.clone()).await?
     } else {

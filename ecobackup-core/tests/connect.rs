@@ -32,7 +32,7 @@ async fn who_the_child_is(pg: &SecurePg, url: &DbUrl) -> (String, String, bool, 
         .await
         .unwrap();
     let major: u32 = major.get::<_, String>(0).parse::<u32>().unwrap() / 10_000;
-    let psql = find_program("psql", major, None).unwrap();
+    let psql = find_program("psql", major, None).await.unwrap();
     let out = url
         .apply(
             ChildCommand::new(psql)

@@ -2,7 +2,8 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -66,6 +67,7 @@ async fn small_chunks_are_coalesced_to_about_one_mib() {
         .await
         .unwrap();
     assert_eq!(sink.bytes(), 16 << 20);
+    assert!(!sink.aborted(), "a run that succeeded is not aborted");
     assert!(
         sink.chunks() <= 17,
         "{} chunks for 16 MiB sent in 100-byte pieces",
@@ -97,10 +99,11 @@ async fn a_source_failing_mid_stream_aborts_the_sink_with_the_sources_error() {
     );
 }
 
-/// A sink that fails after some bytes, like an upload whose endpoint went away.
+/// A sink that fails after some bytes, like an upload whose endpoint went away. `aborted` is
+/// shared with the test, which keeps a clone while the pipeline owns the sink.
 struct BrokenSink {
     after: u64,
-    aborted: bool,
+    aborted: Arc<AtomicBool>,
 }
 
 #[async_trait]
@@ -119,7 +122,7 @@ impl Sink for BrokenSink {
         Ok(SinkReceipt::default())
     }
     async fn abort(&mut self) {
-        self.aborted = true;
+        self.aborted.store(true, Ordering::SeqCst);
     }
 }
 
@@ -128,6 +131,7 @@ async fn a_failing_sink_cancels_the_source_and_every_stage() {
     let (_, recipient) = common::keypair();
     let source = GeneratedSource::new(u64::MAX, 1 << 20); // endless unless cancelled
     let dropped = source.dropped_flag();
+    let aborted = Arc::new(AtomicBool::new(false));
     let err = tokio::time::timeout(
         Duration::from_secs(60),
         Pipeline::new(source)
@@ -135,7 +139,7 @@ async fn a_failing_sink_cancels_the_source_and_every_stage() {
             .then(Encrypt::to(vec![recipient]).unwrap())
             .into(BrokenSink {
                 after: 1 << 20,
-                aborted: false,
+                aborted: aborted.clone(),
             })
             .run(),
     )
@@ -143,6 +147,10 @@ async fn a_failing_sink_cancels_the_source_and_every_stage() {
     .expect("the pipeline stops instead of running forever")
     .unwrap_err();
     assert!(err.to_string().contains("endpoint went away"), "{err}");
+    assert!(
+        aborted.load(Ordering::SeqCst),
+        "the failed sink was aborted, so an upload it began is not left behind"
+    );
     // The source is dropped shortly after: every stage between was torn down.
     for _ in 0..200 {
         if dropped.load(Ordering::SeqCst) {

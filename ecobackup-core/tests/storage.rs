@@ -17,7 +17,7 @@ use ecobackup_testkit::{RowGenerator, S3TestServer};
 /// A fresh, empty storage of each kind. The S3 server (and temp dir) must outlive the storage.
 struct Backends {
     _dir: tempfile::TempDir,
-    _s3: S3TestServer,
+    s3: S3TestServer,
     all: Vec<(&'static str, Storage)>,
 }
 
@@ -37,7 +37,7 @@ async fn backends() -> Backends {
     let s3_storage = s3_storage(s3.bucket(), "prod/db", &s3_options(&s3));
     Backends {
         _dir: dir,
-        _s3: s3,
+        s3,
         all: vec![("file", file), ("memory", memory), ("s3", s3_storage)],
     }
 }
@@ -126,6 +126,20 @@ async fn a_failed_upload_leaves_nothing_under_the_final_key() {
             "{name}: nothing stored"
         );
     }
+    // On S3 the failure came after a multipart upload had begun: it was aborted, not left
+    // pending (where it would cost money and hide from `list`).
+    let requests = backends.s3.requests();
+    let sent = |method: &str, query: &str| {
+        requests
+            .iter()
+            .filter(|r| {
+                r.method == method && r.path.ends_with("partial.bin") && r.query.contains(query)
+            })
+            .count()
+    };
+    assert_eq!(sent("POST", "uploads"), 1, "one multipart upload began");
+    assert_eq!(sent("DELETE", "uploadId="), 1, "and it was aborted");
+    assert_eq!(backends.s3.pending_multipart_uploads(), 0);
 }
 
 fn manifest(id: &str, finished: &str) -> Manifest {

@@ -78,6 +78,7 @@ impl SecurePg {
 
         let cluster = Cluster::start(ClusterOptions {
             fsync: false,
+            tcp: true,
             conf: vec![
                 "ssl = on".to_owned(),
                 "ssl_cert_file = 'server.crt'".to_owned(),

@@ -1,7 +1,8 @@
 //! Throwaway PostgreSQL clusters and the demo shop, against real servers.
 
-use std::net::TcpStream;
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ecobackup_core::postgres::binaries::installed_server_dirs;
@@ -13,7 +14,7 @@ use ecobackup_testkit::TestPg;
 /// A throwaway cluster with fsync off, or `None` (the test is skipped) when this machine has no
 /// PostgreSQL server programs and the tests run against an external server.
 async fn local_cluster() -> Option<Cluster> {
-    if installed_server_dirs(None).is_empty()
+    if installed_server_dirs(None).await.is_empty()
         && std::env::var_os("ECOBACKUP_TEST_DATABASE_URL").is_some()
     {
         eprintln!("no PostgreSQL server programs here: skipping a test of throwaway clusters");
@@ -29,8 +30,42 @@ async fn local_cluster() -> Option<Cluster> {
     )
 }
 
-fn accepts_connections(port: u16) -> bool {
-    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).is_ok()
+/// The server's unix socket (`.s.PGSQL.<port>` in its socket directory).
+fn socket(cluster: &Cluster) -> PathBuf {
+    cluster
+        .socket_dir()
+        .join(format!(".s.PGSQL.{}", cluster.port()))
+}
+
+fn accepts_connections(socket: &Path) -> bool {
+    UnixStream::connect(socket).is_ok()
+}
+
+/// The postmaster's pid, from its pid file.
+fn postmaster_pid(cluster: &Cluster) -> u32 {
+    let text = std::fs::read_to_string(cluster.data_dir().join("postmaster.pid")).unwrap();
+    text.lines().next().unwrap().trim().parse().unwrap()
+}
+
+/// Whether process `pid` still runs (a zombie waiting for its parent does not).
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next()),
+            Some('Z' | 'X')
+        ),
+        Err(_) => false,
+    }
+}
+
+/// Waits until `done` holds; panics naming `what` if it does not within a minute.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
@@ -179,8 +214,9 @@ async fn a_cluster_stops_starts_restarts_and_survives_a_crash() {
         return;
     };
     let port = cluster.port();
+    let socket = socket(&cluster);
     assert!(cluster.is_running());
-    assert!(cluster.socket_dir().is_dir());
+    assert!(accepts_connections(&socket));
     assert!(cluster.bin_dir().join("pg_ctl").is_file());
     assert!(cluster.major_version() >= 10);
     cluster.create_database("life").await.unwrap();
@@ -206,7 +242,7 @@ async fn a_cluster_stops_starts_restarts_and_survives_a_crash() {
 
     cluster.stop().await.unwrap();
     assert!(!cluster.is_running());
-    assert!(!accepts_connections(port));
+    assert!(!accepts_connections(&socket));
     assert!(connect(&cluster.url("life")).await.is_err());
     cluster.stop().await.unwrap(); // stopping a stopped cluster is fine
 
@@ -219,7 +255,7 @@ async fn a_cluster_stops_starts_restarts_and_survives_a_crash() {
     insert(2).await;
 
     cluster.crash().await.unwrap();
-    assert!(!accepts_connections(port));
+    assert!(!accepts_connections(&socket));
     cluster.start_again().await.unwrap();
     assert_eq!(rows(life.clone()).await, 2);
     let log = std::fs::read_to_string(cluster.log_file()).unwrap();
@@ -234,15 +270,93 @@ async fn dropping_a_cluster_stops_it_and_removes_its_directory() {
     let Some(cluster) = local_cluster().await else {
         return;
     };
-    let port = cluster.port();
     let dir = cluster.data_dir().parent().unwrap().to_owned();
     assert!(dir.join("data/PG_VERSION").is_file());
     let client = connect(&cluster.url("postgres")).await.unwrap();
     assert_eq!(count(&client, "SELECT 1::bigint").await, 1);
+    let postmaster = postmaster_pid(&cluster);
+    assert!(running(postmaster));
     drop(client);
+    // Drop does not wait (it may run on an async task): the stop finishes in the background.
     drop(cluster);
+    eventually("the dropped cluster's server still runs", || {
+        !running(postmaster)
+    })
+    .await;
+    eventually("the dropped cluster's directory is still there", || {
+        !dir.exists()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shutdown_stops_the_server_and_removes_its_directory_before_it_returns() {
+    let Some(cluster) = local_cluster().await else {
+        return;
+    };
+    let dir = cluster.data_dir().parent().unwrap().to_owned();
+    let postmaster = postmaster_pid(&cluster);
+    cluster.shutdown().await.unwrap();
     assert!(!dir.exists(), "{} is still there", dir.display());
-    assert!(!accepts_connections(port));
+    // pg_ctl stop -w returned once the postmaster was gone.
+    assert!(!running(postmaster));
+}
+
+/// What `drill` and `demo` restore production data into: a unix socket in a directory of mode
+/// 0700 that belongs to the server's user, and nothing on TCP.
+#[tokio::test]
+async fn by_default_only_the_servers_user_can_reach_a_cluster() {
+    let Some(cluster) = local_cluster().await else {
+        return;
+    };
+    let url = cluster.url("postgres");
+    assert!(url.starts_with("postgresql:///postgres?host=%2F"), "{url}");
+    let client = connect(&url).await.unwrap();
+    let listen: String = client
+        .query_one("SELECT current_setting('listen_addresses')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(listen, "", "no TCP address");
+    assert!(accepts_connections(&socket(&cluster)));
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", cluster.port()))
+            .await
+            .is_err(),
+        "something accepts TCP connections on port {}",
+        cluster.port()
+    );
+    let socket_dir = std::fs::metadata(cluster.socket_dir()).unwrap();
+    assert_eq!(socket_dir.permissions().mode() & 0o777, 0o700);
+    let server_user = std::fs::metadata(cluster.data_dir()).unwrap().uid();
+    assert_eq!(socket_dir.uid(), server_user, "the server's user owns it");
+    drop(client);
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cluster_with_tcp_also_listens_on_loopback() {
+    if installed_server_dirs(None).await.is_empty()
+        && std::env::var_os("ECOBACKUP_TEST_DATABASE_URL").is_some()
+    {
+        return;
+    }
+    let cluster = Cluster::start(ClusterOptions {
+        fsync: false,
+        tcp: true,
+        ..ClusterOptions::default()
+    })
+    .await
+    .unwrap();
+    let url = cluster.url("postgres");
+    assert_eq!(
+        url,
+        format!("postgres://postgres@127.0.0.1:{}/postgres", cluster.port())
+    );
+    let client = connect(&url).await.unwrap();
+    assert_eq!(count(&client, "SELECT 3::bigint").await, 3);
+    drop(client);
+    cluster.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -283,7 +397,7 @@ async fn wait_for_removal(path: &Path) {
 
 #[tokio::test]
 async fn a_bad_setting_fails_the_start_and_quotes_the_server_log() {
-    if installed_server_dirs(None).is_empty()
+    if installed_server_dirs(None).await.is_empty()
         && std::env::var_os("ECOBACKUP_TEST_DATABASE_URL").is_some()
     {
         return;

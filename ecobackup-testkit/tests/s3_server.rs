@@ -1,7 +1,7 @@
 //! The in-process S3 server works with a real S3 client (`object_store`), and its faults are
 //! what the client sees.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use ecobackup_testkit::s3::{Fault, FaultRule, S3TestServer};
@@ -9,7 +9,8 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::{
-    BackoffConfig, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart,
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+    WriteMultipart,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -409,7 +410,7 @@ async fn reset_connection_drops_the_request() {
 }
 
 #[tokio::test]
-async fn delay_delays() {
+async fn a_delay_holds_the_answer_back_then_answers_in_full() {
     let server = S3TestServer::start().await;
     let store = client(&server, 0);
     let path = Path::from("slow.txt");
@@ -418,11 +419,49 @@ async fn delay_delays() {
         .await
         .unwrap();
 
-    let delay = Duration::from_millis(400);
-    server.add_fault(FaultRule::new(Fault::Delay(delay)).method("HEAD"));
-    let started = Instant::now();
+    // Held back for an hour: a client that waits 5 s gives up on the answer, which the server
+    // received and has not sent.
+    server.add_fault(
+        FaultRule::new(Fault::Delay(Duration::from_secs(3600)))
+            .method("HEAD")
+            .times(1),
+    );
+    let impatient = AmazonS3Builder::new()
+        .with_endpoint(server.endpoint())
+        .with_bucket_name(server.bucket())
+        .with_region(server.region())
+        .with_access_key_id(server.access_key_id())
+        .with_secret_access_key(server.secret_access_key())
+        .with_client_options(
+            ClientOptions::new()
+                .with_allow_http(true)
+                .with_timeout(Duration::from_secs(5)),
+        )
+        .with_retry(RetryConfig {
+            max_retries: 0,
+            ..RetryConfig::default()
+        })
+        .build()
+        .unwrap();
+    let err = impatient.head(&path).await.unwrap_err();
+    assert!(
+        !matches!(err, object_store::Error::NotFound { .. }),
+        "held back, not refused: {err}"
+    );
+    assert_eq!(
+        count(&server, "HEAD", "slow.txt"),
+        1,
+        "the server got it: {err}"
+    );
+
+    // A short delay: the answer comes, complete and right.
+    server.add_fault(
+        FaultRule::new(Fault::Delay(Duration::from_millis(50)))
+            .method("HEAD")
+            .times(1),
+    );
     assert_eq!(store.head(&path).await.unwrap().size, 1);
-    assert!(started.elapsed() >= delay, "{:?}", started.elapsed());
+    assert_eq!(count(&server, "HEAD", "slow.txt"), 2);
 }
 
 #[tokio::test]

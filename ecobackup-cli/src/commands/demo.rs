@@ -84,6 +84,7 @@ pub async fn demo(ctx: &Context, args: DemoArgs) -> Result<(), CliError> {
 
     let started = Instant::now();
     steps.say("starting a throwaway PostgreSQL cluster");
+    // On a unix socket in a 0700 directory, no TCP (the default): it trusts every connection.
     let cluster = Cluster::start(ClusterOptions {
         fsync: false,
         bin_dir: args.pg_bin.clone(),
@@ -183,7 +184,9 @@ pub async fn demo(ctx: &Context, args: DemoArgs) -> Result<(), CliError> {
         })
         .collect();
     let passed = before == after && !before.is_empty();
-    drop(cluster);
+    if let Err(e) = cluster.shutdown().await {
+        tracing::warn!(error = %e, "could not remove the demo's throwaway cluster");
+    }
 
     let stored: u64 = manifest.artifacts.iter().map(|a| a.stored_size).sum();
     let raw: u64 = manifest.artifacts.iter().map(|a| a.raw_size).sum();

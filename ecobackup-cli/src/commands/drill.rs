@@ -75,6 +75,7 @@ pub async fn drill(ctx: &Context, args: DrillArgs) -> Result<(), CliError> {
         },
         keyring: Arc::new(load_keyring(ctx, &args.identities).await?),
         pg_bin: args.pg_bin.clone(),
+        durable: args.durable || ctx.config.drill.durable,
     };
     let ping_url = args.ping.as_ref().or(ctx.config.drill.ping_url.as_ref());
     let started = async {
@@ -148,6 +149,11 @@ fn print_report(ctx: &Context, report: &DrillReport) {
         report.rto.restore_seconds,
         report.rto.checks_seconds
     );
+    if !report.durable {
+        println!(
+            "  not durable: the server ran with fsync, synchronous_commit or full_page_writes off, so a real recovery takes longer; quote the RTO of `ecobackup drill --durable`"
+        );
+    }
     for c in &report.checks {
         println!(
             "  {:<5} {:<7} {}: expected {}, got {}",

@@ -115,7 +115,9 @@ impl World {
     }
 
     pub fn pg_bin(&self, program: &str) -> PathBuf {
-        find_program(program, self.pg.major_version(), None).unwrap()
+        self.runtime
+            .block_on(find_program(program, self.pg.major_version(), None))
+            .unwrap()
     }
 
     /// Runs a program that talks to the server (pg_dump, a shell pipeline), with the server's

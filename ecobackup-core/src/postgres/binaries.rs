@@ -5,9 +5,14 @@
 //! server's own major version. They are looked for in an explicit directory (`--pg-bin`), then
 //! in `/usr/lib/postgresql/<major>/bin` (Debian, Ubuntu), `/usr/pgsql-<major>/bin` (RHEL), then
 //! on `PATH`, where a program is used only if `--version` reports the right major version.
+//!
+//! Asking a program its version starts it: these functions are `async` and run it with
+//! `tokio::process`, so they never hold up the other tasks of a runtime.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::Stdio;
+
+use tokio::process::Command;
 
 use crate::error::{Error, Result};
 
@@ -29,8 +34,14 @@ fn candidate_dirs(major: u32, explicit: Option<&Path>) -> Vec<PathBuf> {
 }
 
 /// The major version a program reports with `--version` (`pg_dump (PostgreSQL) 15.18` → 15).
-pub fn program_major_version(program: &Path) -> Option<u32> {
-    let output = Command::new(program).arg("--version").output().ok()?;
+pub async fn program_major_version(program: &Path) -> Option<u32> {
+    let output = Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .ok()?;
     let text = String::from_utf8_lossy(&output.stdout);
     let version = text.split_whitespace().last()?;
     version
@@ -42,11 +53,11 @@ pub fn program_major_version(program: &Path) -> Option<u32> {
 
 /// The path of `program` for PostgreSQL `major`, or [`Error::BinaryNotFound`] naming where we
 /// looked. With `explicit` (`--pg-bin`), only that directory is searched.
-pub fn find_program(program: &str, major: u32, explicit: Option<&Path>) -> Result<PathBuf> {
+pub async fn find_program(program: &str, major: u32, explicit: Option<&Path>) -> Result<PathBuf> {
     let dirs = candidate_dirs(major, explicit);
     for dir in &dirs {
         let candidate = dir.join(program);
-        if candidate.is_file() && program_major_version(&candidate) == Some(major) {
+        if candidate.is_file() && program_major_version(&candidate).await == Some(major) {
             return Ok(candidate);
         }
     }
@@ -64,7 +75,7 @@ pub fn find_program(program: &str, major: u32, explicit: Option<&Path>) -> Resul
 
 /// The server binaries (`initdb`, `pg_ctl`) installed here, newest major version first: for
 /// throwaway clusters (demo, drills, tests). `explicit` (`--pg-bin`) wins.
-pub fn installed_server_dirs(explicit: Option<&Path>) -> Vec<PathBuf> {
+pub async fn installed_server_dirs(explicit: Option<&Path>) -> Vec<PathBuf> {
     if let Some(dir) = explicit {
         return vec![dir.to_owned()];
     }
@@ -89,7 +100,7 @@ pub fn installed_server_dirs(explicit: Option<&Path>) -> Vec<PathBuf> {
         for dir in std::env::split_paths(&path) {
             let initdb = dir.join("initdb");
             if initdb.is_file() && dir.join("pg_ctl").is_file() {
-                if let Some(major) = program_major_version(&initdb) {
+                if let Some(major) = program_major_version(&initdb).await {
                     found.push((major, dir));
                 }
             }
@@ -104,14 +115,42 @@ pub fn installed_server_dirs(explicit: Option<&Path>) -> Vec<PathBuf> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_missing_program_names_the_version_and_the_fix() {
-        let err = find_program("pg_dump", 7, None).unwrap_err().to_string();
+    #[tokio::test]
+    async fn a_missing_program_names_the_version_and_the_fix() {
+        let err = find_program("pg_dump", 7, None)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("pg_dump for PostgreSQL 7 not found"), "{err}");
         assert!(err.contains("postgresql-client-7"), "{err}");
         let err = find_program("pg_dump", 15, Some(Path::new("/nonexistent")))
+            .await
             .unwrap_err()
             .to_string();
         assert!(err.contains("/nonexistent"), "{err}");
+    }
+
+    /// `--version` runs as a child the runtime waits for, not on its thread: a program that
+    /// answers only once another task of a single-threaded runtime has run still answers.
+    #[tokio::test(flavor = "current_thread")]
+    async fn asking_a_version_leaves_the_runtime_free() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let go = dir.path().join("go");
+        let program = dir.path().join("pg_dump");
+        std::fs::write(
+            &program,
+            format!(
+                "#!/bin/sh\nfor i in $(seq 300); do [ -e '{go}' ] && break; sleep 0.1; done\n\
+                 [ -e '{go}' ] && echo 'pg_dump (PostgreSQL) 15.4'\n",
+                go = go.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (found, ()) = tokio::join!(find_program("pg_dump", 15, Some(dir.path())), async {
+            std::fs::write(&go, b"").unwrap();
+        });
+        assert_eq!(found.unwrap(), program);
     }
 }

@@ -1,15 +1,23 @@
 //! Throwaway PostgreSQL clusters, for `ecobackup demo`, restore drills and tests.
 //!
-//! [`Cluster::start`] runs `initdb` into a fresh temporary directory, picks a free TCP port on
-//! 127.0.0.1, puts the unix socket in the same directory and starts the server with `pg_ctl`.
-//! Dropping the [`Cluster`] stops the server (immediate mode) and deletes the directory;
-//! [`Cluster::keep`] leaves both in place instead.
+//! [`Cluster::start`] runs `initdb` into a fresh temporary directory, picks a port, puts the
+//! unix socket in a directory of mode 0700 beside the data and starts the server with `pg_ctl`.
+//! The server trusts every local connection, so by default it listens on that socket only
+//! (`listen_addresses = ''`): no other local user can reach it, which matters when it holds the
+//! restored production data of a drill. [`ClusterOptions::tcp`] adds 127.0.0.1 for tests that
+//! need TCP.
+//!
+//! [`Cluster::shutdown`] stops the server (immediate mode) and deletes the directory. Dropping
+//! the [`Cluster`] does the same without waiting on the caller's thread: the stop is started
+//! and waited for in the background (on the runtime's blocking pool, or at once outside a
+//! runtime). [`Cluster::keep`] leaves both in place instead.
 //!
 //! PostgreSQL refuses to run as root: when ecobackup runs as root, `initdb` and `pg_ctl` run as
 //! the `postgres` system user, which then owns the temporary directory.
 //!
 
 use std::fmt::Write as _;
+use std::os::unix::fs::DirBuilderExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -44,10 +52,15 @@ pub struct ClusterOptions {
     /// Files written into the data directory before the server starts, mode 0600 and owned by
     /// the server's user (`server.crt`, `server.key` for `ssl = on`).
     pub files: Vec<(String, Vec<u8>)>,
+    /// Whether the server also listens on 127.0.0.1. `false` (the default): the unix socket
+    /// only, in a directory of mode 0700 that belongs to the server's user (reachable by it and
+    /// by root), and [`Cluster::url`] names that socket.
+    pub tcp: bool,
 }
 
 impl Default for ClusterOptions {
-    /// The newest installed PostgreSQL, no extra settings, `fsync` on, in the system temp dir.
+    /// The newest installed PostgreSQL, no extra settings, `fsync` on, in the system temp dir,
+    /// on a unix socket only.
     fn default() -> Self {
         ClusterOptions {
             bin_dir: None,
@@ -56,12 +69,14 @@ impl Default for ClusterOptions {
             base_dir: None,
             hba: None,
             files: Vec::new(),
+            tcp: false,
         }
     }
 }
 
-/// A PostgreSQL server in a temporary directory, listening on 127.0.0.1 and a unix socket, with
-/// the superuser `postgres` and trust authentication. Stopped and deleted on drop.
+/// A PostgreSQL server in a temporary directory, listening on a private unix socket (and on
+/// 127.0.0.1 with [`ClusterOptions::tcp`]), with the superuser `postgres` and trust
+/// authentication. Stopped and deleted by [`Cluster::shutdown`], or on drop.
 #[derive(Debug)]
 pub struct Cluster {
     /// The temporary directory; `None` once [`Cluster::keep`] took it.
@@ -71,6 +86,8 @@ pub struct Cluster {
     socket_dir: PathBuf,
     bin_dir: PathBuf,
     port: u16,
+    /// Whether the server listens on 127.0.0.1 too.
+    tcp: bool,
     major: u32,
     /// The user the server runs as when we are root.
     run_as: Option<(Uid, Gid)>,
@@ -83,14 +100,14 @@ const PORT_ATTEMPTS: usize = 3;
 impl Cluster {
     /// Creates and starts a throwaway cluster: `initdb -U postgres --auth=trust -E UTF8
     /// --locale=C.UTF-8` (or `--locale=C` where C.UTF-8 is missing) in a new temporary
-    /// directory, then `pg_ctl start` on a random free port.
+    /// directory, then `pg_ctl start` on a random free port (the socket's name when TCP is off).
     ///
     /// On failure the temporary directory is removed and the error names the step that failed,
     /// quoting `initdb`'s last error line or the last meaningful lines of the server log.
     pub async fn start(options: ClusterOptions) -> Result<Cluster> {
-        let bin_dir = server_bin_dir(options.bin_dir.as_deref())?;
+        let bin_dir = server_bin_dir(options.bin_dir.as_deref()).await?;
         let initdb = bin_dir.join("initdb");
-        let major = program_major_version(&initdb).ok_or_else(|| Error::Process {
+        let major = program_major_version(&initdb).await.ok_or_else(|| Error::Process {
             program: initdb.display().to_string(),
             status: "unusable".to_owned(),
             detail: "`initdb --version` did not report a PostgreSQL version; check the installation or give another --pg-bin DIR".to_owned(),
@@ -109,7 +126,10 @@ impl Cluster {
             })?;
         let root = dir.path().to_owned();
         let socket_dir = root.join("socket");
-        std::fs::create_dir(&socket_dir)
+        // 0700: only the server's user (and root) may connect to a server that trusts everyone.
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&socket_dir)
             .map_err(|e| Error::io(format!("creating {}", socket_dir.display()), e))?;
         if let Some((uid, gid)) = run_as {
             for path in [&root, &socket_dir] {
@@ -124,7 +144,8 @@ impl Cluster {
             }
         }
 
-        // From here on, dropping `cluster` cleans up whatever was done.
+        // From here on, a failure stops whatever was started and removes the directory before
+        // it returns.
         let mut cluster = Cluster {
             dir: Some(dir),
             data_dir: root.join("data"),
@@ -132,34 +153,16 @@ impl Cluster {
             socket_dir,
             bin_dir,
             port: 0,
+            tcp: options.tcp,
             major,
             run_as,
             running: false,
         };
-        cluster.initdb(options.fsync).await?;
-        cluster.install_files(&options)?;
-        let original_conf = std::fs::read_to_string(cluster.conf_file())
-            .map_err(|e| Error::io(format!("reading {}", cluster.conf_file().display()), e))?;
-
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            cluster.port = free_port()?;
-            let conf = cluster.conf_text(&original_conf, &options);
-            std::fs::write(cluster.conf_file(), conf)
-                .map_err(|e| Error::io(format!("writing {}", cluster.conf_file().display()), e))?;
-            match cluster.pg_ctl_start(false).await {
-                Ok(()) => break,
-                Err(StartFailure { error, port_taken }) => {
-                    if !port_taken || attempt >= PORT_ATTEMPTS {
-                        return Err(error);
-                    }
-                    tracing::debug!(
-                        port = cluster.port,
-                        "port taken meanwhile, trying another: {error}"
-                    );
-                }
+        if let Err(error) = cluster.bring_up(&options).await {
+            if let Err(cleanup) = cluster.shutdown().await {
+                tracing::warn!(error = %cleanup, "could not clean up after a failed start");
             }
+            return Err(error);
         }
         tracing::debug!(
             dir = %cluster.root.display(),
@@ -170,7 +173,8 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// The TCP port the server listens on (on 127.0.0.1).
+    /// The server's port: its TCP port on 127.0.0.1 with [`ClusterOptions::tcp`], and in any
+    /// case the number in its socket's name (`.s.PGSQL.<port>`).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -205,13 +209,38 @@ impl Cluster {
         self.running
     }
 
-    /// A connection URL for `database`: `postgres://postgres@127.0.0.1:{port}/{database}`.
+    /// A connection URL for `database`: the unix socket,
+    /// `postgresql:///{database}?host={socket dir}&port={port}&user=postgres`, or with
+    /// [`ClusterOptions::tcp`] `postgres://postgres@127.0.0.1:{port}/{database}`.
     pub fn url(&self, database: &str) -> String {
+        if self.tcp {
+            return format!(
+                "postgres://postgres@127.0.0.1:{}/{}",
+                self.port,
+                percent_encode(database)
+            );
+        }
         format!(
-            "postgres://postgres@127.0.0.1:{}/{}",
-            self.port,
-            percent_encode(database)
+            "postgresql:///{}?host={}&port={}&user=postgres",
+            percent_encode(database),
+            percent_encode(&self.socket_dir.to_string_lossy()),
+            self.port
         )
+    }
+
+    /// Stops the server (`pg_ctl stop -m immediate`: the data is thrown away) and deletes the
+    /// directory, waiting for both. Prefer this to dropping the cluster in async code: `Drop`
+    /// cannot wait, so it leaves the stop and the removal to a background thread.
+    pub async fn shutdown(mut self) -> Result<()> {
+        self.pg_ctl_stop("immediate").await?;
+        if let Some(dir) = self.dir.take() {
+            let root = self.root.clone();
+            tokio::task::spawn_blocking(move || dir.close())
+                .await
+                .map_err(|e| Error::io(format!("removing {}", root.display()), e.into()))?
+                .map_err(|e| Error::io(format!("removing {}", root.display()), e))?;
+        }
+        Ok(())
     }
 
     /// Stops the server cleanly (`pg_ctl stop -m fast`). Does nothing when it is not running.
@@ -303,6 +332,35 @@ impl Cluster {
         Ok(())
     }
 
+    /// `initdb`, `postgresql.conf`, `pg_ctl start` (on another port if the one picked was
+    /// taken meanwhile).
+    async fn bring_up(&mut self, options: &ClusterOptions) -> Result<()> {
+        self.initdb(options.fsync).await?;
+        self.install_files(options)?;
+        let original_conf = std::fs::read_to_string(self.conf_file())
+            .map_err(|e| Error::io(format!("reading {}", self.conf_file().display()), e))?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.port = free_port()?;
+            let conf = self.conf_text(&original_conf, options);
+            std::fs::write(self.conf_file(), conf)
+                .map_err(|e| Error::io(format!("writing {}", self.conf_file().display()), e))?;
+            match self.pg_ctl_start(false).await {
+                Ok(()) => return Ok(()),
+                Err(StartFailure { error, port_taken }) => {
+                    if !port_taken || attempt >= PORT_ATTEMPTS {
+                        return Err(error);
+                    }
+                    tracing::debug!(
+                        port = self.port,
+                        "port taken meanwhile, trying another: {error}"
+                    );
+                }
+            }
+        }
+    }
+
     fn conf_file(&self) -> PathBuf {
         self.data_dir.join("postgresql.conf")
     }
@@ -313,13 +371,15 @@ impl Cluster {
             conf.push('\n');
         }
         conf.push_str("\n# ecobackup throwaway cluster\n");
-        let _ = writeln!(conf, "listen_addresses = '127.0.0.1'");
+        let listen = if self.tcp { "127.0.0.1" } else { "" };
+        let _ = writeln!(conf, "listen_addresses = '{listen}'");
         let _ = writeln!(conf, "port = {}", self.port);
         let _ = writeln!(
             conf,
             "unix_socket_directories = {}",
             conf_string(&self.socket_dir.to_string_lossy())
         );
+        let _ = writeln!(conf, "unix_socket_permissions = 0700");
         let _ = writeln!(conf, "max_connections = 50");
         if !options.fsync {
             conf.push_str("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
@@ -473,7 +533,8 @@ impl Cluster {
                 None => "neither pg_ctl nor the server said why".to_owned(),
             },
         };
-        // A server that did not come up in time may still be running: `Drop` checks the pid file.
+        // A server that did not come up in time may still be running: the pid file tells
+        // `shutdown` (and `Drop`) to stop it.
         Err(StartFailure {
             error: Error::Process {
                 program: "pg_ctl start".to_owned(),
@@ -537,28 +598,50 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
-    /// Stops the server (immediate mode) if it may be running, then deletes the directory.
+    /// Stops the server (immediate mode) if it may be running, then deletes the directory,
+    /// without blocking an async caller: `pg_ctl stop` is started here and waited for on the
+    /// runtime's blocking pool (at once, when not inside a runtime), and the directory is
+    /// removed once the server is gone. Use [`Cluster::shutdown`] to wait for it.
     fn drop(&mut self) {
-        if self.dir.is_none() {
-            return; // kept
-        }
+        let Some(dir) = self.dir.take() else {
+            return; // kept, or shut down already
+        };
+        let mut stopping = None;
         if self.running || self.pid_file_exists() {
-            let result = self
+            let started = self
                 .command("pg_ctl")
                 .arg("-D")
                 .arg(&self.data_dir)
                 .args(["-m", "immediate", "-w", "-t", "30", "stop"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
-                .status();
-            if !matches!(result, Ok(status) if status.success()) && self.pid_file_exists() {
-                tracing::warn!(
-                    dir = %self.data_dir.display(),
-                    "could not stop the throwaway PostgreSQL server; it stops by itself within a minute of its directory being removed"
-                );
+                .spawn();
+            match started {
+                Ok(pg_ctl) => stopping = Some(pg_ctl),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not run pg_ctl to stop the throwaway PostgreSQL server")
+                }
             }
         }
-        // The TempDir field removes the files.
+        let data_dir = self.data_dir.clone();
+        let finish = move || {
+            if let Some(mut pg_ctl) = stopping {
+                let stopped = matches!(pg_ctl.wait(), Ok(status) if status.success());
+                if !stopped && data_dir.join("postmaster.pid").exists() {
+                    tracing::warn!(
+                        dir = %data_dir.display(),
+                        "could not stop the throwaway PostgreSQL server; it stops by itself within a minute of its directory being removed"
+                    );
+                }
+            }
+            drop(dir);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(finish);
+            }
+            Err(_) => finish(),
+        }
     }
 }
 
@@ -569,8 +652,8 @@ struct StartFailure {
 }
 
 /// The directory holding `initdb` and `pg_ctl`: the explicit one, or the newest installed.
-fn server_bin_dir(explicit: Option<&Path>) -> Result<PathBuf> {
-    let dirs = installed_server_dirs(explicit);
+async fn server_bin_dir(explicit: Option<&Path>) -> Result<PathBuf> {
+    let dirs = installed_server_dirs(explicit).await;
     let found = dirs
         .into_iter()
         .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file());
@@ -670,7 +753,7 @@ mod tests {
         assert_eq!(row.get::<_, i32>(1) as u32 / 10000, cluster.major_version());
         let root = cluster.data_dir().parent().unwrap().to_owned();
         drop(client);
-        drop(cluster);
+        cluster.shutdown().await.unwrap();
         assert!(!root.exists());
     }
 
