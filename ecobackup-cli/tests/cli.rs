@@ -301,7 +301,8 @@ fn bad_inputs_fail_with_one_line_and_leave_nothing_behind() {
         .write_stdin(sealed[..sealed.len() - 5].to_vec())
         .assert()
         .code(1);
-    assert!(one_error_line(&out.get_output().stderr).contains("truncated"));
+    // Truncation is told apart from tampering (whose message also mentions "truncated").
+    assert!(one_error_line(&out.get_output().stderr).contains("artifact is truncated"));
     let names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())

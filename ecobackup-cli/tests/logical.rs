@@ -62,7 +62,7 @@ fn the_stock_tools_alone_restore_an_artifact() {
     let world = World::new();
     world.init();
     let id = world.backup();
-    let name = world.shop.rsplit('/').next().unwrap().to_owned();
+    let name = world.shop_name();
     let artifact = world
         .dir
         .path()
@@ -129,7 +129,7 @@ fn a_failing_pg_dump_fails_the_backup_and_leaves_no_manifest() {
 
     // Permission denied on a table.
     world.runtime.block_on(async {
-        let client = world.pg.client(world.shop.rsplit('/').next().unwrap()).await;
+        let client = world.pg.client(&world.shop_name()).await;
         client
             .batch_execute(
                 "DO $$ BEGIN CREATE ROLE limited LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
@@ -140,7 +140,10 @@ fn a_failing_pg_dump_fails_the_backup_and_leaves_no_manifest() {
             .await
             .unwrap();
     });
-    let limited = world.shop.replacen("://postgres", "://limited", 1);
+    let limited = world
+        .shop
+        .replacen("://postgres", "://limited", 1)
+        .replacen("user=postgres", "user=limited", 1);
     if limited != world.shop {
         let out = world
             .run(&["backup", "logical", "--db", &limited])
@@ -257,7 +260,7 @@ fn restore_failures_leave_the_target_as_it_was() {
     );
 
     // A target with live sessions is refused, and left untouched.
-    let source_name = world.shop.rsplit('/').next().unwrap().to_owned();
+    let source_name = world.shop_name();
     let orders = world.rows(&world.shop, "orders");
     let live = world.runtime.block_on(world.pg.client(&source_name));
     let out = world
@@ -388,7 +391,7 @@ fn the_demo_backs_up_restores_and_compares_every_table() {
 fn an_artifact_of_another_backup_is_refused_before_the_restore_commits() {
     let world = World::new();
     world.init();
-    let source_name = world.shop.rsplit('/').next().unwrap().to_owned();
+    let source_name = world.shop_name();
     let delete_items = |database: &str, count: u32| {
         world.runtime.block_on(async {
             let sql = format!(

@@ -349,3 +349,56 @@ fn passwords_on_the_command_line_are_refused_in_every_form() {
         assert!(!line.contains("hunter2"), "{line}");
     }
 }
+
+#[test]
+fn databases_on_two_servers_get_their_own_facts_and_globals() {
+    let lab = Lab::new();
+    // A second server, reached as its superuser through its socket.
+    let other = lab.runtime.block_on(ecobackup_testkit::TestPg::start());
+    let other_url = lab.runtime.block_on(other.shop(1));
+    let other_name = ecobackup_core::postgres::DbUrl::parse(&other_url)
+        .unwrap()
+        .database();
+    let out = lab.json(&[
+        "--json",
+        "backup",
+        "logical",
+        "--db",
+        &lab.pg.url("backup", &lab.shop),
+        "--db",
+        &other_url,
+        "--globals",
+    ]);
+    let source = &out["manifest"]["source"];
+    let servers = source["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 2, "{source}");
+    assert_eq!(servers[0]["databases"][0], lab.shop.as_str());
+    assert_eq!(servers[0]["globals"], "globals.sql.zst.age");
+    assert_eq!(servers[0]["globals_without_role_passwords"], true);
+    assert_eq!(servers[1]["databases"][0], other_name.as_str());
+    assert_eq!(
+        servers[1]["globals"],
+        format!("globals.{other_name}.sql.zst.age").as_str()
+    );
+    // The second server's role is a superuser: its roles keep their passwords.
+    assert!(
+        servers[1].get("globals_without_role_passwords").is_none(),
+        "{source}"
+    );
+    assert_ne!(
+        servers[0]["system_identifier"],
+        servers[1]["system_identifier"]
+    );
+    assert_eq!(source["globals_without_role_passwords"], true);
+    let names: Vec<&str> = out["manifest"]["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"globals.sql.zst.age"), "{names:?}");
+    assert!(
+        names.contains(&format!("globals.{other_name}.sql.zst.age").as_str()),
+        "{names:?}"
+    );
+}

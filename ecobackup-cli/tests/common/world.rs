@@ -109,6 +109,13 @@ impl World {
         result["manifest"]["id"].as_str().unwrap().to_owned()
     }
 
+    /// The name of the shop database.
+    pub fn shop_name(&self) -> String {
+        ecobackup_core::postgres::DbUrl::parse(&self.shop)
+            .unwrap()
+            .database()
+    }
+
     /// The URL of a database name on the same server (not created).
     pub fn database(&self, name: &str) -> String {
         split_password(&self.pg.url(name)).0

@@ -29,6 +29,9 @@ pub struct BadBackup {
     pub key: String,
     /// Why it cannot be used, one line.
     pub reason: String,
+    /// Whether it failed the signature check (a forged, re-signed or replayed manifest), as
+    /// opposed to being unreadable.
+    pub untrusted: bool,
 }
 
 impl BadBackup {
@@ -128,19 +131,26 @@ impl Repository {
                     ),
                     id,
                     key,
+                    untrusted: false,
                 }),
                 Some(None) => {} // deleted since the listing (prune)
                 // Unreadable, of another folder, or (with trusted signers) not signed by
                 // one of them: listed as bad, never chosen. A store that fails fails the call.
                 Some(Some(bytes)) => match self.decode_manifest(&id, key.clone(), &bytes).await {
                     Ok(manifest) => listing.backups.push(manifest),
-                    Err(e @ (Error::BadManifest { .. } | Error::Untrusted { .. })) => {
-                        listing.bad.push(BadBackup {
-                            id,
-                            key,
-                            reason: e.to_string(),
-                        })
-                    }
+                    Err(Error::BadManifest { detail, .. }) => listing.bad.push(BadBackup {
+                        id,
+                        key,
+                        reason: detail,
+                        untrusted: false,
+                    }),
+                    // Without trusted signers, a manifest in the wrong folder is only bad.
+                    Err(Error::Untrusted { detail, .. }) => listing.bad.push(BadBackup {
+                        id,
+                        key,
+                        reason: detail,
+                        untrusted: self.trusted_signers().is_some(),
+                    }),
                     Err(e) => return Err(e),
                 },
             }
@@ -161,6 +171,18 @@ impl Repository {
             return self.manifest(id).await;
         }
         let listing = self.manifests().await?;
+        // A manifest that fails the signature check is an attack or a misconfiguration, not
+        // wear: `latest` is not chosen around it (an explicit id still restores).
+        if let Some(forged) = listing.bad.iter().find(|b| b.untrusted) {
+            return Err(Error::Untrusted {
+                key: forged.key.clone(),
+                repo: self.storage.url().to_owned(),
+                detail: format!(
+                    "{}; `latest` is not chosen while the repository holds a manifest that fails the signature check: restore a backup by its id (ecobackup list) and remove the object",
+                    forged.reason
+                ),
+            });
+        }
         for bad in &listing.bad {
             tracing::warn!(backup = %bad.id, reason = %bad.reason, "skipping a backup whose manifest cannot be used");
         }

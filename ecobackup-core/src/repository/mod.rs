@@ -296,6 +296,25 @@ impl Repository {
         if let Some(trust) = &self.trust {
             self.check_signature(&key, bytes, trust).await?;
         }
+        // A manifest in another backup's folder (a replay, or an edit) is refused whether or
+        // not signatures are checked.
+        if let Ok(manifest) = serde_json::from_slice::<Manifest>(bytes) {
+            if manifest.id != id {
+                let detail = format!(
+                    "its id field says {:?} but it is stored in the folder of {id:?}: a manifest copied to another folder; do not restore it",
+                    manifest.id
+                );
+                // With signatures checked it is a forgery; without, a damaged repository.
+                return Err(match self.trust {
+                    Some(_) => Error::Untrusted {
+                        key,
+                        repo: self.storage.url().to_owned(),
+                        detail,
+                    },
+                    None => Error::BadManifest { key, detail },
+                });
+            }
+        }
         listing::decode_manifest(id, bytes).map_err(|detail| Error::BadManifest { key, detail })
     }
 }
