@@ -140,6 +140,14 @@ impl Config {
     fn check_no_inline_secrets(&self, path: &Path) -> Result<(), CliError> {
         for db in &self.database {
             if let Some(url) = &db.url {
+                // Parse errors never quote the string: it may hold a password.
+                if let Err(e) = ecobackup_core::postgres::conninfo::parse(url) {
+                    return Err(CliError::usage(format!(
+                        "configuration file {}: database {:?} has a url that is not a connection string: {e}",
+                        path.display(),
+                        db.name
+                    )));
+                }
                 if url_has_password(url) {
                     return Err(CliError::usage(format!(
                         "configuration file {}: database {:?} has a password inline in its url; \

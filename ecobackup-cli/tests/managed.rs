@@ -319,7 +319,10 @@ fn url_command_and_after_command_run_around_the_backup() {
     // A url_command that fails is named, with what it said.
     let config = lab.write(
         "failing.toml",
-        "[[database]]\nname = \"shop\"\nurl_command = \"echo neon api said 401 >&2; exit 3\"\n",
+        &format!(
+            "[[database]]\nname = \"shop\"\nurl_command = \"echo neon api said 401 >&2; exit 3\"\nafter_command = \"echo cleaned $ECOBACKUP_BACKUP_OK >> {}\"\n",
+            after.display()
+        ),
     );
     let out = lab
         .run(&["--config", config.to_str().unwrap(), "backup", "logical"])
@@ -330,6 +333,9 @@ fn url_command_and_after_command_run_around_the_backup() {
         line.contains("url_command") && line.contains("\"shop\"") && line.contains("401"),
         "{line}"
     );
+    // The after_command of an entry whose url_command failed still runs (it may have made a
+    // branch before failing).
+    assert_eq!(std::fs::read_to_string(&after).unwrap(), "0\ncleaned 0\n");
 }
 
 #[test]

@@ -238,9 +238,15 @@ pub async fn backup_logical(
         for (n, ((_, first, server), pg_dumpall)) in
             servers.iter_mut().zip(&pg_dumpalls).enumerate()
         {
+            // pg_dumpall would connect to `postgres` (or template1); the database we checked
+            // is one the role may reach (pg_hba, password file lines).
             let mut command = ChildCommand::new(pg_dumpall)
                 .arg("--globals-only")
-                .arg("--no-password");
+                .arg("--no-password")
+                .arg(format!(
+                    "--database={}",
+                    plan.databases[*first].url.database()
+                ));
             // Role passwords live in pg_authid, which only a superuser may read: a
             // least-privilege backup role dumps the roles without them.
             if !superuser[*first] {

@@ -140,7 +140,7 @@ fn failure(program: &str, status: ExitStatus, stderr: &str) -> Error {
     let status = describe_status(status);
     let mut detail = last_line(stderr).unwrap_or_else(|| "it printed nothing on stderr".to_owned());
     // pg_dump through a pooler in transaction mode fails in ways that do not say so.
-    if let Some(hint) = crate::postgres::pooler_hint(stderr) {
+    if let Some(hint) = crate::postgres::pooler_hint(&detail) {
         detail = format!("{detail}; {hint}");
     }
     Error::Process {

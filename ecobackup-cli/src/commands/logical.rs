@@ -93,66 +93,76 @@ async fn configured_targets(
     ctx: &Context,
     args: &BackupLogicalArgs,
 ) -> Result<Databases, CliError> {
+    // Every entry is checked before any hook runs.
+    for db in &ctx.config.database {
+        let sources = [
+            db.url.is_some(),
+            db.url_file.is_some(),
+            db.url_command.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            return Err(CliError::usage(format!(
+                "[[database]] {:?} needs exactly one of url, url_file and url_command",
+                db.name
+            )));
+        }
+    }
+    if ctx.config.database.is_empty() {
+        return Err(CliError::usage(
+            "no database to back up: pass --db postgres://user@host/db, or add [[database]] entries to ecobackup.toml",
+        ));
+    }
     let env = PgEnv::from_process();
     let mut planned = Databases {
         targets: Vec::new(),
         after: Vec::new(),
     };
     for db in &ctx.config.database {
-        let url = match (&db.url, &db.url_file, &db.url_command) {
-            (Some(url), None, None) => DbUrl::parse_with(url, &env),
-            (None, Some(file), None) => {
-                DbUrl::parse_with(read_secret_file(file)?.expose_secret().trim(), &env)
-            }
-            (None, None, Some(command)) => {
-                let output = match run_hook(&db.name, "url_command", command, &[]).await {
-                    Ok(output) => output,
-                    Err(e) => return Err(run_after(planned.after, None, e).await),
-                };
-                let line = output.lines().rev().find(|l| !l.trim().is_empty());
-                match line {
-                    Some(line) => DbUrl::parse_with(line.trim(), &env),
-                    None => {
-                        let e = CliError::failure(format!(
-                            "the url_command of [[database]] {:?} printed no connection string",
-                            db.name
-                        ));
-                        return Err(run_after(planned.after, None, e).await);
-                    }
-                }
-            }
-            _ => {
-                return Err(CliError::usage(format!(
-                    "[[database]] {:?} needs exactly one of url, url_file and url_command",
-                    db.name
-                )))
-            }
-        };
-        // Whatever happens from here on, the hook that cleans up runs.
+        // Queued before its url_command runs: a command that made a branch and then failed
+        // still gets it deleted.
         if let Some(after) = &db.after_command {
             planned.after.push((db.name.clone(), after.clone()));
         }
-        let url = match url {
-            Ok(url) => url,
-            Err(e) => return Err(run_after(planned.after, None, e.into()).await),
-        };
-        planned.targets.push(select(
-            args,
-            DumpTarget {
-                url,
-                name: Some(db.name.clone()),
-                schemas: db.schemas.clone(),
-                exclude_schemas: db.exclude_schemas.clone(),
-                exclude_table_data: db.exclude_table_data.clone(),
-            },
-        ));
-    }
-    if planned.targets.is_empty() {
-        return Err(CliError::usage(
-            "no database to back up: pass --db postgres://user@host/db, or add [[database]] entries to ecobackup.toml",
-        ));
+        match target_of(db, &env).await {
+            Ok(url) => planned.targets.push(select(
+                args,
+                DumpTarget {
+                    url,
+                    name: Some(db.name.clone()),
+                    schemas: db.schemas.clone(),
+                    exclude_schemas: db.exclude_schemas.clone(),
+                    exclude_table_data: db.exclude_table_data.clone(),
+                },
+            )),
+            Err(e) => return Err(run_after(planned.after, None, e).await),
+        }
     }
     Ok(planned)
+}
+
+/// The connection settings of one `[[database]]`: its url, the contents of its url_file, or
+/// the last line its url_command printed.
+async fn target_of(db: &crate::config::DatabaseConfig, env: &PgEnv) -> Result<DbUrl, CliError> {
+    let text = match (&db.url, &db.url_file, &db.url_command) {
+        (Some(url), _, _) => url.clone(),
+        (_, Some(file), _) => read_secret_file(file)?.expose_secret().trim().to_owned(),
+        (_, _, Some(command)) => {
+            let output = run_hook(&db.name, "url_command", command, &[]).await?;
+            output
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(|l| l.trim().to_owned())
+                .ok_or_else(|| {
+                    CliError::failure(format!(
+                        "the url_command of [[database]] {:?} printed no connection string",
+                        db.name
+                    ))
+                })?
+        }
+        (None, None, None) => unreachable!("checked before any hook runs"),
+    };
+    Ok(DbUrl::parse_with(&text, env)?)
 }
 
 /// Runs every `after_command`, whatever happened; returns the backup's error, else the first

@@ -67,12 +67,31 @@ const RESOLVED: &[&str] = &[
 ];
 
 /// The process environment as libpq sees it: the `PG*` variables, the home directory (for
-/// `~/.pgpass`, `~/.pg_service.conf` and `~/.postgresql/`) and the OS user name.
-#[derive(Clone, Debug, Default)]
+/// `~/.pgpass`, `~/.pg_service.conf` and `~/.postgresql/`) and the OS user name. `Debug` shows
+/// `PGPASSWORD` as `<redacted>`.
+#[derive(Clone, Default)]
 pub struct PgEnv {
     vars: BTreeMap<String, String>,
     home: Option<PathBuf>,
     os_user: Option<String>,
+}
+
+impl std::fmt::Debug for PgEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let vars: BTreeMap<&str, &str> = self
+            .vars
+            .iter()
+            .map(|(k, v)| {
+                let shown = if k == "PGPASSWORD" { "<redacted>" } else { v };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("PgEnv")
+            .field("vars", &vars)
+            .field("home", &self.home)
+            .field("os_user", &self.os_user)
+            .finish()
+    }
 }
 
 impl PgEnv {
@@ -319,7 +338,10 @@ impl DbUrl {
             password,
             passfile,
             tls,
-            application_name: settings.get("application_name").cloned(),
+            application_name: settings
+                .get("application_name")
+                .or_else(|| settings.get("fallback_application_name"))
+                .cloned(),
             passed_through,
             default_socket_dir,
         })))
@@ -503,9 +525,15 @@ impl DbUrl {
         }
         match &self.0.tls.root_certs {
             Some(RootCerts::File(path)) => vars.push(("PGSSLROOTCERT", path.display().to_string())),
-            Some(RootCerts::System) => vars.push(("PGSSLROOTCERT", "system".to_owned())),
+            // libpq before 16 reads `system` as a file name: give it the system's bundle.
+            Some(RootCerts::System) => vars.push((
+                "PGSSLROOTCERT",
+                system_bundle().map_or_else(|| "system".to_owned(), |p| p.display().to_string()),
+            )),
             None => {}
         }
+        // We do not speak GSSAPI; libpq's default (prefer) would use it with a Kerberos ticket.
+        vars.push(("PGGSSENCMODE", "disable".to_owned()));
         if let Some(cert) = &self.0.tls.client_cert {
             vars.push(("PGSSLCERT", cert.display().to_string()));
         }
@@ -642,9 +670,17 @@ fn tls_settings(
             .map(|d| d.join(name))
             .filter(|p| p.exists())
     };
+    let verify = matches!(
+        settings.get("sslmode").map(String::as_str),
+        Some("verify-ca" | "verify-full")
+    );
+    // As libpq: a root file that does not exist is ignored unless the mode verifies.
     let root_certs = match settings.get("sslrootcert").map(String::as_str) {
         Some("system") => Some(RootCerts::System),
-        Some(path) => Some(RootCerts::File(PathBuf::from(path))),
+        Some(path) if verify || Path::new(path).exists() => {
+            Some(RootCerts::File(PathBuf::from(path)))
+        }
+        Some(_) => None,
         None => existing("root.crt").map(RootCerts::File),
     };
     let mode = match settings.get("sslmode") {
@@ -660,10 +696,11 @@ fn tls_settings(
             mode.as_str()
         ));
     }
-    let client_cert = settings
-        .get("sslcert")
-        .map(PathBuf::from)
-        .or_else(|| existing("postgresql.crt"));
+    // A client certificate file that does not exist means none (libpq).
+    let client_cert = match settings.get("sslcert") {
+        Some(path) => Some(PathBuf::from(path)).filter(|p| p.exists()),
+        None => existing("postgresql.crt"),
+    };
     let client_key = settings.get("sslkey").map(PathBuf::from).or_else(|| {
         client_cert.as_ref()?;
         dot_postgresql.as_ref().map(|d| d.join("postgresql.key"))
@@ -674,6 +711,18 @@ fn tls_settings(
         client_cert,
         client_key,
     })
+}
+
+/// The system's CA bundle, where the usual distributions keep it.
+fn system_bundle() -> Option<PathBuf> {
+    [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
 }
 
 /// The socket directory used when no host is given: the first of the usual places holding this
@@ -714,17 +763,24 @@ pub fn redact_url(url: &str) -> String {
 
 fn redact_uri(url: &str, rest_start: usize) -> String {
     let rest = &url[rest_start..];
+    // The user info ends at an `@`: libpq takes the first one before any `/`, so a raw `?`
+    // in a password is part of it; a raw `/` or `@` in a password must not make us print it
+    // either, so the last `@` before the query (or before the first `/`) ends it.
+    let slash = rest.find('/').unwrap_or(rest.len());
+    let at = rest[..slash].rfind('@').or_else(|| {
+        let query_start = rest.find('?').unwrap_or(rest.len());
+        rest[..query_start].rfind('@')
+    });
+    let (host_part, rest) = match at {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or_default();
+            (format!("{user}@"), &rest[at + 1..])
+        }
+        None => (String::new(), rest),
+    };
     let query_start = rest.find('?').unwrap_or(rest.len());
     let (before_query, query) = rest.split_at(query_start);
-    // The user info ends at the last `@` before the query: a raw `/` or `@` in a password
-    // must not make us print it.
-    let host_part = match before_query.rfind('@') {
-        Some(at) => {
-            let user = before_query[..at].split(':').next().unwrap_or_default();
-            format!("{user}@{}", &before_query[at + 1..])
-        }
-        None => before_query.to_owned(),
-    };
+    let host_part = format!("{host_part}{before_query}");
     let query = match query.strip_prefix('?') {
         Some(params) => {
             let kept: Vec<&str> = params

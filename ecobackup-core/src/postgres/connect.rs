@@ -150,8 +150,13 @@ impl DbUrl {
         if endpoint.is_socket() {
             config.host_path(&endpoint.host);
         } else {
-            if !endpoint.host.is_empty() {
-                config.host(&endpoint.host);
+            // With only a hostaddr, TLS checks the address (libpq does the same).
+            let name = match (&endpoint.hostaddr, endpoint.host.is_empty()) {
+                (Some(addr), true) => addr.as_str(),
+                _ => endpoint.host.as_str(),
+            };
+            if !name.is_empty() {
+                config.host(name);
             }
             if let Some(addr) = &endpoint.hostaddr {
                 let addr = addr
@@ -259,15 +264,15 @@ fn describe_endpoint(endpoint: &Endpoint) -> String {
 /// (one long transaction on one session) cannot work through.
 pub fn pooler_hint(message: &str) -> Option<&'static str> {
     let lower = message.to_ascii_lowercase();
+    let prepared = lower.contains("prepared statement")
+        && (lower.contains("does not exist") || lower.contains("already exists"));
     let signs = [
-        "prepared statement",
         "unsupported startup parameter",
-        "pgbouncer",
-        "supavisor",
+        "(enotsup)",
         "transaction pooling",
-        "enotsup",
+        "pool_mode",
     ];
-    signs.iter().any(|s| lower.contains(s)).then_some(
+    (prepared || signs.iter().any(|s| lower.contains(s))).then_some(
         "this looks like a connection pooler in transaction mode (PgBouncer, Supavisor on port 6543): pg_dump needs a session of its own — connect to the database's direct port (5432) or the pooler's session mode",
     )
 }
@@ -320,6 +325,7 @@ mod tests {
         for said in [
             "FATAL: password authentication failed for user \"backup\"",
             "pg_dump: error: connection to server failed: Connection refused",
+            "pg_dump: error: connection to server at \"pgbouncer.internal\" failed: password authentication failed",
         ] {
             assert!(pooler_hint(said).is_none(), "{said}");
         }

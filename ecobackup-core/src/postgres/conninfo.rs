@@ -96,11 +96,6 @@ pub fn parse(text: &str) -> Result<Vec<Setting>, String> {
     Ok(out)
 }
 
-/// Whether `text` is in the URI form.
-pub fn is_uri(text: &str) -> bool {
-    uri_body(text.trim()).is_some()
-}
-
 fn uri_body(text: &str) -> Option<&str> {
     text.strip_prefix("postgresql://")
         .or_else(|| text.strip_prefix("postgres://"))
@@ -220,9 +215,9 @@ fn parse_uri(body: &str) -> Result<Vec<Setting>, String> {
                 }
                 Some(kv) => kv,
                 None => {
-                    return Err(format!(
-                        "missing key/value separator \"=\" in URI query parameter: \"{param}\""
-                    ))
+                    return Err(
+                        "missing key/value separator \"=\" in a URI query parameter".to_owned()
+                    )
                 }
             };
             let keyword = decode(keyword)?;
@@ -257,19 +252,18 @@ fn decode(text: &str) -> Result<String, String> {
             (Some(hi), Some(lo)) => {
                 let byte = (hi * 16 + lo) as u8;
                 if byte == 0 {
-                    return Err(format!(
-                        "forbidden value %00 in percent-encoded value: \"{}\"",
-                        super::conn::redact_url(text)
-                    ));
+                    return Err(
+                        "forbidden value %00 in a percent-encoded part of the URI".to_owned()
+                    );
                 }
                 out.push(byte);
                 i += 3;
             }
+            // The part is not quoted: it may be the password.
             _ => {
-                return Err(format!(
-                    "invalid percent-encoded token: \"{}\"",
-                    super::conn::redact_url(text)
-                ))
+                return Err(
+                    "invalid percent-encoded token in the URI (write % as %25; a password with % @ / ? & needs percent-encoding)".to_owned(),
+                )
             }
         }
     }

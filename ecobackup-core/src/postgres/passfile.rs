@@ -1,7 +1,7 @@
 //! The password file (`~/.pgpass`, `PGPASSFILE`, `passfile=`), read as libpq reads it.
 //!
 //! Each line is `hostname:port:database:username:password`; `*` matches anything, `\` escapes `:`
-//! and `\`, lines starting with `#` are comments, and the first matching line wins. A socket
+//! and `\` (a `:` in a password must be escaped: libpq stops at the next one), lines starting with `#` are comments, and the first matching line wins. A socket
 //! connection to the default socket directory matches `localhost`. The file is ignored (with a
 //! warning) when it is not a regular file or when group or others may read it: libpq's rule,
 //! so that a password readable by others is never used.
@@ -94,7 +94,7 @@ pub fn find(text: &str, wanted: &Wanted<'_>, default_socket_dir: &Path) -> Optio
             .zip(&fields)
             .all(|(want, field)| field == "*" || field == want);
         if matches {
-            // The password is the rest of the line: a `:` in it needs no escape.
+            // libpq ends the password at the next unescaped `:` too.
             return Some(fields[4].clone());
         }
     }
@@ -112,7 +112,7 @@ fn split_fields(line: &str) -> Vec<String> {
                     fields.last_mut().expect("one field at least").push(next);
                 }
             }
-            ':' if fields.len() < 5 => fields.push(String::new()),
+            ':' => fields.push(String::new()),
             c => fields.last_mut().expect("one field at least").push(c),
         }
     }
@@ -145,7 +145,7 @@ db.internal:5432:shop:backup:first
 *:*:shop:backup:second
 *:*:*:backup:third
 db\\:odd:5432:*:*:with\\:colon\\\\x
-other:*:*:*:pass:with:colons
+other:*:*:*:pass:unescaped
 ";
         let socket = Path::new("/var/run/postgresql");
         assert_eq!(
@@ -166,7 +166,7 @@ other:*:*:*:pass:with:colons
         );
         assert_eq!(
             find(text, &want("other", "1", "d", "u"), socket).as_deref(),
-            Some("pass:with:colons")
+            Some("pass")
         );
         assert_eq!(find(text, &want("x", "1", "crm", "app"), socket), None);
     }

@@ -1,10 +1,6 @@
 use super::*;
 use crate::crypto::ExposeSecret;
 
-fn fresh_env() -> PgEnv {
-    env()
-}
-
 fn env() -> PgEnv {
     PgEnv {
         vars: BTreeMap::new(),
@@ -88,14 +84,14 @@ fn every_form_resolves_to_the_same_settings() {
 
 #[test]
 fn explicit_settings_win_over_the_environment_and_defaults_fill_the_rest() {
-    let env = env()
+    let vars = env()
         .with_var("PGHOST", "envhost")
         .with_var("PGUSER", "envuser")
         .with_var("PGDATABASE", "envdb")
         .with_var("PGSSLMODE", "require")
         .with_var("PGAPPNAME", "nightly")
         .with_var("PGCONNECT_TIMEOUT", "7");
-    let url = DbUrl::parse_with("host=db user=me", &env).unwrap();
+    let url = DbUrl::parse_with("host=db user=me", &vars).unwrap();
     assert_eq!(url.endpoints()[0].host, "db");
     assert_eq!(url.user(), "me");
     assert_eq!(url.database(), "envdb");
@@ -103,7 +99,7 @@ fn explicit_settings_win_over_the_environment_and_defaults_fill_the_rest() {
     assert_eq!(url.application_name(None), "nightly");
     assert_eq!(child_env(&url)["PGCONNECT_TIMEOUT"], "7");
 
-    let url = DbUrl::parse_with("host=db", &fresh_env()).unwrap();
+    let url = DbUrl::parse_with("host=db", &env()).unwrap();
     assert_eq!(url.user(), "osuser");
     assert_eq!(url.database(), "osuser");
     assert_eq!(url.endpoints()[0].port, 5432);
@@ -283,6 +279,12 @@ fn passwords_never_survive_redaction() {
         "postgresql://u@h/db?sslmode=require"
     );
     assert_eq!(redact_url("postgres://h/db?password=x"), "postgres://h/db");
+    // libpq's rule: the credentials end at an `@` before the first `/`, `?` included.
+    assert_eq!(
+        redact_url("postgres://backup:pa?ss@db/shop"),
+        "postgres://backup@db/shop"
+    );
+    assert_eq!(redact_url("postgres://h/db?x=a@b"), "postgres://h/db?x=a@b");
     assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     assert_eq!(
         redact_url("host=h password='a b\\' c' user=u"),
