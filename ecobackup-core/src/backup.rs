@@ -159,8 +159,14 @@ pub async fn backup_logical(
     let mut facts = Vec::new();
     let mut superuser = Vec::new();
     let mut properties = Vec::new();
+    // Each target narrowed to the server that answered, so that pg_dump reaches it too.
+    let mut pinned: Vec<DumpTarget> = Vec::with_capacity(plan.databases.len());
     for target in &plan.databases {
-        let client = target.url.connect().await?;
+        let (client, url) = target.url.connect_pinned().await?;
+        let target = DumpTarget {
+            url,
+            ..target.clone()
+        };
         let mut f = database_facts(&client, &target.url).await?;
         f.name = target.name();
         facts.push(f);
@@ -168,6 +174,7 @@ pub async fn backup_logical(
         let mut p = database_properties(&client, &target.url).await?;
         p.name = target.name();
         properties.push(p);
+        pinned.push(target);
     }
     // Each server gets the pg_dump of its own major version (databases may be on several).
     let mut pg_dumps = Vec::new();
@@ -176,7 +183,7 @@ pub async fn backup_logical(
     }
     // The databases' servers, in order of first appearance: facts and globals are per server.
     let mut servers: Vec<(String, usize, ServerFacts)> = Vec::new();
-    for (i, (target, f)) in plan.databases.iter().zip(&facts).enumerate() {
+    for (i, (target, f)) in pinned.iter().zip(&facts).enumerate() {
         let key = f
             .system_identifier
             .clone()
@@ -221,7 +228,7 @@ pub async fn backup_logical(
     .await?;
     let mut stored: Vec<ArtifactEntry> = Vec::new();
     let outcome = async {
-        for ((target, facts), pg_dump) in plan.databases.iter().zip(&facts).zip(&pg_dumps) {
+        for ((target, facts), pg_dump) in pinned.iter().zip(&facts).zip(&pg_dumps) {
             let command = target.url.apply(
                 target.selection_args(
                     ChildCommand::new(pg_dump)
@@ -243,17 +250,14 @@ pub async fn backup_logical(
             let mut command = ChildCommand::new(pg_dumpall)
                 .arg("--globals-only")
                 .arg("--no-password")
-                .arg(format!(
-                    "--database={}",
-                    plan.databases[*first].url.database()
-                ));
+                .arg(format!("--database={}", pinned[*first].url.database()));
             // Role passwords live in pg_authid, which only a superuser may read: a
             // least-privilege backup role dumps the roles without them.
             if !superuser[*first] {
                 command = command.arg("--no-role-passwords");
                 server.globals_without_role_passwords = true;
             }
-            let command = plan.databases[*first].url.apply(command);
+            let command = pinned[*first].url.apply(command);
             let source = ChildSource::new(command, "pg_dumpall --globals-only");
             // The first server's are `globals.sql`; another's are named after its first database.
             let name = match n {

@@ -384,6 +384,17 @@ pub async fn restore_logical(
     let manifest = repo
         .resolve(&plan.backup, Some(BackupKind::Logical))
         .await?;
+    // Every step (the target's version, its preparation, pg_restore) goes to the server that
+    // answered first, not to another host of a list.
+    let (_, pinned) = plan
+        .target
+        .with_database("postgres")
+        .connect_pinned()
+        .await?;
+    let plan = &LogicalRestore {
+        target: pinned.with_database(&plan.target.database()),
+        ..plan.clone()
+    };
     if manifest.kind != BackupKind::Logical {
         return Err(Error::BackupNotFound {
             wanted: format!(

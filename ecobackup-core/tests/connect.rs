@@ -110,6 +110,23 @@ async fn every_connection_string_form_reaches_the_same_database_as_the_same_user
 }
 
 #[tokio::test]
+async fn children_are_pinned_to_the_server_that_answered() {
+    let pg = SecurePg::start().await;
+    let port = pg.port();
+    let ca = pg.ca_file().display();
+    let url = DbUrl::parse_with(
+        &format!("postgresql://backup@localhost:1,localhost:{port}/postgres?sslmode=verify-full&sslrootcert={ca}&load_balance_hosts=random"),
+        &base_env(&pg),
+    )
+    .unwrap();
+    assert_eq!(url.endpoints().len(), 2);
+    let (_, pinned) = url.connect_pinned().await.unwrap();
+    assert_eq!(pinned.endpoints().len(), 1);
+    assert_eq!(pinned.endpoints()[0].port, port);
+    assert_eq!(who_the_child_is(&pg, &pinned).await.0, "backup");
+}
+
+#[tokio::test]
 async fn pg_variables_reach_ecobackup_and_its_children_alike() {
     let pg = SecurePg::start().await;
     let shop = pg.shop(1).await;

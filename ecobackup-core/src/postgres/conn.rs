@@ -381,6 +381,14 @@ impl DbUrl {
         &self.0.tls
     }
 
+    /// These settings with `endpoint` as the only server (see [`DbUrl::connect_pinned`]).
+    pub(crate) fn pinned_to(&self, endpoint: &Endpoint) -> DbUrl {
+        let mut pinned = (*self.0).clone();
+        pinned.endpoints = vec![endpoint.clone()];
+        pinned.passed_through.remove("load_balance_hosts");
+        DbUrl(Box::new(pinned))
+    }
+
     /// The same server and user, another database.
     pub fn with_database(&self, database: &str) -> DbUrl {
         DbUrl(Box::new(Resolved {

@@ -31,6 +31,14 @@ impl DbUrl {
     /// `load_balance_hosts=random`), TLS as `sslmode` says; the connection runs on its own task.
     /// Cancel safe: dropping the future drops the attempt.
     pub async fn connect(&self) -> Result<tokio_postgres::Client> {
+        Ok(self.connect_pinned().await?.0)
+    }
+
+    /// Connects as [`DbUrl::connect`] does, and returns with the client these settings narrowed
+    /// to the server that answered (no other host, no load balancing): hand that to the
+    /// programs started next, so that they reach the server ecobackup asked its questions of
+    /// (the pg_dump of its major version, its facts), not another host of the list.
+    pub async fn connect_pinned(&self) -> Result<(tokio_postgres::Client, DbUrl)> {
         let mut order: Vec<&Endpoint> = self.endpoints().iter().collect();
         if self
             .passed_through()
@@ -43,7 +51,7 @@ impl DbUrl {
         let mut failures = Vec::new();
         for endpoint in order {
             match self.connect_endpoint(endpoint).await {
-                Ok(client) => return Ok(client),
+                Ok(client) => return Ok((client, self.pinned_to(endpoint))),
                 Err(detail) if several => {
                     failures.push(format!("{}: {detail}", describe_endpoint(endpoint)))
                 }

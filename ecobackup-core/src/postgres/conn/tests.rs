@@ -145,8 +145,14 @@ fn several_hosts_ports_and_addresses_pair_up_as_in_libpq() {
 
 #[test]
 fn tls_settings_follow_libpq() {
+    let files = tempfile::tempdir().unwrap();
+    let cert = files.path().join("c.crt");
+    std::fs::write(&cert, "x").unwrap();
     let url = DbUrl::parse_with(
-        "host=db sslmode=verify-full sslrootcert=/etc/ca.pem sslcert=/c.crt sslkey=/c.key",
+        &format!(
+            "host=db sslmode=verify-full sslrootcert=/etc/ca.pem sslcert={} sslkey=/c.key",
+            cert.display()
+        ),
         &env(),
     )
     .unwrap();
@@ -157,8 +163,18 @@ fn tls_settings_follow_libpq() {
     );
     let vars = child_env(&url);
     assert_eq!(vars["PGSSLROOTCERT"], "/etc/ca.pem");
-    assert_eq!(vars["PGSSLCERT"], "/c.crt");
+    assert_eq!(vars["PGSSLCERT"], cert.display().to_string());
     assert_eq!(vars["PGSSLKEY"], "/c.key");
+    assert_eq!(vars["PGGSSENCMODE"], "disable");
+
+    // Files that do not exist mean none, unless the mode verifies (then the root is needed).
+    let url = DbUrl::parse_with(
+        "host=db sslmode=require sslrootcert=/nonexistent/ca.pem sslcert=/nonexistent/c.crt",
+        &env(),
+    )
+    .unwrap();
+    assert_eq!(url.tls().root_certs, None);
+    assert_eq!(url.tls().client_cert, None);
 
     // sslrootcert=system makes verify-full the default and refuses weaker modes (libpq 16).
     let url = DbUrl::parse_with("host=db sslrootcert=system", &env()).unwrap();
