@@ -99,9 +99,25 @@ fn restore_verify_and_drill_refuse_untrusted_manifests() {
         line.contains(&planted) && line.contains("no signature"),
         "{line}"
     );
-    let target = world.database("never_restored");
+    // `latest` restores the genuine backup, never the planted one, and says so on stderr.
+    let target = world.database("around_the_plant");
+    let out = world
+        .run(&[
+            "--json", "restore", "logical", "latest", "--db", &target, "--create",
+        ])
+        .assert()
+        .success();
+    let restored: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(restored["restore"]["backup_id"], id.as_str());
+    let warned = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        warned.contains(&planted) && warned.contains("signature"),
+        "{warned}"
+    );
+    // Asked for by id, it is refused.
+    let never = world.database("never_restored");
     let line = refused(
-        &mut world.run(&["restore", "logical", "latest", "--db", &target, "--create"]),
+        &mut world.run(&["restore", "logical", &planted, "--db", &never, "--create"]),
         1,
     );
     assert!(line.contains("no signature"), "{line}");
@@ -137,7 +153,7 @@ fn restore_verify_and_drill_refuse_untrusted_manifests() {
     )
     .unwrap();
     let line = refused(
-        &mut world.run(&["restore", "logical", &id, "--db", &target, "--create"]),
+        &mut world.run(&["restore", "logical", &id, "--db", &never, "--create"]),
         1,
     );
     assert!(

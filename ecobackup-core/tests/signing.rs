@@ -102,7 +102,7 @@ async fn a_signed_manifest_is_accepted() {
 
 #[tokio::test]
 async fn a_forged_unsigned_manifest_is_refused() {
-    let (storage, signer, _) = signed_repository("forged").await;
+    let (storage, signer, genuine) = signed_repository("forged").await;
     // The attacker knows the layout and writes a manifest of their own, without a signature.
     let forged = new_id();
     let body = serde_json::to_vec_pretty(&manifest(&forged)).unwrap();
@@ -113,9 +113,18 @@ async fn a_forged_unsigned_manifest_is_refused() {
         msg.contains(&key(&forged)) && msg.contains("no signature"),
         "{msg}"
     );
-    // It is the newest: `latest` must not silently pick it, nor silently skip it.
-    let msg = refusal(repo.resolve("latest", None).await.unwrap_err());
-    assert!(msg.contains("no signature"), "{msg}");
+    // It is the newest: `latest` never picks it, but the genuine backup before it (with a
+    // warning), and the listing reports it as untrusted.
+    assert_eq!(repo.resolve("latest", None).await.unwrap().id, genuine);
+    let listing = repo.manifests().await.unwrap();
+    assert!(
+        listing
+            .bad
+            .iter()
+            .any(|b| b.id == forged && b.untrusted && b.reason.contains("no signature")),
+        "{:?}",
+        listing.bad
+    );
 }
 
 #[tokio::test]

@@ -171,20 +171,14 @@ impl Repository {
             return self.manifest(id).await;
         }
         let listing = self.manifests().await?;
-        // A manifest that fails the signature check is an attack or a misconfiguration, not
-        // wear: `latest` is not chosen around it (an explicit id still restores).
-        if let Some(forged) = listing.bad.iter().find(|b| b.untrusted) {
-            return Err(Error::Untrusted {
-                key: forged.key.clone(),
-                repo: self.storage.url().to_owned(),
-                detail: format!(
-                    "{}; `latest` is not chosen while the repository holds a manifest that fails the signature check: restore a backup by its id (ecobackup list) and remove the object",
-                    forged.reason
-                ),
-            });
-        }
+        // Never chosen, and never silently: a manifest that fails the signature check may be
+        // a forgery planted as the newest (it is also a failure in `verify --all`).
         for bad in &listing.bad {
-            tracing::warn!(backup = %bad.id, reason = %bad.reason, "skipping a backup whose manifest cannot be used");
+            if bad.untrusted {
+                tracing::warn!(backup = %bad.id, reason = %bad.reason, "`latest` skips a backup whose manifest fails the signature check: someone who can write to the repository may have planted it; run `ecobackup verify --all`");
+            } else {
+                tracing::warn!(backup = %bad.id, reason = %bad.reason, "skipping a backup whose manifest cannot be used");
+            }
         }
         listing
             .backups
