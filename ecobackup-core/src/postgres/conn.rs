@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use crate::crypto::SecretString;
 use crate::error::{Error, Result};
 use crate::postgres::conninfo::{self, quote_value, KEYWORDS, OTHER_ENVIRONMENT};
+pub use crate::postgres::env::PgEnv;
 use crate::postgres::passfile::{self, Lookup, Wanted};
+pub use crate::postgres::redact::redact_url;
 use crate::postgres::service;
 use crate::postgres::tls::{RootCerts, SslMode, TlsSettings};
 use crate::process::ChildCommand;
@@ -65,88 +67,6 @@ const RESOLVED: &[&str] = &[
     "sslcompression",
     "gssencmode",
 ];
-
-/// The process environment as libpq sees it: the `PG*` variables, the home directory (for
-/// `~/.pgpass`, `~/.pg_service.conf` and `~/.postgresql/`) and the OS user name. `Debug` shows
-/// `PGPASSWORD` as `<redacted>`.
-#[derive(Clone, Default)]
-pub struct PgEnv {
-    vars: BTreeMap<String, String>,
-    home: Option<PathBuf>,
-    os_user: Option<String>,
-}
-
-impl std::fmt::Debug for PgEnv {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let vars: BTreeMap<&str, &str> = self
-            .vars
-            .iter()
-            .map(|(k, v)| {
-                let shown = if k == "PGPASSWORD" { "<redacted>" } else { v };
-                (k.as_str(), shown)
-            })
-            .collect();
-        f.debug_struct("PgEnv")
-            .field("vars", &vars)
-            .field("home", &self.home)
-            .field("os_user", &self.os_user)
-            .finish()
-    }
-}
-
-impl PgEnv {
-    /// No `PG*` variables; the home directory and user name of the effective user from the
-    /// password database (what libpq falls back to).
-    pub fn without_variables() -> PgEnv {
-        let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
-            .ok()
-            .flatten();
-        PgEnv {
-            vars: BTreeMap::new(),
-            home: user.as_ref().map(|u| u.dir.clone()),
-            os_user: user.map(|u| u.name),
-        }
-    }
-
-    /// The `PG*` variables of this process, `HOME`, and the effective user's name.
-    pub fn from_process() -> PgEnv {
-        let mut env = PgEnv::without_variables();
-        for name in libpq_variables() {
-            if let Ok(value) = std::env::var(name) {
-                env.vars.insert(name.to_owned(), value);
-            }
-        }
-        if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-            env.home = Some(PathBuf::from(home));
-        }
-        env
-    }
-
-    /// The same, with `name` set to `value` (for tests and embedders).
-    pub fn with_var(mut self, name: &str, value: impl Into<String>) -> PgEnv {
-        self.vars.insert(name.to_owned(), value.into());
-        self
-    }
-
-    /// The same, with another home directory.
-    pub fn with_home(mut self, home: impl Into<PathBuf>) -> PgEnv {
-        self.home = Some(home.into());
-        self
-    }
-
-    /// The home directory (`~/.pgpass`, `~/.postgresql/`).
-    pub(crate) fn home_dir(&self) -> Option<&Path> {
-        self.home.as_deref()
-    }
-
-    /// A variable's value; an empty one counts as unset.
-    pub(crate) fn var(&self, name: &str) -> Option<&str> {
-        self.vars
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    }
-}
 
 /// Every environment variable libpq reads for a connection: children lose the inherited ones and
 /// get ours, so they cannot see settings we did not.
@@ -757,103 +677,6 @@ fn url_encode(text: &str) -> String {
         }
     }
     out
-}
-
-/// A connection string fit for messages and logs: the password removed from a URL
-/// (`postgres://user:secret@host/db` → `postgres://user@host/db`, and `?password=`) or from a
-/// `key=value` string (`password=secret`).
-pub fn redact_url(url: &str) -> String {
-    match url.find("://") {
-        Some(scheme_end) => redact_uri(url, scheme_end + 3),
-        None => redact_key_values(url),
-    }
-}
-
-fn redact_uri(url: &str, rest_start: usize) -> String {
-    let rest = &url[rest_start..];
-    // The user info ends at an `@`: libpq takes the first one before any `/`, so a raw `?`
-    // in a password is part of it; a raw `/` or `@` in a password must not make us print it
-    // either, so the last `@` before the query (or before the first `/`) ends it.
-    let slash = rest.find('/').unwrap_or(rest.len());
-    let at = rest[..slash].rfind('@').or_else(|| {
-        let query_start = rest.find('?').unwrap_or(rest.len());
-        rest[..query_start].rfind('@')
-    });
-    let (host_part, rest) = match at {
-        Some(at) => {
-            let user = rest[..at].split(':').next().unwrap_or_default();
-            (format!("{user}@"), &rest[at + 1..])
-        }
-        None => (String::new(), rest),
-    };
-    let query_start = rest.find('?').unwrap_or(rest.len());
-    let (before_query, query) = rest.split_at(query_start);
-    let host_part = format!("{host_part}{before_query}");
-    let query = match query.strip_prefix('?') {
-        Some(params) => {
-            let kept: Vec<&str> = params
-                .split('&')
-                .filter(|kv| !kv.to_ascii_lowercase().starts_with("password="))
-                .collect();
-            if kept.is_empty() {
-                String::new()
-            } else {
-                format!("?{}", kept.join("&"))
-            }
-        }
-        None => String::new(),
-    };
-    format!("{}{host_part}{query}", &url[..rest_start])
-}
-
-fn redact_key_values(text: &str) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    while i < chars.len() {
-        // At the start of a key?
-        let at_key_start = i == 0 || chars[i - 1].is_whitespace();
-        if at_key_start
-            && chars[i..]
-                .iter()
-                .take(8)
-                .collect::<String>()
-                .eq_ignore_ascii_case("password")
-        {
-            let mut j = i + 8;
-            while j < chars.len() && chars[j].is_whitespace() {
-                j += 1;
-            }
-            if j < chars.len() && chars[j] == '=' {
-                j += 1;
-                while j < chars.len() && chars[j].is_whitespace() {
-                    j += 1;
-                }
-                if j < chars.len() && chars[j] == '\'' {
-                    j += 1;
-                    while j < chars.len() && chars[j] != '\'' {
-                        if chars[j] == '\\' {
-                            j += 1;
-                        }
-                        j += 1;
-                    }
-                    j += 1;
-                } else {
-                    while j < chars.len() && !chars[j].is_whitespace() {
-                        j += 1;
-                    }
-                }
-                while j < chars.len() && chars[j].is_whitespace() {
-                    j += 1;
-                }
-                i = j.min(chars.len());
-                continue;
-            }
-        }
-        out.push(chars[i]);
-        i += 1;
-    }
-    out.trim_end().to_owned()
 }
 
 /// Quotes an identifier for SQL (`"my ""odd"" db"`).
