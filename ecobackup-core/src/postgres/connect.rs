@@ -111,17 +111,10 @@ impl DbUrl {
         String,
     > {
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(self.tls().client_config()?);
-        Ok(match config.connect(tls).await {
-            Ok((client, connection)) => {
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!("PostgreSQL connection ended: {}", describe_pg_error(&e));
-                    }
-                });
-                Ok(client)
-            }
-            Err(e) => Err(e),
-        })
+        Ok(config
+            .connect(tls)
+            .await
+            .map(|(client, connection)| run_connection(client, connection)))
     }
 
     /// tokio-postgres's configuration for one server. The settings tokio-postgres parses
@@ -252,12 +245,24 @@ async fn connect_plain(
 ) -> std::result::Result<tokio_postgres::Client, tokio_postgres::Error> {
     config.ssl_mode(tokio_postgres::config::SslMode::Disable);
     let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    Ok(run_connection(client, connection))
+}
+
+/// Runs a connection on its own task (plain or TLS alike); returns its client.
+fn run_connection<S, T>(
+    client: tokio_postgres::Client,
+    connection: tokio_postgres::Connection<S, T>,
+) -> tokio_postgres::Client
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!("PostgreSQL connection ended: {}", describe_pg_error(&e));
         }
     });
-    Ok(client)
+    client
 }
 
 fn describe_endpoint(endpoint: &Endpoint) -> String {
