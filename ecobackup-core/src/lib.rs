@@ -18,6 +18,7 @@
 //! - [`artifact`]: one artifact into and out of a repository, digests checked.
 //! - [`backup`], [`restore`]: logical backups and restores; [`verify`]: every stored byte
 //!   checked; [`drill`]: restore drills with checks, RTO and RPO.
+//! - [`wal`]: WAL archiving (`wal-push`, `wal-fetch`), segment and timeline names.
 //! - [`postgres`]: connections, server facts, programs of the right version, throwaway clusters
 //!   and the demo database; [`progress`]: progress for whoever watches.
 //!
@@ -41,5 +42,6 @@ pub mod restore;
 pub mod storage;
 pub mod transform;
 pub mod verify;
+pub mod wal;
 
 pub use error::{Error, Result};
