@@ -143,6 +143,15 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A request that would destroy or mislead, refused before anything was done.
+    #[error("{}: {}", one_line(context), one_line(detail))]
+    Refused {
+        /// What was asked, e.g. "restoring into /var/lib/postgresql/15/main".
+        context: String,
+        /// Why it was refused and what to do instead.
+        detail: String,
+    },
+
     /// A pipeline stage stopped without finishing its output (it panicked or was cancelled).
     #[error("pipeline stage {stage:?} stopped before finishing its output; this is a bug in ecobackup, please report it with the log")]
     StageVanished {
@@ -556,6 +565,10 @@ mod tests {
                 reason: text(),
             },
             Error::Cancelled(text()),
+            Error::Refused {
+                context: text(),
+                detail: text(),
+            },
         ];
         for error in &all {
             match error {
@@ -593,6 +606,7 @@ mod tests {
                 | Error::ArtifactMismatch { .. }
                 | Error::VerifyFailed { .. }
                 | Error::DrillFailed { .. }
+                | Error::Refused { .. }
                 | Error::Cancelled(_) => {}
             }
         }

@@ -18,6 +18,7 @@
 //! - [`artifact`]: one artifact into and out of a repository, digests checked.
 //! - [`backup`], [`restore`]: logical backups and restores; [`verify`]: every stored byte
 //!   checked; [`drill`]: restore drills with checks, RTO and RPO.
+//! - [`physical`]: base backups and point-in-time restores.
 //! - [`wal`]: WAL archiving (`wal-push`, `wal-fetch`), segment and timeline names.
 //! - [`postgres`]: connections, server facts, programs of the right version, throwaway clusters
 //!   and the demo database; [`progress`]: progress for whoever watches.
@@ -33,6 +34,7 @@ pub mod crypto;
 pub mod drill;
 pub mod error;
 pub mod io;
+pub mod physical;
 pub mod pipeline;
 pub mod postgres;
 pub mod process;

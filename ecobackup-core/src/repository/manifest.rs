@@ -95,10 +95,10 @@ pub struct SourceFacts {
     /// Timeline at the start of a physical backup.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<u32>,
-    /// Start LSN of a physical backup.
+    /// Start LSN of a physical backup (`0/2000028`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start_lsn: Option<String>,
-    /// Stop LSN of a physical backup.
+    /// Stop LSN of a physical backup: recovery must replay at least this far.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_lsn: Option<String>,
     /// Some globals were dumped by a role that is not a superuser, so without role passwords
@@ -109,6 +109,36 @@ pub struct SourceFacts {
     /// globals artifact. The fields above describe the first server.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub servers: Vec<ServerFacts>,
+    /// What a physical backup needs to be restored: its WAL range, in segment names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physical: Option<PhysicalFacts>,
+}
+
+/// The WAL a physical backup needs, and whether the archive goes on from there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhysicalFacts {
+    /// The server's `wal_segment_size`, in bytes.
+    pub wal_segment_size: u64,
+    /// The first WAL segment recovery needs (holds the start LSN).
+    pub start_wal: String,
+    /// The last WAL segment recovery needs to reach consistency (holds the byte before the
+    /// stop LSN).
+    pub stop_wal: String,
+    /// When the server started the backup (`backup_label`'s START TIME).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_started_at: Option<DateTime<Utc>>,
+    /// When the server had stopped the backup and the stop segment was archived: the earliest
+    /// point in time this backup restores to.
+    pub backup_stopped_at: DateTime<Utc>,
+    /// Whether the server archives its WAL to this repository, so the backup restores to any
+    /// point after its stop up to the newest archived WAL. `false` (`--allow-no-archive`): the
+    /// WAL up to the stop point is inside the base artifact and the backup restores to its end
+    /// only.
+    pub wal_archived: bool,
+    /// The artifact holding PostgreSQL's `backup_manifest` (for `pg_verifybackup`).
+    pub backup_manifest: String,
+    /// How many files the base backup holds.
+    pub files: usize,
 }
 
 /// One source server of a backup.

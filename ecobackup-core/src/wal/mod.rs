@@ -4,6 +4,7 @@
 //! <repo>/wal/<timeline>/<file>.zst.age   segments, .history, .backup and .partial files
 //! ```
 
+pub mod archive;
 pub mod names;
 
 pub use names::{Lsn, Segment, WalFile, DEFAULT_SEGMENT_SIZE};
