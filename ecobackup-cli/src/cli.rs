@@ -88,8 +88,9 @@ pub enum KeyCommand {
 pub enum BackupCommand {
     /// pg_dump per database (+ globals) → zstd → age → repository, no temporary files.
     Logical(BackupLogicalArgs),
-    /// pg_basebackup streamed → zstd → age → repository (not built yet).
-    Physical(NotBuilt),
+    /// pg_basebackup streamed → zstd → age → repository; the server must archive its WAL here
+    /// (archive_command = 'ecobackup … wal-push %p').
+    Physical(BackupPhysicalArgs),
     /// Directories of files → tar → zstd → age → repository (not built yet).
     Files(NotBuilt),
 }
@@ -99,8 +100,8 @@ pub enum BackupCommand {
 pub enum RestoreCommand {
     /// Stream a logical backup from the repository into pg_restore.
     Logical(RestoreLogicalArgs),
-    /// Restore a base backup, optionally to a point in time (not built yet).
-    Physical(NotBuilt),
+    /// Restore a base backup into a data directory, to a point in time by replaying archived WAL.
+    Physical(RestorePhysicalArgs),
     /// Restore a files backup into a directory (not built yet).
     Files(NotBuilt),
 }
@@ -145,6 +146,96 @@ pub struct BackupLogicalArgs {
     #[arg(long, default_value_t = ecobackup_core::transform::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
     /// Directory holding pg_dump of the server's major version.
+    #[arg(long, value_name = "DIR", env = "ECOBACKUP_PG_BIN")]
+    pub pg_bin: Option<PathBuf>,
+}
+
+/// `backup physical`.
+#[derive(Debug, Args)]
+pub struct BackupPhysicalArgs {
+    /// The server, as a role with the REPLICATION attribute: a URL or key/value string as for
+    /// `backup logical` (no password here). Default: the first [[database]] of the config.
+    #[arg(long = "db", value_name = "URL")]
+    pub database: Option<String>,
+    /// A label for the manifest, e.g. --tag reason=pre-upgrade; repeat for several.
+    #[arg(long = "tag", value_name = "K=V")]
+    pub tags: Vec<String>,
+    /// Back up a server that does not archive its WAL to this repository: the WAL up to the
+    /// backup's end goes into the base artifact, and the backup restores to its end only (no
+    /// point-in-time recovery).
+    #[arg(long)]
+    pub allow_no_archive: bool,
+    /// How long the server may take to archive the backup's last WAL segment, in seconds;
+    /// past it the backup fails and is not recorded.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub archive_timeout: u64,
+    #[command(flatten)]
+    pub recipients: RecipientArgs,
+    /// Store the backup unencrypted (refused without this flag when no recipient is configured).
+    #[arg(long)]
+    pub no_encryption: bool,
+    #[command(flatten)]
+    pub signing: SigningArgs,
+    /// zstd level (1–19).
+    #[arg(long, default_value_t = ecobackup_core::transform::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+    /// Directory holding pg_basebackup of the server's major version.
+    #[arg(long, value_name = "DIR", env = "ECOBACKUP_PG_BIN")]
+    pub pg_bin: Option<PathBuf>,
+}
+
+/// `restore physical`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").multiple(false).args([
+    "target_time", "target_lsn", "target_name", "target_xid", "target_immediate"
+])))]
+pub struct RestorePhysicalArgs {
+    /// A backup id, or `latest`. Default: with --target-time, the newest physical backup that
+    /// ended before it; otherwise the newest.
+    #[arg(value_name = "ID|latest")]
+    pub id: Option<String>,
+    /// The data directory to restore into: missing or empty (see --force).
+    #[arg(long, value_name = "DIR")]
+    pub pgdata: PathBuf,
+    /// Delete the contents of a non-empty --pgdata first (never one with a postmaster.pid).
+    #[arg(long)]
+    pub force: bool,
+    /// Recover up to this time, as `select now()` prints it: '2026-11-23 08:55:01.123456+00'.
+    #[arg(long, value_name = "TIME")]
+    pub target_time: Option<String>,
+    /// Recover up to this LSN (16/B374D848).
+    #[arg(long, value_name = "LSN")]
+    pub target_lsn: Option<String>,
+    /// Recover up to the restore point made with pg_create_restore_point(NAME).
+    #[arg(long, value_name = "NAME")]
+    pub target_name: Option<String>,
+    /// Recover up to and including this transaction's commit.
+    #[arg(long, value_name = "XID")]
+    pub target_xid: Option<u64>,
+    /// Stop as soon as the backup is consistent (its own end).
+    #[arg(long)]
+    pub target_immediate: bool,
+    /// What the server does at the target: promote, pause or shutdown.
+    #[arg(long, value_name = "ACTION", default_value = "promote")]
+    pub target_action: ecobackup_core::physical::TargetAction,
+    /// Which timeline to follow: latest, current or a number.
+    #[arg(long, value_name = "TIMELINE", default_value = "latest")]
+    pub target_timeline: ecobackup_core::physical::TargetTimeline,
+    /// A setting for the restored server's postgresql.auto.conf, e.g. --set port=5433;
+    /// repeat for several.
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub settings: Vec<String>,
+    /// Start the server (pg_ctl) and wait until recovery reaches the target; report where.
+    #[arg(long)]
+    pub start: bool,
+    /// How long --start waits for recovery, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    pub start_timeout: u64,
+    #[command(flatten)]
+    pub identities: IdentityArgs,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// Directory holding pg_verifybackup and pg_ctl of the backup's major version.
     #[arg(long, value_name = "DIR", env = "ECOBACKUP_PG_BIN")]
     pub pg_bin: Option<PathBuf>,
 }

@@ -76,6 +76,8 @@ pub struct Context {
     pub repo: Option<String>,
     /// The loaded configuration.
     pub config: Config,
+    /// Where it was loaded from (`--config` / `ECOBACKUP_CONFIG`).
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -127,6 +129,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         quiet: cli.quiet,
         repo: cli.repo,
         config: Config::load(cli.config.as_deref())?,
+        config_path: cli.config.clone(),
     };
     match cli.command {
         Command::Key(cli::KeyCommand::Generate(args)) => commands::key::generate(&ctx, args),
@@ -144,6 +147,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Restore(cli::RestoreCommand::Logical(args)) => {
             commands::logical::restore(&ctx, args).await
         }
+        Command::Backup(cli::BackupCommand::Physical(args)) => {
+            commands::physical::backup(&ctx, args).await
+        }
+        Command::Restore(cli::RestoreCommand::Physical(args)) => {
+            commands::physical::restore(&ctx, args).await
+        }
         other => Err(not_built(&other)),
     }
 }
@@ -152,9 +161,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
 fn not_built(command: &Command) -> CliError {
     use cli::{BackupCommand as B, RestoreCommand as R};
     let name = match command {
-        Command::Backup(B::Physical(_)) => "backup physical",
         Command::Backup(B::Files(_)) => "backup files",
-        Command::Restore(R::Physical(_)) => "restore physical",
         Command::Restore(R::Files(_)) => "restore files",
         Command::WalPush(_) => "wal-push",
         Command::WalFetch(_) => "wal-fetch",
@@ -162,8 +169,8 @@ fn not_built(command: &Command) -> CliError {
         Command::Status(_) => "status",
         Command::Check(_) => "check",
         Command::Daemon(_) => "daemon",
-        Command::Backup(B::Logical(_))
-        | Command::Restore(R::Logical(_))
+        Command::Backup(B::Logical(_) | B::Physical(_))
+        | Command::Restore(R::Logical(_) | R::Physical(_))
         | Command::Demo(_)
         | Command::Verify(_)
         | Command::Drill(_)
@@ -175,6 +182,6 @@ fn not_built(command: &Command) -> CliError {
         | Command::Decrypt(_) => "this command",
     };
     CliError::usage(format!(
-        "`ecobackup {name}` is not built yet in this version; nothing was done (working today: init, list, show, backup logical, restore logical, verify, drill, demo, key generate, encrypt, decrypt)"
+        "`ecobackup {name}` is not built yet in this version; nothing was done (working today: init, list, show, backup logical|physical, restore logical|physical, verify, drill, demo, key generate, encrypt, decrypt)"
     ))
 }

@@ -200,8 +200,8 @@ async fn run_after_commands(
     first_failure.map_or(Ok(()), Err)
 }
 
-/// `K=V` labels.
-fn tags(args: &[String]) -> Result<BTreeMap<String, String>, CliError> {
+/// `K=V` labels (shared by every backup command).
+pub fn tags(args: &[String]) -> Result<BTreeMap<String, String>, CliError> {
     args.iter()
         .map(|t| match t.split_once('=') {
             Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -283,7 +283,7 @@ pub async fn backup(ctx: &Context, args: BackupLogicalArgs) -> Result<(), CliErr
         })
 }
 
-fn print_backup(ctx: &Context, manifest: &Manifest, seconds: f64) {
+pub fn print_backup(ctx: &Context, manifest: &Manifest, seconds: f64) {
     if ctx.json {
         let out = serde_json::json!({ "ok": true, "seconds": seconds, "manifest": manifest });
         println!("{out}");

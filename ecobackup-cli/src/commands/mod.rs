@@ -5,6 +5,7 @@ pub mod drill;
 pub mod filter;
 pub mod key;
 pub mod logical;
+pub mod physical;
 pub mod progress;
 pub mod repo;
 pub mod verify;

@@ -14,7 +14,7 @@ use crate::cli::{ListArgs, ShowArgs, SigningArgs, TrustArgs};
 use crate::{CliError, Context};
 
 /// The repository URL: `--repo` / `ECOBACKUP_REPO`, then the file, then `./ecobackup-repo`.
-fn repo_url(ctx: &Context) -> Result<RepoUrl, CliError> {
+pub fn repo_url(ctx: &Context) -> Result<RepoUrl, CliError> {
     let url = ctx
         .repo
         .clone()

@@ -67,6 +67,8 @@ pub struct PhysicalRestoreOutcome {
     pub verified: bool,
     /// The uid and gid that own the data directory (the server must run as them).
     pub owner: (u32, u32),
+    /// The name of the user with uid `owner.0`, when it has one.
+    pub owner_name: Option<String>,
     /// Where the backup's WAL range ends: recovery replays at least this far.
     pub consistent_at: String,
 }
@@ -152,6 +154,10 @@ pub async fn restore_physical(
         major_version: major,
         verified: true,
         owner,
+        owner_name: nix::unistd::User::from_uid(owner.0.into())
+            .ok()
+            .flatten()
+            .map(|u| u.name),
         consistent_at: manifest.source.stop_lsn.clone().unwrap_or_default(),
     })
 }

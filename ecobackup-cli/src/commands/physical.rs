@@ -1,0 +1,259 @@
+//! `ecobackup backup physical` and `ecobackup restore physical`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ecobackup_core::physical::recovery::shell_word;
+use ecobackup_core::physical::restore::describe;
+use ecobackup_core::physical::{
+    backup_physical, restore_physical, start_recovery, PhysicalBackup, PhysicalRestore,
+    PhysicalRestoreOutcome, RecoveryEnd, RecoveryOutcome, RecoveryTarget,
+};
+use ecobackup_core::wal::Lsn;
+
+use super::filter::load_keyring;
+use super::logical::{print_backup, sealing, tags, url_from_argv};
+use super::progress::Bars;
+use super::repo::{open_for_backup, open_trusted, repo_url};
+use crate::cli::{BackupPhysicalArgs, IdentityArgs, RestorePhysicalArgs};
+use crate::{CliError, Context};
+
+/// `backup physical`.
+pub async fn backup(ctx: &Context, args: BackupPhysicalArgs) -> Result<(), CliError> {
+    let tags = tags(&args.tags)?;
+    let sealing = sealing(
+        ctx,
+        &args.recipients.recipients,
+        args.no_encryption,
+        args.level,
+    )?;
+    let url = match &args.database {
+        Some(text) => url_from_argv(text)?,
+        None => configured_url(ctx)?,
+    };
+    let repo = open_for_backup(ctx, &args.signing).await?;
+    let plan = PhysicalBackup {
+        url,
+        tags,
+        sealing,
+        pg_bin: args.pg_bin.clone(),
+        allow_no_archive: args.allow_no_archive,
+        archive_timeout: Duration::from_secs(args.archive_timeout),
+    };
+    let started = std::time::Instant::now();
+    let manifest = backup_physical(&repo, &plan, &Bars::new(ctx)).await?;
+    print_backup(ctx, &manifest, started.elapsed().as_secs_f64());
+    if !ctx.json && !ctx.quiet {
+        if let Some(p) = &manifest.source.physical {
+            println!(
+                "  WAL {} … {} ({}){}",
+                p.start_wal,
+                p.stop_wal,
+                manifest.source.stop_lsn.as_deref().unwrap_or("?"),
+                if p.wal_archived {
+                    ""
+                } else {
+                    " inside the base artifact: restores to its end only"
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The first `[[database]]` with a plain `url` (a physical backup is of the whole server).
+fn configured_url(ctx: &Context) -> Result<ecobackup_core::postgres::DbUrl, CliError> {
+    let first = ctx.config.database.first().ok_or_else(|| {
+        CliError::usage("no server to back up: pass --db postgres://replicator@host/postgres, or add a [[database]] entry to ecobackup.toml")
+    })?;
+    match &first.url {
+        Some(url) => Ok(ecobackup_core::postgres::DbUrl::parse_with(
+            url,
+            &ecobackup_core::postgres::PgEnv::from_process(),
+        )?),
+        None => Err(CliError::usage(format!(
+            "[[database]] {:?} has no plain url: give the server with --db for a physical backup",
+            first.name
+        ))),
+    }
+}
+
+/// `restore physical`.
+pub async fn restore(ctx: &Context, args: RestorePhysicalArgs) -> Result<(), CliError> {
+    let target = target(&args)?;
+    let settings = args
+        .settings
+        .iter()
+        .map(|s| match s.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+            _ => Err(CliError::usage(format!(
+                "--set {s:?} is not NAME=VALUE (e.g. --set port=5433)"
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let pgdata = absolute(&args.pgdata)?;
+    let plan = PhysicalRestore {
+        backup: args.id.clone(),
+        pgdata: pgdata.clone(),
+        force: args.force,
+        target: target.clone(),
+        action: args.target_action,
+        timeline: args.target_timeline,
+        restore_command: restore_command(ctx, &args.identities)?,
+        extra_settings: settings,
+        keyring: Some(Arc::new(load_keyring(ctx, &args.identities).await?)),
+        pg_bin: args.pg_bin.clone(),
+    };
+    let repo = open_trusted(ctx, &args.trust).await?;
+    let outcome = restore_physical(&repo, &plan, &Bars::new(ctx)).await?;
+    if !args.start {
+        print_restored(ctx, &outcome, &target, None);
+        return Ok(());
+    }
+    let recovery = start_recovery(
+        &outcome.pgdata,
+        outcome.major_version,
+        args.pg_bin.as_deref(),
+        outcome.owner,
+        Duration::from_secs(args.start_timeout),
+    )
+    .await?;
+    print_restored(ctx, &outcome, &target, Some(&recovery));
+    Ok(())
+}
+
+fn target(args: &RestorePhysicalArgs) -> Result<RecoveryTarget, CliError> {
+    Ok(if let Some(time) = &args.target_time {
+        RecoveryTarget::Time(
+            RecoveryTarget::parse_time(time)
+                .map_err(|e| CliError::usage(format!("--target-time: {e}")))?,
+        )
+    } else if let Some(lsn) = &args.target_lsn {
+        RecoveryTarget::Lsn(
+            lsn.parse::<Lsn>()
+                .map_err(|e| CliError::usage(format!("--target-lsn: {e}")))?,
+        )
+    } else if let Some(name) = &args.target_name {
+        RecoveryTarget::Name(name.clone())
+    } else if let Some(xid) = args.target_xid {
+        RecoveryTarget::Xid(xid)
+    } else if args.target_immediate {
+        RecoveryTarget::Immediate
+    } else {
+        RecoveryTarget::EndOfArchive
+    })
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, CliError> {
+    std::path::absolute(path).map_err(|e| CliError::usage(format!("{}: {e}", path.display())))
+}
+
+/// The `restore_command` the restored server runs: this binary, with the same configuration
+/// file, repository and identity files, every path absolute (the server runs it in its data
+/// directory) and every word quoted for the shell. Settings that live only in this process's
+/// environment do not reach the server: they are named in a warning.
+fn restore_command(ctx: &Context, identities: &IdentityArgs) -> Result<String, CliError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::failure(format!("finding ecobackup's own path: {e}")))?;
+    let mut words = vec![exe.display().to_string()];
+    if let Some(config) = &ctx.config_path {
+        words.push("--config".into());
+        words.push(absolute(config)?.display().to_string());
+    }
+    words.push("--repo".into());
+    words.push(repo_url(ctx)?.to_string());
+    words.push("wal-fetch".into());
+    let files = if identities.identities.is_empty() {
+        ctx.config.encryption.identity_files.clone()
+    } else {
+        identities.identities.clone()
+    };
+    for file in files {
+        words.push("--identity".into());
+        words.push(absolute(&file)?.display().to_string());
+    }
+    if let Some(file) = &identities.passphrase_file {
+        words.push("--passphrase-file".into());
+        words.push(absolute(file)?.display().to_string());
+    }
+    let environment_only: Vec<&str> = [
+        "ECOBACKUP_S3_ENDPOINT",
+        "ECOBACKUP_S3_REGION",
+        "ECOBACKUP_S3_ALLOW_HTTP",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "ECOBACKUP_IDENTITY_PASSPHRASE",
+    ]
+    .into_iter()
+    .filter(|name| std::env::var_os(name).is_some())
+    .collect();
+    if !environment_only.is_empty() {
+        tracing::warn!(
+            "{} are set in this environment only: the restored server's restore_command will not see them unless the server's own environment has them; prefer the config file's [repository] keys and *_file settings",
+            environment_only.join(", ")
+        );
+    }
+    let mut command: Vec<String> = words.iter().map(|w| shell_word(w)).collect();
+    command.push("%f".into());
+    command.push("%p".into());
+    Ok(command.join(" "))
+}
+
+fn print_restored(
+    ctx: &Context,
+    outcome: &PhysicalRestoreOutcome,
+    target: &RecoveryTarget,
+    recovery: Option<&RecoveryOutcome>,
+) {
+    if ctx.json {
+        let out = serde_json::json!({ "ok": true, "restore": outcome, "recovery": recovery });
+        println!("{out}");
+        return;
+    }
+    if ctx.quiet {
+        return;
+    }
+    let dir = outcome.pgdata.display();
+    println!(
+        "restored backup {} into {dir} (files checked by pg_verifybackup); recovery replays archived WAL to {}",
+        outcome.backup_id,
+        describe(target)
+    );
+    match recovery {
+        None => {
+            let user = outcome
+                .owner_name
+                .clone()
+                .unwrap_or_else(|| format!("uid {}", outcome.owner.0));
+            println!(
+                "start it as {user} with PostgreSQL {}'s pg_ctl: pg_ctl -D {} -l {}/log/recovery.log start",
+                outcome.major_version,
+                shell_word(&dir.to_string()),
+                shell_word(&dir.to_string())
+            );
+            println!(
+                "  (or run this restore again with --start to start it and wait for the target)"
+            );
+        }
+        Some(r) => {
+            let end = match r.end {
+                RecoveryEnd::Promoted => "promoted: it accepts writes",
+                RecoveryEnd::Paused => {
+                    "paused at the target (read-only; SELECT pg_wal_replay_resume() promotes it)"
+                }
+                RecoveryEnd::ShutDown => "shut down at the target",
+            };
+            println!(
+                "recovery ended: {end}; timeline {}, LSN {}",
+                r.timeline
+                    .map_or_else(|| "unchanged".to_owned(), |t| t.to_string()),
+                r.lsn.as_deref().unwrap_or("?")
+            );
+            if let Some(stopped) = &r.stopped {
+                println!("  {stopped}");
+            }
+            println!("  server log: {}", r.log.display());
+        }
+    }
+}

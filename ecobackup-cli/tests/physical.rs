@@ -1,0 +1,403 @@
+//! Physical backups and point-in-time recovery against real clusters that archive through the
+//! built binary (`archive_command = 'ecobackup … wal-push %p'`) into the in-process S3 server,
+//! and restore through it (`restore_command = 'ecobackup … wal-fetch %f %p'`).
+//!
+//! The servers run as the `postgres` user when the tests run as root: the configuration, the
+//! keys and the S3 credential files are handed to that user, as they would be on a database
+//! host.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use assert_cmd::Command;
+use ecobackup_core::physical::recovery::{conf_string, shell_word};
+use ecobackup_core::postgres::cluster::{Cluster, ClusterOptions};
+use ecobackup_core::postgres::connect;
+use ecobackup_testkit::S3TestServer;
+
+use common::{key, signing_key};
+
+/// A cluster archiving into an S3 repository through the binary, and everything the binary
+/// needs to reach that repository.
+struct Lab {
+    runtime: tokio::runtime::Runtime,
+    s3: S3TestServer,
+    cluster: Cluster,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    signing: PathBuf,
+}
+
+/// The server's user when we are root.
+fn server_owner() -> Option<(u32, u32)> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let user = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+    Some((user.uid.as_raw(), user.gid.as_raw()))
+}
+
+/// The binary, run as the database server's user (as a backup host runs it: ecobackup refuses
+/// key files another user owns), with a clean environment.
+fn as_server_user(dir: &Path) -> Command {
+    let mut std = std::process::Command::new(env!("CARGO_BIN_EXE_ecobackup"));
+    std.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir);
+    if let Some((uid, gid)) = server_owner() {
+        use std::os::unix::process::CommandExt as _;
+        std.uid(uid).gid(gid);
+    }
+    Command::from_std(std)
+}
+
+fn hand_over(path: &Path) {
+    if let Some((uid, gid)) = server_owner() {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+    }
+}
+
+impl Lab {
+    fn start(major: Option<u32>) -> Lab {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let s3 = runtime.block_on(S3TestServer::start());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (identity, recipient) = key(dir.path(), "restore.key");
+        let (signing, public) = signing_key(dir.path());
+        let secret = |name: &str, value: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, value).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            hand_over(&path);
+            path
+        };
+        let id_file = secret("s3.id", s3.access_key_id());
+        let secret_file = secret("s3.secret", s3.secret_access_key());
+        hand_over(&identity);
+        hand_over(&signing);
+        let config = dir.path().join("ecobackup.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[repository]\nurl = \"s3://{}/prod\"\nendpoint = \"{}\"\nregion = \"{}\"\nallow_http = true\nmax_retries = 2\n\
+                 access_key_id_file = \"{}\"\nsecret_access_key_file = \"{}\"\n\n\
+                 [encryption]\nrecipients = [\"{recipient}\"]\nidentity_files = [\"{}\"]\ntrusted_signers = [\"{public}\"]\n",
+                s3.bucket(),
+                s3.endpoint(),
+                s3.region(),
+                id_file.display(),
+                secret_file.display(),
+                identity.display()
+            ),
+        )
+        .unwrap();
+        hand_over(&config);
+        as_server_user(dir.path())
+            .args(["--config", config.to_str().unwrap(), "init"])
+            .assert()
+            .success();
+        let archive_command = format!(
+            "{} --config {} wal-push %p",
+            shell_word(env!("CARGO_BIN_EXE_ecobackup")),
+            shell_word(config.to_str().unwrap())
+        );
+        let bin_dir = major.map(|m| {
+            runtime
+                .block_on(ecobackup_core::postgres::binaries::find_program(
+                    "initdb", m, None,
+                ))
+                .unwrap_or_else(|e| panic!("PostgreSQL {m} is needed (bash .ci/install): {e}"))
+                .parent()
+                .unwrap()
+                .to_owned()
+        });
+        let cluster = runtime
+            .block_on(Cluster::start(ClusterOptions {
+                bin_dir,
+                fsync: false,
+                conf: vec![
+                    "wal_level = replica".into(),
+                    "archive_mode = on".into(),
+                    format!("archive_command = {}", conf_string(&archive_command)),
+                ],
+                ..ClusterOptions::default()
+            }))
+            .unwrap();
+        Lab {
+            runtime,
+            s3,
+            cluster,
+            dir,
+            config,
+            signing,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Command {
+        let mut cmd = as_server_user(self.dir.path());
+        cmd.args(["--config", self.config.to_str().unwrap()])
+            .args(args);
+        cmd
+    }
+
+    fn sql(&self, url: &str, statements: &str) -> Vec<tokio_postgres::SimpleQueryMessage> {
+        self.runtime.block_on(async {
+            let client = connect(url).await.unwrap();
+            client.simple_query(statements).await.unwrap()
+        })
+    }
+
+    /// The first column of the first row of `query`.
+    fn value(&self, url: &str, query: &str) -> String {
+        self.sql(url, query)
+            .into_iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => {
+                    Some(row.get(0).unwrap_or_default().to_owned())
+                }
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    fn source(&self) -> String {
+        self.cluster.url("postgres")
+    }
+
+    fn backup(&self, extra: &[&str]) -> String {
+        let out = self
+            .run(&["--json", "backup", "physical", "--db", &self.source()])
+            .args(["--signing-key", self.signing.to_str().unwrap()])
+            .args(extra)
+            .assert()
+            .success();
+        let report: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+        report["manifest"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Switches to a new WAL segment and waits until the server archived the old one.
+    fn switch_and_archive(&self) {
+        let url = self.source();
+        let switched = self.value(&url, "SELECT pg_walfile_name(pg_switch_wal())");
+        for _ in 0..600 {
+            let archived = self.value(
+                &url,
+                "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+            );
+            if archived >= switched {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{switched} was not archived within a minute");
+    }
+
+    /// An empty data directory for a restore, owned by the server's user.
+    fn empty_pgdata(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::create_dir(&path).unwrap();
+        hand_over(&path);
+        path
+    }
+
+    /// Restores and starts a server on its own port and socket, archiving nothing.
+    fn restore(&self, name: &str, args: &[&str]) -> Restored {
+        let pgdata = self.empty_pgdata(name);
+        let socket = self.empty_pgdata(&format!("{name}-socket"));
+        let port = free_port();
+        let out = self
+            .run(&["restore", "physical"])
+            .args(args)
+            .args(["--pgdata", pgdata.to_str().unwrap(), "--start"])
+            .args(["--set", &format!("port={port}")])
+            .args([
+                "--set",
+                &format!("unix_socket_directories={}", socket.display()),
+            ])
+            .args(["--set", "listen_addresses=", "--set", "archive_mode=off"])
+            .assert();
+        let output = out.get_output().clone();
+        let restored = Restored {
+            pgdata,
+            bin_dir: self.cluster.bin_dir().to_owned(),
+            url: format!(
+                "postgresql:///postgres?host={}&port={port}&user=postgres",
+                socket.display()
+            ),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        };
+        assert!(
+            output.status.success(),
+            "restore failed: {}{}\nserver log: {}",
+            restored.stdout,
+            String::from_utf8_lossy(&output.stderr),
+            restored.log()
+        );
+        restored
+    }
+}
+
+/// A restored, started server; stopped when dropped.
+struct Restored {
+    pgdata: PathBuf,
+    bin_dir: PathBuf,
+    url: String,
+    stdout: String,
+}
+
+impl Restored {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.pgdata.join("log/ecobackup-recovery.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Restored {
+    fn drop(&mut self) {
+        let mut stop = std::process::Command::new(self.bin_dir.join("pg_ctl"));
+        stop.args([
+            "-D",
+            self.pgdata.to_str().unwrap(),
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ]);
+        if let Some((uid, gid)) = server_owner() {
+            use std::os::unix::process::CommandExt as _;
+            stop.uid(uid).gid(gid);
+        }
+        let _ = stop.output();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn batches(lab: &Lab, url: &str) -> Vec<String> {
+    lab.sql(url, "SELECT DISTINCT batch FROM t ORDER BY 1")
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap().to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Base backup; batch A; time T and restore point `before-b`; batch B; restores to T, to the
+/// name and to the end of the archive each find exactly what was committed before them, and
+/// accept writes after the promotion.
+fn point_in_time_recovery(major: Option<u32>) {
+    let lab = Lab::start(major);
+    let url = lab.source();
+    lab.sql(&url, "CREATE TABLE t (batch text, n int)");
+    let id = lab.backup(&[]);
+    lab.sql(
+        &url,
+        "INSERT INTO t SELECT 'A', g FROM generate_series(1, 1000) g",
+    );
+    let t = lab.value(&url, "SELECT now()::text");
+    lab.sql(&url, "SELECT pg_create_restore_point('before-b')");
+    lab.sql(
+        &url,
+        "INSERT INTO t SELECT 'B', g FROM generate_series(1, 1000) g",
+    );
+    lab.switch_and_archive();
+
+    let to_time = lab.restore("to-time", &["--target-time", &t]);
+    assert_eq!(batches(&lab, &to_time.url), ["A"], "{}", to_time.stdout);
+    assert!(
+        to_time.stdout.contains(&id),
+        "the backup that ended before T: {}",
+        to_time.stdout
+    );
+    assert!(to_time.stdout.contains("promoted"), "{}", to_time.stdout);
+    lab.sql(&to_time.url, "INSERT INTO t VALUES ('after', 1)");
+    drop(to_time);
+
+    let to_name = lab.restore("to-name", &[&id, "--target-name", "before-b"]);
+    assert_eq!(batches(&lab, &to_name.url), ["A"]);
+    drop(to_name);
+
+    let to_end = lab.restore("to-end", &["latest"]);
+    assert_eq!(batches(&lab, &to_end.url), ["A", "B"]);
+    assert_eq!(lab.value(&to_end.url, "SELECT count(*) FROM t"), "2000");
+    lab.sql(&to_end.url, "INSERT INTO t VALUES ('after', 1)");
+}
+
+#[test]
+fn point_in_time_recovery_on_15() {
+    point_in_time_recovery(Some(15));
+}
+
+/// The target checks happen before anything is written: a time before the backup's end, and a
+/// non-empty data directory, are refused with one line, the directory untouched.
+#[test]
+fn unreachable_targets_and_used_directories_are_refused() {
+    let lab = Lab::start(Some(15));
+    let url = lab.source();
+    let before = lab.value(&url, "SELECT (now() - interval '1 hour')::text");
+    let id = lab.backup(&[]);
+    let pgdata = lab.empty_pgdata("refused");
+    let out = lab
+        .run(&["restore", "physical", &id, "--target-time", &before])
+        .args(["--pgdata", pgdata.to_str().unwrap()])
+        .assert()
+        .failure();
+    let line = common::one_error_line(&out.get_output().stderr);
+    assert!(line.contains("after the target"), "{line}");
+    assert_eq!(std::fs::read_dir(&pgdata).unwrap().count(), 0);
+
+    std::fs::write(pgdata.join("precious"), b"x").unwrap();
+    let out = lab
+        .run(&["restore", "physical", &id, "--target-immediate"])
+        .args(["--pgdata", pgdata.to_str().unwrap()])
+        .assert()
+        .failure();
+    let line = common::one_error_line(&out.get_output().stderr);
+    assert!(line.contains("not empty"), "{line}");
+    assert_eq!(std::fs::read(pgdata.join("precious")).unwrap(), b"x");
+}
+
+/// A base backup whose stop segment never reaches the archive (archive_command failing) fails
+/// within its bound and is not listed.
+#[test]
+fn a_backup_whose_wal_is_not_archived_is_not_listed() {
+    let lab = Lab::start(Some(15));
+    let url = lab.source();
+    // Still `ecobackup wal-push`, so the backup starts; but every push fails.
+    lab.sql(
+        &url,
+        &format!(
+            "ALTER SYSTEM SET archive_command = {}",
+            conf_string(&format!(
+                "{} --config /nonexistent/ecobackup.toml wal-push %p",
+                env!("CARGO_BIN_EXE_ecobackup")
+            ))
+        ),
+    );
+    lab.sql(&url, "SELECT pg_reload_conf()");
+    let out = lab
+        .run(&["backup", "physical", "--db", &url, "--archive-timeout", "3"])
+        .args(["--signing-key", lab.signing.to_str().unwrap()])
+        .assert()
+        .failure();
+    let line = common::one_error_line(&out.get_output().stderr);
+    assert!(line.contains("archive"), "{line}");
+    let out = lab
+        .run(&["--json", "list", "--kind", "physical"])
+        .assert()
+        .success();
+    let listed: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(0), "{listed}");
+    drop(lab.s3);
+}
