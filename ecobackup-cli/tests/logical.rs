@@ -510,9 +510,15 @@ fn the_demo_backs_up_restores_and_compares_every_table() {
     assert_eq!(list.as_array().unwrap().len(), 2);
 }
 
-#[test]
-fn an_artifact_of_another_backup_is_refused_before_the_restore_commits() {
-    let world = World::new();
+on_each_major! {
+    /// The digest is checked before pg_restore may commit: this relies on how each pg_restore
+    /// version reads its input.
+    fn an_artifact_of_another_backup_is_refused_before_the_restore_commits(major) {
+        another_backups_artifact_is_refused(&World::with_major(major));
+    }
+}
+
+fn another_backups_artifact_is_refused(world: &World) {
     world.init();
     let source_name = world.shop_name();
     let delete_items = |database: &str, count: u32| {
