@@ -63,10 +63,15 @@ pub async fn server_bin_dir(major: u32) -> PathBuf {
     if let Ok(dir) = find_server_dir(major, Some(&ci)).await {
         return dir;
     }
+    let default = if major == default_major() {
+        format!(" ({major} is the tests' default version; {MAJOR_VAR}=N picks another)")
+    } else {
+        String::new()
+    };
     panic!(
         "a test needs PostgreSQL {major}, which is not installed here: no initdb and pg_ctl of \
          version {major} in {looked_in}, nor in {}. Run `bash .ci/install` (it installs every \
-         tested version: {}), or set {}=DIR to the directory of its initdb and pg_ctl",
+         tested version: {}), or set {}=DIR to the directory of its initdb and pg_ctl{default}",
         ci.display(),
         TESTED_MAJORS.map(|m| m.to_string()).join(" and "),
         bin_dir_var(major)
