@@ -45,9 +45,16 @@ fn read_report(world: &World, name: &str) -> serde_json::Value {
     serde_json::from_slice(&text).unwrap()
 }
 
-#[test]
-fn a_drill_on_a_scratch_cluster_passes_reports_and_pings() {
-    let world = World::new();
+on_each_major! {
+    /// The scratch cluster runs the backup's version, though both are installed (and visible
+    /// to ecobackup: Debian's 15, and 18 through `ECOBACKUP_PG_BIN_18`).
+    fn a_drill_on_a_scratch_cluster_passes_reports_and_pings(major) {
+        scratch_drill(&World::with_major(major));
+    }
+}
+
+fn scratch_drill(world: &World) {
+    let major = world.pg.major_version();
     world.init();
     let out = world
         .run(&[
@@ -66,7 +73,7 @@ fn a_drill_on_a_scratch_cluster_passes_reports_and_pings() {
         .unwrap()
         .to_owned();
     let file = checks(
-        &world,
+        world,
         "checks.toml",
         &format!(
             r#"
@@ -86,6 +93,10 @@ query = "SELECT count(*) > 0 FROM orders WHERE created_at >= now() - interval '1
 [[sql]]
 name = "now() is the backup's time"
 query = "SELECT now() = '{finished}'::timestamptz"
+
+[[sql]]
+name = "the scratch cluster runs the backup's major version"
+query = "SELECT current_setting('server_version_num')::int / 10000 = {major}"
 
 [command]
 run = "test -n \"$DATABASE_URL\" && psql -X -tA \"$ECOBACKUP_DRILL_DATABASE_URL\" -c 'select count(*) from payments' | grep -qv '^0$'"
@@ -110,7 +121,7 @@ run = "test -n \"$DATABASE_URL\" && psql -X -tA \"$ECOBACKUP_DRILL_DATABASE_URL\
     assert!(text.contains("PASSED") && text.contains("RTO"), "{text}");
     assert!(text.contains("not durable"), "{text}");
 
-    let report = read_report(&world, "report.json");
+    let report = read_report(world, "report.json");
     assert_eq!(report["passed"], true, "{report}");
     assert_eq!(report["durable"], false, "{report}");
     assert_eq!(report["backup_id"], backup["manifest"]["id"]);
@@ -122,7 +133,7 @@ run = "test -n \"$DATABASE_URL\" && psql -X -tA \"$ECOBACKUP_DRILL_DATABASE_URL\
         .sum();
     assert!(rto > 0.0 && (rto - parts).abs() < 1e-6, "{report}");
     let checks = report["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 5);
+    assert_eq!(checks.len(), 6);
     assert!(checks.iter().all(|c| c["passed"] == true), "{report}");
     assert_eq!(checks[0]["actual"], "7000 rows");
     assert!(checks[0]["expected"]

@@ -25,9 +25,11 @@ use serde::{Deserialize, Serialize};
 use crate::artifact;
 use crate::crypto::Keyring;
 use crate::error::{Error, Result};
-use crate::postgres::binaries::{find_program, installed_server_dirs, program_major_version};
+use crate::postgres::binaries::{
+    bin_dir_var, find_program, installed_server_dirs, program_major_version,
+};
 use crate::postgres::cluster::{Cluster, ClusterOptions};
-use crate::postgres::{quote_ident, DbUrl};
+use crate::postgres::{major_of, quote_ident, DbUrl};
 use crate::process::{ChildCommand, ChildSink};
 use crate::progress::Progress;
 use crate::repository::{BackupKind, Manifest, Repository};
@@ -177,25 +179,53 @@ fn seconds(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-/// The server binaries for a backup of PostgreSQL `major`: the same major if installed, else the
-/// oldest newer one (pg_restore reads archives of older servers).
+/// The server binaries for a backup whose newest source server ran PostgreSQL `major`: the same
+/// major if installed, else the oldest newer one (pg_restore reads archives of older servers,
+/// never of newer ones). `None` (no version known): the newest installed, chosen by
+/// [`Cluster::start`]. An error when every installed version is older than `major`.
 async fn scratch_bin_dir(
     major: Option<u32>,
     explicit: Option<&std::path::Path>,
-) -> Option<PathBuf> {
-    let dirs = installed_server_dirs(explicit).await;
+) -> Result<Option<PathBuf>> {
     let Some(major) = major else {
-        return dirs.into_iter().next();
+        return Ok(None);
     };
     let mut candidates: Vec<(u32, PathBuf)> = Vec::new();
-    for dir in dirs {
+    let mut older: Vec<u32> = Vec::new();
+    for dir in installed_server_dirs(explicit).await {
         match program_major_version(&dir.join("initdb")).await {
             Some(found) if found >= major => candidates.push((found, dir)),
-            _ => {}
+            Some(found) => older.push(found),
+            None => {}
         }
     }
     candidates.sort_by_key(|(m, _)| *m);
-    candidates.into_iter().next().map(|(_, d)| d)
+    if let Some((_, dir)) = candidates.into_iter().next() {
+        return Ok(Some(dir));
+    }
+    older.sort_unstable();
+    older.dedup();
+    let found = match (explicit, older.as_slice()) {
+        (Some(dir), [found]) => format!("{} holds PostgreSQL {found}", dir.display()),
+        (Some(dir), _) => format!("{} holds no PostgreSQL server programs", dir.display()),
+        (None, []) => "no PostgreSQL server programs are installed".to_owned(),
+        (None, found) => format!(
+            "only PostgreSQL {} installed",
+            found
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Err(Error::Process {
+        program: "initdb".to_owned(),
+        status: "not found".to_owned(),
+        detail: format!(
+            "the backup comes from PostgreSQL {major}, and a scratch cluster must run {major} or newer to restore it, but {found}; install PostgreSQL {major} (Debian: apt-get install postgresql-{major}), set {} to its bin directory, or give --pg-bin DIR (or drill into a server with --target-db URL)",
+            bin_dir_var(major)
+        ),
+    })
 }
 
 fn qualified(table: &str) -> String {
@@ -274,13 +304,29 @@ async fn run(
     progress: &dyn Progress,
 ) -> Result<()> {
     let catalog = read_catalog(repo, manifest, Some(plan.keyring.clone())).await?;
-    let source_major = catalog.databases.first().map(|d| d.major_version);
+    // The databases may come from servers of several versions: the scratch cluster must be
+    // able to restore the newest.
+    let source_major = catalog
+        .databases
+        .iter()
+        .map(|d| d.major_version)
+        .filter(|&m| m > 0)
+        .max()
+        .or_else(|| {
+            manifest
+                .source
+                .servers
+                .iter()
+                .filter_map(|s| major_of(&s.server_version))
+                .chain(manifest.source.server_version.as_deref().and_then(major_of))
+                .max()
+        });
 
     let clock = Instant::now();
     let (admin, on_scratch) = match &plan.target {
         DrillTarget::Scratch => {
             progress.note("starting a scratch cluster");
-            let bin_dir = scratch_bin_dir(source_major, plan.pg_bin.as_deref()).await;
+            let bin_dir = scratch_bin_dir(source_major, plan.pg_bin.as_deref()).await?;
             // A unix socket in a 0700 directory, no TCP (the default): the restored data stays
             // out of reach of the machine's other users.
             let cluster = Cluster::start(ClusterOptions {
@@ -314,9 +360,8 @@ async fn run(
         .iter()
         .find(|a| a.name.starts_with("globals.sql"));
     let restore_globals = on_scratch && globals.is_some();
-    if let (true, Some(globals)) = (restore_globals, globals) {
-        let major = scratch.as_ref().map_or(15, Cluster::major_version);
-        let psql = find_program("psql", major, bin_dir.as_deref()).await?;
+    if let (Some(cluster), true, Some(globals)) = (scratch.as_ref(), restore_globals, globals) {
+        let psql = find_program("psql", cluster.major_version(), bin_dir.as_deref()).await?;
         // Without ON_ERROR_STOP psql goes on past `CREATE ROLE postgres` (it exists already).
         let command = admin.apply(ChildCommand::new(psql).arg("-X").arg("-q").arg("--file=-"));
         artifact::open(

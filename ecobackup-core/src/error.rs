@@ -285,7 +285,7 @@ pub enum Error {
     },
 
     /// A PostgreSQL program (or its binaries) could not be found.
-    #[error("{} for PostgreSQL {major} not found (looked in {}); install the PostgreSQL {major} client (Debian: apt-get install postgresql-client-{major}) or give --pg-bin DIR", one_line(program), one_line(looked_in))]
+    #[error("{} for PostgreSQL {major} not found (looked in {}); install {}, set ECOBACKUP_PG_BIN_{major}=DIR or give --pg-bin DIR", one_line(program), one_line(looked_in), what_to_install(program, *major))]
     BinaryNotFound {
         /// The program (`pg_dump`, `initdb`, …).
         program: String,
@@ -363,6 +363,19 @@ pub enum Error {
 /// [`Error`] for each value it did not write itself.
 pub fn one_line<T: fmt::Display + ?Sized>(value: &T) -> OneLine<'_, T> {
     OneLine(value)
+}
+
+/// The package that brings `program` of PostgreSQL `major`: the server's for the server programs
+/// (`initdb`, `pg_ctl`, `postgres`), else the client's.
+fn what_to_install(program: &str, major: u32) -> String {
+    let server = ["initdb", "pg_ctl", "postgres"]
+        .iter()
+        .any(|p| program.split_whitespace().any(|word| word == *p));
+    if server {
+        format!("the PostgreSQL {major} server (Debian: apt-get install postgresql-{major})")
+    } else {
+        format!("the PostgreSQL {major} client (Debian: apt-get install postgresql-client-{major})")
+    }
 }
 
 /// A value shown on one line; see [`one_line`].

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::io::FileSink;
 use crate::pipeline::PipelineReport;
 use crate::postgres::binaries::find_program;
-use crate::postgres::{quote_ident, DatabaseProperties, DbUrl};
+use crate::postgres::{major_of, quote_ident, DatabaseProperties, DbUrl};
 use crate::process::{ChildCommand, ChildSink};
 use crate::progress::Progress;
 use crate::repository::{ArtifactEntry, BackupKind, Manifest, Repository};
@@ -80,6 +80,21 @@ fn refused(target: &DbUrl, detail: String) -> Error {
         context: format!("restoring into {}", target.redacted()),
         detail,
     }
+}
+
+/// The major version of the server the dump `entry` came from: that of the server that held its
+/// database (a backup may span servers of several versions), else that of the first server.
+/// `None` when the manifest does not say.
+fn dump_major(manifest: &Manifest, entry: &ArtifactEntry) -> Option<u32> {
+    let database = entry.name.split(".dump").next()?;
+    let version = manifest
+        .source
+        .servers
+        .iter()
+        .find(|server| server.databases.iter().any(|d| d == database))
+        .map(|server| server.server_version.as_str())
+        .or(manifest.source.server_version.as_deref())?;
+    major_of(version)
 }
 
 /// Which dump of `manifest` to restore.
@@ -409,13 +424,7 @@ pub async fn restore_logical(
         return Err(Error::NoIdentities);
     }
     let major = server_major(&plan.target).await?;
-    let source_major = manifest
-        .source
-        .server_version
-        .as_deref()
-        .and_then(|v| v.split('.').next())
-        .and_then(|v| v.parse::<u32>().ok());
-    if let Some(source_major) = source_major.filter(|&s| s > major) {
+    if let Some(source_major) = dump_major(&manifest, entry).filter(|&s| s > major) {
         return Err(refused(
             &plan.target,
             format!("the backup comes from PostgreSQL {source_major}, the target runs {major}: restore into a server of version {source_major} or newer"),

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod data;
+pub mod majors;
 pub mod pg;
 pub mod s3;
 pub mod secure_pg;
@@ -13,8 +14,9 @@ pub mod sinks;
 pub mod sources;
 
 pub use data::RowGenerator;
+pub use majors::{default_major, TESTED_MAJORS};
 pub use pg::TestPg;
 pub use s3::{Fault, FaultRule, RecordedRequest, S3TestServer};
-pub use secure_pg::SecurePg;
+pub use secure_pg::{SecureOptions, SecurePg};
 pub use sinks::{CountingSink, MemorySink, SinkState};
 pub use sources::{ChunkedSource, FailingSource, GeneratedSource};

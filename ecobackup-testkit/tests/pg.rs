@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ecobackup_core::postgres::binaries::installed_server_dirs;
+use ecobackup_core::postgres::binaries::{find_program, program_major_version};
 use ecobackup_core::postgres::cluster::{Cluster, ClusterOptions};
 use ecobackup_core::postgres::connect;
 use ecobackup_core::postgres::fixture::{load_shop, table_fingerprints};
-use ecobackup_testkit::TestPg;
+use ecobackup_testkit::secure_pg::REPLICATOR_PASSWORD;
+use ecobackup_testkit::{SecureOptions, SecurePg, TestPg, TESTED_MAJORS};
 
 /// A throwaway cluster with fsync off, or `None` (the test is skipped) when this machine has no
 /// PostgreSQL server programs and the tests run against an external server.
@@ -452,4 +454,125 @@ async fn shops_load_side_by_side_in_one_server() {
         let client = connect(&url).await.unwrap();
         assert_eq!(count(&client, "SELECT count(*) FROM orders").await, 7000);
     }
+}
+
+#[tokio::test]
+async fn each_tested_major_runs_its_own_version_and_the_shop() {
+    for major in TESTED_MAJORS {
+        let pg = TestPg::start_major(major).await;
+        assert_eq!(pg.major_version(), major);
+        let client = pg.client("postgres").await;
+        let version: i32 = client
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(version / 10_000, major as i32);
+        if let Some(bin_dir) = pg.bin_dir() {
+            for program in ["pg_dump", "pg_restore", "psql", "pg_basebackup"] {
+                assert_eq!(
+                    program_major_version(&bin_dir.join(program)).await,
+                    Some(major),
+                    "{program} in {}",
+                    bin_dir.display()
+                );
+            }
+        }
+        let shop = pg.shop(1).await;
+        let shop = connect(&shop).await.unwrap();
+        assert!(count(&shop, "SELECT count(*) FROM orders").await > 0);
+    }
+}
+
+/// The server the physical backup and WAL tests start: extra settings (archiving), and a
+/// `replicator` role that may connect for replication over TLS with its SCRAM password, and
+/// only that way.
+#[tokio::test]
+async fn a_secure_server_takes_extra_settings_and_a_replication_role() {
+    let pg = SecurePg::start_with(SecureOptions {
+        conf: vec![
+            "wal_level = replica".to_owned(),
+            "archive_mode = on".to_owned(),
+            "archive_command = '/bin/true %p'".to_owned(),
+            "archive_timeout = 120".to_owned(),
+        ],
+        ..SecureOptions::default()
+    })
+    .await;
+    let admin = pg.superuser("postgres").await;
+    for (name, value) in [
+        ("wal_level", "replica"),
+        ("archive_mode", "on"),
+        ("archive_command", "/bin/true %p"),
+        ("archive_timeout", "120"),
+        ("ssl", "on"),
+    ] {
+        let row = admin
+            .query_one("SELECT setting FROM pg_settings WHERE name = $1", &[&name])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), value, "{name}");
+    }
+    let rolreplication: bool = admin
+        .query_one(
+            "SELECT rolreplication FROM pg_roles WHERE rolname = 'replicator'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(rolreplication);
+
+    let psql = find_program("psql", pg.major_version(), Some(pg.cluster().bin_dir()))
+        .await
+        .unwrap();
+    let password_file = pg.password_file();
+    assert!(std::fs::read_to_string(&password_file)
+        .unwrap()
+        .contains(&format!(
+            ":replicator:{}",
+            REPLICATOR_PASSWORD.replace(':', "\\:")
+        )));
+    let identify = |user: &str, sslmode: &str| {
+        let conninfo = format!(
+            "host=localhost port={} user={user} dbname=replication replication=true sslmode={sslmode} sslrootcert={}",
+            pg.port(),
+            pg.ca_file().display()
+        );
+        let out = std::process::Command::new(&psql)
+            .args(["-X", "-At", "-c", "IDENTIFY_SYSTEM", &conninfo])
+            .env("PGPASSFILE", &password_file)
+            .env_remove("PGPASSWORD")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let system_identifier: String = admin
+        .query_one(
+            "SELECT system_identifier::text FROM pg_control_system()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (ok, said) = identify("replicator", "verify-full");
+    assert!(ok && said.starts_with(&system_identifier), "{said}");
+    // Without TLS, and as a role without REPLICATION: refused.
+    let (ok, said) = identify("replicator", "disable");
+    assert!(!ok && said.contains("no pg_hba.conf entry"), "{said}");
+    let (ok, said) = identify("backup", "verify-full");
+    assert!(!ok, "{said}");
+    // The replicator connected over TLS, as the log says.
+    assert!(
+        pg.connections().iter().any(|l| l
+            .contains("replication connection authorized: user=replicator")
+            && l.contains("SSL enabled")),
+        "{:?}",
+        pg.connections()
+    );
 }

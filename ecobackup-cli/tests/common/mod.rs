@@ -21,6 +21,7 @@ pub fn ecobackup(dir: &Path) -> Command {
         "ECOBACKUP_S3_ENDPOINT",
         "ECOBACKUP_S3_REGION",
         "ECOBACKUP_S3_ALLOW_HTTP",
+        "ECOBACKUP_PG_BIN",
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
         "AWS_SESSION_TOKEN",
@@ -78,3 +79,37 @@ pub fn one_error_line(stderr: &[u8]) -> String {
     text
 }
 pub mod world;
+
+/// A test run once on each PostgreSQL version CI installs ([`ecobackup_testkit::TESTED_MAJORS`]):
+/// `on_each_major! { fn name(major) { … } }` defines the module `name` with the tests
+/// `name::pg15` and `name::pg18`, each calling the body with its version. Each runs on its own
+/// server, so they run in parallel like any other tests.
+#[macro_export]
+macro_rules! on_each_major {
+    ($(#[$attr:meta])* fn $name:ident($major:ident) $body:block) => {
+        $(#[$attr])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            // The tests below name each tested version.
+            const _: () = assert!(
+                ecobackup_testkit::TESTED_MAJORS.len() == 2
+                    && ecobackup_testkit::TESTED_MAJORS[0] == 15
+                    && ecobackup_testkit::TESTED_MAJORS[1] == 18
+            );
+
+            fn run($major: u32) $body
+
+            #[test]
+            fn pg15() {
+                run(15)
+            }
+
+            #[test]
+            fn pg18() {
+                run(18)
+            }
+        }
+    };
+}

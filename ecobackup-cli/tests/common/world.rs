@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command as Std;
 
 use assert_cmd::Command;
-use ecobackup_core::postgres::binaries::find_program;
+use ecobackup_core::postgres::binaries::{bin_dir_var, find_program};
 use ecobackup_testkit::{S3TestServer, TestPg};
 
 use super::{ecobackup, key};
@@ -20,6 +20,8 @@ pub struct World {
     pub shop: String,
     pub password: Option<String>,
     pub env: Vec<(&'static str, String)>,
+    /// More servers, of other versions (see [`World::add_server`]).
+    pub others: Vec<TestPg>,
 }
 
 /// `postgres://u:pw@h/db` → (`postgres://u@h/db`, `pw`): passwords never go on our argv.
@@ -40,9 +42,19 @@ pub fn split_password(url: &str) -> (String, Option<String>) {
 }
 
 impl World {
+    /// A world on the default PostgreSQL (15, or `ECOBACKUP_TEST_PG_MAJOR`).
     pub fn new() -> World {
+        Self::on(TestPg::start)
+    }
+
+    /// A world on PostgreSQL `major` (fails, saying how to install it, when it is missing).
+    pub fn with_major(major: u32) -> World {
+        Self::on(|| TestPg::start_major(major))
+    }
+
+    fn on<F: std::future::Future<Output = TestPg>>(start: impl FnOnce() -> F) -> World {
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        let pg = runtime.block_on(TestPg::start());
+        let pg = runtime.block_on(start());
         let (shop, password) = split_password(&runtime.block_on(pg.shop(1)));
         let dir = tempfile::tempdir().unwrap();
         let (identity, recipient) = key(dir.path(), "restore.key");
@@ -56,7 +68,35 @@ impl World {
             password,
             env: vec![("ECOBACKUP_REPO", repo)],
             dir,
+            others: Vec::new(),
         }
+    }
+
+    /// Starts another throwaway server, of PostgreSQL `major`, with the demo shop; returns the
+    /// shop's URL. ecobackup is told where its programs are, like the first server's.
+    pub fn add_server(&mut self, major: u32) -> String {
+        let pg = self.runtime.block_on(TestPg::start_major(major));
+        assert!(!pg.is_external(), "a second server must be a throwaway one");
+        let shop = self.runtime.block_on(pg.shop(1));
+        self.others.push(pg);
+        shop
+    }
+
+    /// Every server of this world: the first, then [`World::add_server`]'s.
+    fn servers(&self) -> Vec<&TestPg> {
+        std::iter::once(&self.pg).chain(&self.others).collect()
+    }
+
+    /// `ECOBACKUP_PG_BIN_<major>` for the programs of every server in `servers`: the testkit
+    /// may have found them where ecobackup does not look (PostgreSQL 18 in CI).
+    pub fn bin_dir_vars(servers: &[&TestPg]) -> Vec<(String, PathBuf)> {
+        servers
+            .iter()
+            .filter_map(|pg| {
+                let dir = pg.bin_dir()?;
+                Some((bin_dir_var(pg.major_version()), dir.to_owned()))
+            })
+            .collect()
     }
 
     pub fn on_s3(&mut self, s3: &S3TestServer) {
@@ -75,6 +115,7 @@ impl World {
         let mut cmd = ecobackup(self.dir.path());
         cmd.args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(Self::bin_dir_vars(&self.servers()))
             .env("ECOBACKUP_RECIPIENTS", &self.recipient)
             .env("ECOBACKUP_IDENTITY_FILE", &self.identity);
         // Backups are signed and restores check it, as in production.
@@ -121,9 +162,14 @@ impl World {
         split_password(&self.pg.url(name)).0
     }
 
+    /// `program` of the server's major version.
     pub fn pg_bin(&self, program: &str) -> PathBuf {
         self.runtime
-            .block_on(find_program(program, self.pg.major_version(), None))
+            .block_on(find_program(
+                program,
+                self.pg.major_version(),
+                self.pg.bin_dir(),
+            ))
             .unwrap()
     }
 
@@ -156,14 +202,33 @@ impl World {
     }
 
     /// `pg_dump` of one database in plain SQL with `flags`, without its random `\restrict` lines.
+    /// It is the pg_dump of the newest server of this world, which dumps every other.
     pub fn dump_with(&self, url: &str, flags: &[&str]) -> String {
-        let mut cmd = Std::new(self.pg_bin("pg_dump"));
+        let newest = self
+            .servers()
+            .into_iter()
+            .max_by_key(|pg| pg.major_version())
+            .unwrap();
+        let pg_dump = self
+            .runtime
+            .block_on(find_program(
+                "pg_dump",
+                newest.major_version(),
+                newest.bin_dir(),
+            ))
+            .unwrap();
+        let mut cmd = Std::new(pg_dump);
         cmd.args(flags).arg(format!("--dbname={url}"));
-        // pg_dump ≥ 15.14 brackets its output with a random \restrict key: not content.
+        // pg_dump ≥ 15.14 brackets its output with a random \restrict key, and names the
+        // server's version: not content.
         String::from_utf8(self.run_client(cmd))
             .unwrap()
             .lines()
-            .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
+            .filter(|l| {
+                !l.starts_with("\\restrict ")
+                    && !l.starts_with("\\unrestrict ")
+                    && !l.starts_with("-- Dumped from database version ")
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -179,7 +244,8 @@ impl World {
         );
         assert!(
             data.0 == data.1,
-            "data differs between {source} and {target}"
+            "data differs between {source} and {target}: {}",
+            first_difference(&data.0, &data.1)
         );
         let schema = (
             self.dump(source, "--schema-only"),
@@ -187,7 +253,8 @@ impl World {
         );
         assert!(
             schema.0 == schema.1,
-            "schema differs between {source} and {target}"
+            "schema differs between {source} and {target}: {}",
+            first_difference(&schema.0, &schema.1)
         );
     }
 
@@ -221,6 +288,24 @@ impl World {
         let out = self.run(&["--json", "list"]).assert().success();
         let list: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
         list.as_array().unwrap().len()
+    }
+}
+
+/// The first line where two dumps differ, with its number (not a whole dump of row data).
+fn first_difference(a: &str, b: &str) -> String {
+    let (mut a_lines, mut b_lines) = (a.lines(), b.lines());
+    let mut number = 1;
+    loop {
+        match (a_lines.next(), b_lines.next()) {
+            (Some(x), Some(y)) if x == y => number += 1,
+            (None, None) => return "no line differs".to_owned(),
+            (x, y) => {
+                let cut = |l: Option<&str>| {
+                    l.map_or("<end>".to_owned(), |l| l.chars().take(200).collect())
+                };
+                return format!("line {number}: {:?} vs {:?}", cut(x), cut(y));
+            }
+        }
     }
 }
 

@@ -70,3 +70,37 @@ pub async fn database_facts(client: &tokio_postgres::Client, url: &DbUrl) -> Res
         system_identifier,
     })
 }
+
+/// The major version in a `server_version` string: `15.18` → 15, `18.1` → 18, `18beta1` → 18,
+/// `15.18 (Debian 15.18-0+deb12u1)` → 15, `9.6.24` → 9 (as `server_version_num / 10000`).
+pub fn major_of(server_version: &str) -> Option<u32> {
+    let digits: String = server_version
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn major_versions_come_from_every_form_of_server_version() {
+        for (version, major) in [
+            ("15.18", 15),
+            ("18.1", 18),
+            ("18.6", 18),
+            ("18beta1", 18),
+            ("19devel", 19),
+            ("18rc1", 18),
+            ("15.18 (Debian 15.18-0+deb12u1)", 15),
+            ("9.6.24", 9),
+        ] {
+            assert_eq!(major_of(version), Some(major), "{version}");
+        }
+        assert_eq!(major_of(""), None);
+        assert_eq!(major_of("devel"), None);
+    }
+}

@@ -19,4 +19,4 @@ pub mod tls;
 pub use conn::{quote_ident, redact_url, DbUrl, Endpoint, PgEnv, APPLICATION_NAME};
 pub use connect::{connect, describe_pg_error, pooler_hint};
 pub use database_props::{database_properties, DatabaseProperties};
-pub use facts::{database_facts, DatabaseFacts};
+pub use facts::{database_facts, major_of, DatabaseFacts};
