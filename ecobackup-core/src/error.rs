@@ -344,6 +344,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A WAL file was refused, or failed a check (`wal-push`, `wal-fetch`, `verify --wal`).
+    #[error("{}: {}", one_line(file), one_line(detail))]
+    Wal {
+        /// What was being done to which file (`wal-push 000000010000000000000003`).
+        file: String,
+        /// What is wrong and what to do.
+        detail: String,
+    },
+
     /// The operation was cancelled before it finished (nothing was committed).
     #[error("cancelled: {}; nothing was committed", one_line(.0))]
     Cancelled(String),
@@ -555,6 +564,10 @@ mod tests {
                 backup: text(),
                 reason: text(),
             },
+            Error::Wal {
+                file: text(),
+                detail: text(),
+            },
             Error::Cancelled(text()),
         ];
         for error in &all {
@@ -593,6 +606,7 @@ mod tests {
                 | Error::ArtifactMismatch { .. }
                 | Error::VerifyFailed { .. }
                 | Error::DrillFailed { .. }
+                | Error::Wal { .. }
                 | Error::Cancelled(_) => {}
             }
         }
