@@ -9,6 +9,7 @@ pub mod data;
 pub mod pg;
 pub mod s3;
 pub mod secure_pg;
+pub mod server_user;
 pub mod sinks;
 pub mod sources;
 

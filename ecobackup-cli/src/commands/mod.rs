@@ -8,3 +8,5 @@ pub mod logical;
 pub mod progress;
 pub mod repo;
 pub mod verify;
+pub mod verify_wal;
+pub mod wal;

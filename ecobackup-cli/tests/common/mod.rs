@@ -77,4 +77,5 @@ pub fn one_error_line(stderr: &[u8]) -> String {
     assert!(text.starts_with("error: "), "{text}");
     text
 }
+pub mod archive;
 pub mod world;

@@ -117,7 +117,8 @@ pub fn signature_key(key: &str) -> String {
 }
 
 /// Whether `file` is archived: its object exists (under either suffix). Three requests at once
-/// (the record and both possible objects); cancel safe (it only reads).
+/// (the record and both possible objects); cancel safe (it only reads). An object without its
+/// record counts as archived (`recorded: false`): [`check`](super::check) reports it.
 pub async fn find(storage: &Storage, file: &WalFile) -> Result<Option<ArchivedWal>> {
     Ok(lookup(storage, file).await?.object)
 }
@@ -240,15 +241,24 @@ pub(crate) struct Lookup {
     pub object: Option<ArchivedWal>,
 }
 
-/// Reads the record and looks for both possible objects, all at once.
+/// Reads the record (not its signature) and looks for both possible objects, all at once.
 pub(crate) async fn lookup(storage: &Storage, file: &WalFile) -> Result<Lookup> {
     let encrypted = file.key(OBJECT_SUFFIXES[0]);
     let plain = file.key(OBJECT_SUFFIXES[1]);
+    let key = record_key(file);
     let (record, a, b) = futures::try_join!(
-        read_record(storage, file),
+        storage.get(&key),
         storage.head(&encrypted),
         storage.head(&plain)
     )?;
+    let record = match record {
+        Some(bytes) => Some(StoredRecord {
+            record: decode_record(file, &key, &bytes)?,
+            bytes,
+            signature: None,
+        }),
+        None => None,
+    };
     let named = record.as_ref().map(|r| r.record.object.clone());
     let object = [a, b]
         .into_iter()

@@ -14,8 +14,8 @@
 //! 4. otherwise writes the record (and its signature), then streams file → zstd → age into the
 //!    object, checking that the bytes uploaded are the bytes hashed in step 1.
 //!
-//! No listing, no database connection: a new segment costs four reads at once and three writes
-//! (two without a signing key).
+//! No listing, no database connection: a new segment costs four reads at once (the identity,
+//! the record, both possible objects) and three writes (two without a signing key).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -143,7 +143,7 @@ pub async fn push(storage: &Storage, path: &Path, options: &PushOptions) -> Resu
     }
     // A record left by a push cut short is replaced; so is its signature, or removed when this
     // push signs nothing (a stale one would not match the new record).
-    if options.signer.is_none() && found.record.is_some_and(|r| r.signature.is_some()) {
+    if options.signer.is_none() && found.record.is_some() {
         storage.delete(&signature_key(&record_key(&file))).await?;
     }
     upload(storage, &file, path, local, system_identifier, options)

@@ -238,7 +238,7 @@ impl Spool {
 }
 
 /// Whether the spooled `segment` is of no more use once recovery asks for `current`: another
-/// timeline, or not after it. Segment numbers are compared as the 16 hex digits after the
+/// timeline, or before it (`current` itself is about to be taken). Segment numbers are compared as the 16 hex digits after the
 /// timeline, which order like the numbers whatever the segment size.
 fn behind(segment: &str, current: Option<Segment>) -> bool {
     let Some(current) = current else {
@@ -248,7 +248,7 @@ fn behind(segment: &str, current: Option<Segment>) -> bool {
         return true;
     }
     let current_name = current.file_name(1 << 20);
-    segment[..8] != current_name[..8] || segment[8..] <= current_name[8..]
+    segment[..8] != current_name[..8] || segment[8..] < current_name[8..]
 }
 
 fn is_sha256(text: &str) -> bool {
@@ -265,7 +265,7 @@ mod tests {
     #[test]
     fn entries_behind_the_current_segment_or_on_another_timeline_are_stale() {
         let current = Segment::parse("000000010000000200000010", 1 << 20);
-        assert!(behind("000000010000000200000010", current));
+        assert!(!behind("000000010000000200000010", current));
         assert!(behind("00000001000000020000000F", current));
         assert!(behind("000000010000000100000FFF", current));
         assert!(!behind("000000010000000200000011", current));
@@ -312,7 +312,7 @@ mod tests {
         drop(claim);
         assert!(!spool.has(&file));
 
-        // Cleaning at segment 6 removes 5 and strays, keeps 7.
+        // Cleaning at segment 6 removes 5 and strays, keeps 7 (and 6, which is being taken).
         let seven = WalFile::parse("000000010000000000000007").unwrap();
         fs::write(spool.entry_for(&file, &record), &content).unwrap();
         fs::write(
