@@ -194,7 +194,14 @@ fn fetching_exits_1_only_for_a_file_that_is_not_archived() {
         "{:?}",
         file_names(&dest_dir)
     );
+    let out = world.run(&["verify", "--wal"]).assert().code(1);
+    let line = one_error_line(&out.get_output().stderr);
+    assert!(
+        line.contains("verify failed: 1 damaged") && line.contains(&name),
+        "{line}"
+    );
     std::fs::write(&object, &original).unwrap();
+    world.run(&["verify", "--wal"]).assert().success();
 
     // The wrong key, an unsigned record, a bad flag: all fatal.
     world

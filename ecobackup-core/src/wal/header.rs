@@ -123,8 +123,8 @@ impl PageHeader {
 mod tests {
     use super::*;
 
-    /// The first 40 bytes of segment 000000010000000000000003 of a PostgreSQL 15 cluster.
-    pub(crate) fn sample(sysid: u64, tli: u32, address: u64, seg_size: u32) -> Vec<u8> {
+    /// A long page header with these fields (PostgreSQL 15's magic, flags 0x0006).
+    fn sample(sysid: u64, tli: u32, address: u64, seg_size: u32) -> Vec<u8> {
         let mut bytes = Vec::new();
         bytes.extend_from_slice(&0xD110u16.to_le_bytes());
         bytes.extend_from_slice(&(XLP_LONG_HEADER | 0x0004).to_le_bytes());
@@ -159,6 +159,26 @@ mod tests {
         );
         let newer = PageHeader::parse(&sample(7311, 3, 0x300_0000, 16 << 20)).unwrap();
         assert!(newer.check_name(&name).unwrap_err().contains("timeline 3"));
+    }
+
+    #[test]
+    fn the_header_of_a_real_postgresql_15_segment() {
+        // The first 40 bytes of 000000010000000000000002 of a fresh PostgreSQL 15 cluster
+        // (fuzz/seeds/wal_header/pg15-segment-2-page holds its whole first page).
+        let bytes = hex::decode(
+            "10d106000100000000000002000000000000000000000000e77f7eb28f47046b0000000100200000",
+        )
+        .unwrap();
+        let header = PageHeader::parse(&bytes).unwrap();
+        assert_eq!(header.magic, 0xD110);
+        assert_eq!(header.timeline, 1);
+        assert_eq!(header.page_address, Lsn(0x200_0000));
+        assert_eq!(header.system_identifier, 0x6B04_478F_B27E_7FE7);
+        assert_eq!(header.segment_size, 16 << 20);
+        assert_eq!(header.block_size, 8192);
+        header
+            .check_name(&WalFile::parse("000000010000000000000002").unwrap())
+            .unwrap();
     }
 
     #[test]
