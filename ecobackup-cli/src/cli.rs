@@ -29,7 +29,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 success · 1 the operation failed · 2 bad usage or configuration, or a command not built yet";
+const EXIT_CODES: &str = "Exit codes: 0 success · 1 the operation failed · 2 bad usage or configuration, or a command not built yet · wal-fetch: 1 only for a file not in the archive, 255 for every other failure";
 
 /// Every command of the contract.
 #[derive(Debug, Subcommand)]
