@@ -70,6 +70,10 @@ fn print(ctx: &Context, check: &WalCheck) {
     if ctx.quiet {
         return;
     }
+    if check.files.is_empty() && check.requirements.is_empty() {
+        println!("no WAL archived: nothing to verify");
+        return;
+    }
     println!("{} WAL archive", if check.ok { "ok    " } else { "FAILED" });
     if let Some(identity) = &check.identity {
         println!(
