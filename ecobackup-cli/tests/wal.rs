@@ -157,7 +157,16 @@ fn fetching_exits_1_only_for_a_file_that_is_not_archived() {
     assert!(one_error_line(&out.get_output().stderr).contains("is not in the archive"));
     fetch("00000009.history").assert().code(1);
 
-    fetch(&name).assert().success();
+    // A spool that cannot be used costs the prefetch, never the fetch.
+    let not_a_dir = world.dir.write("not-a-dir", b"");
+    let out = world
+        .run(&["wal-fetch", &name, "pg_wal/RECOVERYXLOG", "--prefetch", "2"])
+        .arg("--spool-dir")
+        .arg(&not_a_dir)
+        .assert()
+        .success();
+    let said = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(said.starts_with("warning: no prefetch:"), "{said}");
     let restored = dest_dir.join("RECOVERYXLOG");
     assert_eq!(
         std::fs::read(&restored).unwrap(),
