@@ -134,6 +134,39 @@ fn pushing_is_idempotent_checks_the_cluster_and_never_overwrites() {
     assert!(world
         .object_path("wal/00000002/00000002.history.zst.age")
         .exists());
+    // Unencrypted on purpose: a `.zst` object (a zstd frame, no age header), fetched back.
+    let plain = world
+        .dir
+        .write("00000003.history", b"2\t0/5000000\tpromoted\n");
+    let config = std::fs::read_to_string(&world.config).unwrap();
+    let without_recipients: String = config
+        .lines()
+        .filter(|l| !l.starts_with("recipients"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let plain_config = world.dir.write("plain.toml", without_recipients.as_bytes());
+    world
+        .run(&["wal-push", plain.to_str().unwrap()])
+        .env("ECOBACKUP_CONFIG", &plain_config)
+        .assert()
+        .code(2);
+    world
+        .run(&["wal-push", plain.to_str().unwrap(), "--no-encryption"])
+        .env("ECOBACKUP_CONFIG", &plain_config)
+        .assert()
+        .success();
+    let object = world.object_path("wal/00000003/00000003.history.zst");
+    assert!(std::fs::read(object)
+        .unwrap()
+        .starts_with(&[0x28, 0xB5, 0x2F, 0xFD]));
+    world
+        .run(&["wal-fetch", "00000003.history", "restored.history"])
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(world.dir.path().join("restored.history")).unwrap(),
+        b"2\t0/5000000\tpromoted\n"
+    );
     world.run(&["verify", "--wal"]).assert().success();
 }
 

@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 
-use ecobackup_core::artifact::Sealing;
-use ecobackup_core::crypto::{parse_recipients, Keyring};
+use ecobackup_core::crypto::Keyring;
 use ecobackup_core::wal::fetch::following_segments;
 use ecobackup_core::wal::{
     fetch, prefetch, push, FetchOptions, Fetched, PushOptions, PushOutcome, Spool, WalFile,
 };
 
 use super::filter::load_keyring;
+use super::logical::sealing;
 use super::repo::{load_signer, storage, trusted_signers};
 use crate::cli::{IdentityArgs, WalFetchArgs, WalPrefetchArgs, WalPushArgs};
 use crate::{CliError, Context};
@@ -26,12 +26,13 @@ const DEFAULT_PREFETCH: usize = 8;
 
 /// `wal-push PATH`.
 pub async fn wal_push(ctx: &Context, args: WalPushArgs) -> Result<(), CliError> {
-    let mut recipients = args.recipients.recipients;
-    if recipients.is_empty() {
-        recipients = ctx.config.encryption.recipients.clone();
-    }
-    let recipients = parse_recipients(&recipients)?;
-    if recipients.is_empty() && !args.no_encryption {
+    let sealing = sealing(
+        ctx,
+        &args.recipients.recipients,
+        args.no_encryption,
+        args.level,
+    )?;
+    if sealing.recipients.is_empty() && !args.no_encryption {
         return Err(ecobackup_core::Error::NoRecipients.into());
     }
     let signer = load_signer(ctx, args.signing.signing_key.as_deref())?;
@@ -40,10 +41,6 @@ pub async fn wal_push(ctx: &Context, args: WalPushArgs) -> Result<(), CliError> 
             "no signing key configured: give --signing-key FILE, ECOBACKUP_SIGNING_KEY_FILE or [encryption] signing_key_file, or --no-signing to archive unsigned WAL on purpose (restore sides that pin trusted signers refuse it)",
         ));
     }
-    let sealing = Sealing {
-        level: args.level,
-        recipients,
-    };
     let storage = storage(ctx)?;
     let outcome = push(&storage, &args.path, &PushOptions::new(sealing, signer)).await?;
     if ctx.json {
