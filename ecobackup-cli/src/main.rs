@@ -136,10 +136,11 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            return fail(&CliError::from(ecobackup_core::Error::io(
-                "starting the runtime",
-                e,
-            )))
+            let error = CliError::from(ecobackup_core::Error::io("starting the runtime", e));
+            return fail(&match is_wal_fetch() {
+                true => error.fatal(),
+                false => error,
+            });
         }
     };
     match runtime.block_on(run(cli)) {

@@ -280,3 +280,28 @@ async fn prefetch_one(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_following_segments_cross_log_boundaries_and_skip_other_files() {
+        let file = WalFile::parse("0000000200000001000000FE").unwrap();
+        let next: Vec<String> = following_segments(&file, 16 << 20, 3)
+            .iter()
+            .map(WalFile::name)
+            .collect();
+        assert_eq!(
+            next,
+            [
+                "0000000200000001000000FF",
+                "000000020000000200000000",
+                "000000020000000200000001"
+            ]
+        );
+        assert!(following_segments(&file, 16 << 20, 0).is_empty());
+        let history = WalFile::parse("00000002.history").unwrap();
+        assert!(following_segments(&history, 16 << 20, 8).is_empty());
+    }
+}
