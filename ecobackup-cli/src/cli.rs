@@ -29,7 +29,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 success · 1 the operation failed · 2 bad usage or configuration, or a command not built yet";
+const EXIT_CODES: &str = "Exit codes: 0 success · 1 the operation failed · 2 bad usage or configuration, or a command not built yet · wal-fetch: 1 only for a file not in the archive, 255 for every other failure";
 
 /// Every command of the contract.
 #[derive(Debug, Subcommand)]
@@ -49,10 +49,17 @@ pub enum Command {
     /// Restore a backup.
     #[command(subcommand)]
     Restore(RestoreCommand),
-    /// archive_command: push one WAL segment (not built yet).
-    WalPush(NotBuilt),
-    /// restore_command: fetch one WAL segment (not built yet).
-    WalFetch(NotBuilt),
+    /// archive_command: archive one WAL file (`archive_command = 'ecobackup wal-push %p'`).
+    WalPush(WalPushArgs),
+    /// restore_command: restore one WAL file (`restore_command = 'ecobackup wal-fetch %f %p'`).
+    ///
+    /// Exit 0: restored · 1: not in the archive (PostgreSQL then ends recovery or tries another
+    /// timeline) · 255: any other failure (unreachable store, wrong key, tampered file, bad
+    /// configuration), which stops recovery with a FATAL instead of ending it early.
+    WalFetch(WalFetchArgs),
+    /// Downloads the segments after one into the spool (started by wal-fetch in the background).
+    #[command(hide = true)]
+    WalPrefetch(WalPrefetchArgs),
     /// Read and authenticate every stored byte of backups and check both digests, without restoring.
     Verify(VerifyArgs),
     /// Restore into a scratch cluster, run checks, measure RTO and RPO, clean up, report.
@@ -148,6 +155,66 @@ pub struct BackupLogicalArgs {
     /// Directory holding pg_dump of the server's major version.
     #[arg(long, value_name = "DIR", env = "ECOBACKUP_PG_BIN")]
     pub pg_bin: Option<PathBuf>,
+}
+
+/// `wal-push`.
+#[derive(Debug, Args)]
+pub struct WalPushArgs {
+    /// The file to archive: %p (relative to the data directory, where PostgreSQL runs the command).
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub recipients: RecipientArgs,
+    /// Archive unencrypted (`.zst` objects; refused without this flag when no recipient is configured).
+    #[arg(long)]
+    pub no_encryption: bool,
+    #[command(flatten)]
+    pub signing: SigningArgs,
+    /// zstd level (1–19).
+    #[arg(long, default_value_t = ecobackup_core::transform::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+}
+
+/// `wal-fetch`.
+#[derive(Debug, Args)]
+pub struct WalFetchArgs {
+    /// The file's name in the archive: %f.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Where PostgreSQL wants it: %p (relative to the data directory).
+    #[arg(value_name = "DEST")]
+    pub dest: PathBuf,
+    #[command(flatten)]
+    pub identities: IdentityArgs,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// Segments to download ahead in the background (0: none; default [wal] prefetch, else 8).
+    #[arg(long, value_name = "N", env = "ECOBACKUP_WAL_PREFETCH")]
+    pub prefetch: Option<usize>,
+    /// Where prefetched segments wait (default [wal] spool_dir, else `ecobackup-spool/<name>`
+    /// beside the data directory `<name>`). Never inside the data directory.
+    #[arg(long, value_name = "DIR", env = "ECOBACKUP_WAL_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+}
+
+/// `wal-prefetch` (internal).
+#[derive(Debug, Args)]
+pub struct WalPrefetchArgs {
+    /// The segment whose followers are downloaded.
+    pub after: String,
+    /// The segment size.
+    #[arg(long)]
+    pub segment_size: u64,
+    /// How many.
+    #[arg(long)]
+    pub count: usize,
+    /// The spool's root.
+    #[arg(long)]
+    pub spool_dir: PathBuf,
+    #[command(flatten)]
+    pub identities: IdentityArgs,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 /// `backup physical`.
@@ -249,8 +316,9 @@ pub struct VerifyArgs {
     /// Every backup in the repository.
     #[arg(long)]
     pub all: bool,
-    /// Also check that the archived WAL of each physical backup is present and contiguous
-    /// (not built yet: there are no physical backups yet).
+    /// Check the WAL archive: every file downloaded, authenticated and checked, gaps and timeline
+    /// forks reported, and each physical backup's WAL from its start on. Alone, only the WAL;
+    /// with an ID or --all, the backups too.
     #[arg(long)]
     pub wal: bool,
     #[command(flatten)]

@@ -23,6 +23,19 @@ pub struct Config {
     /// `[drill]`.
     #[serde(default)]
     pub drill: DrillConfig,
+    /// `[wal]`.
+    #[serde(default)]
+    pub wal: WalConfig,
+}
+
+/// `[wal]`: `wal-fetch`'s prefetch.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalConfig {
+    /// Segments downloaded ahead of recovery (default 8; 0 disables).
+    pub prefetch: Option<usize>,
+    /// Where they wait (default: `ecobackup-spool/<name>` beside the data directory).
+    pub spool_dir: Option<PathBuf>,
 }
 
 /// `[drill]`.

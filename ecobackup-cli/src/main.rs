@@ -12,12 +12,18 @@ use clap::Parser;
 use cli::{Cli, Command};
 use config::Config;
 
-/// A failure, printed as one line; `usage` failures exit 2, the others 1.
+/// A failure, printed as one line; `usage` failures exit 2, the others 1, unless a command
+/// sets its own status (wal-fetch).
 #[derive(Debug)]
 pub struct CliError {
     message: String,
     usage: bool,
+    code: Option<u8>,
 }
+
+/// wal-fetch's status for every failure but "not archived": above 125, so that PostgreSQL stops
+/// recovery with a FATAL instead of taking the failure for the end of the archive.
+pub const WAL_FETCH_FATAL: u8 = 255;
 
 impl CliError {
     /// Bad usage or configuration (exit 2).
@@ -25,6 +31,7 @@ impl CliError {
         CliError {
             message: message.into(),
             usage: true,
+            code: None,
         }
     }
 
@@ -33,6 +40,25 @@ impl CliError {
         CliError {
             message: message.into(),
             usage: false,
+            code: None,
+        }
+    }
+
+    /// wal-fetch's "the file is not in the archive": exit 1, the only failure PostgreSQL may
+    /// take for the end of the archive.
+    pub fn not_archived(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            usage: false,
+            code: Some(1),
+        }
+    }
+
+    /// Any other failure of wal-fetch: exit [`WAL_FETCH_FATAL`].
+    fn fatal(self) -> Self {
+        CliError {
+            code: Some(self.code.unwrap_or(WAL_FETCH_FATAL)),
+            ..self
         }
     }
 
@@ -62,6 +88,7 @@ impl From<ecobackup_core::Error> for CliError {
         CliError {
             message: e.to_string(),
             usage,
+            code: None,
         }
     }
 }
@@ -81,7 +108,27 @@ pub struct Context {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A restore_command with a bad flag must stop recovery, not end it (clap exits 2).
+        Err(e) if is_wal_fetch() && e.use_stderr() => {
+            let line = e.to_string();
+            let line = line.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{} (wal-fetch)", line.trim());
+            return ExitCode::from(WAL_FETCH_FATAL);
+        }
+        Err(e) => e.exit(),
+    };
+    if matches!(cli.command, Command::WalFetch(_)) {
+        // A panic exits 101, which PostgreSQL would take for "not archived".
+        std::panic::set_hook(Box::new(|info| {
+            eprintln!(
+                "error: wal-fetch failed: {}",
+                info.to_string().replace('\n', " ")
+            );
+            std::process::exit(i32::from(WAL_FETCH_FATAL));
+        }));
+    }
     init_logging(cli.verbose, cli.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -89,10 +136,11 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            return fail(&CliError::from(ecobackup_core::Error::io(
-                "starting the runtime",
-                e,
-            )))
+            let error = CliError::from(ecobackup_core::Error::io("starting the runtime", e));
+            return fail(&match is_wal_fetch() {
+                true => error.fatal(),
+                false => error,
+            });
         }
     };
     match runtime.block_on(run(cli)) {
@@ -104,7 +152,12 @@ fn main() -> ExitCode {
 fn fail(e: &CliError) -> ExitCode {
     let line = e.message.replace('\n', " ");
     eprintln!("error: {line}");
-    ExitCode::from(if e.usage { 2 } else { 1 })
+    ExitCode::from(e.code.unwrap_or(if e.usage { 2 } else { 1 }))
+}
+
+/// Whether the arguments name the wal-fetch command (read before they could be parsed).
+fn is_wal_fetch() -> bool {
+    std::env::args().skip(1).any(|a| a == "wal-fetch")
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -124,12 +177,19 @@ fn init_logging(verbose: u8, quiet: bool) {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
+    if let Command::WalFetch(_) = cli.command {
+        return Box::pin(run_command(cli)).await.map_err(CliError::fatal);
+    }
+    run_command(cli).await
+}
+
+async fn run_command(cli: Cli) -> Result<(), CliError> {
     let ctx = Context {
         json: cli.json,
         quiet: cli.quiet,
         repo: cli.repo,
         config: Config::load(cli.config.as_deref())?,
-        config_path: cli.config.clone(),
+        config_path: cli.config,
     };
     match cli.command {
         Command::Key(cli::KeyCommand::Generate(args)) => commands::key::generate(&ctx, args),
@@ -153,6 +213,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Restore(cli::RestoreCommand::Physical(args)) => {
             commands::physical::restore(&ctx, args).await
         }
+        Command::WalPush(args) => commands::wal::wal_push(&ctx, args).await,
+        Command::WalFetch(args) => commands::wal::wal_fetch(&ctx, args).await,
+        Command::WalPrefetch(args) => commands::wal::wal_prefetch(&ctx, args).await,
         other => Err(not_built(&other)),
     }
 }
@@ -163,8 +226,6 @@ fn not_built(command: &Command) -> CliError {
     let name = match command {
         Command::Backup(B::Files(_)) => "backup files",
         Command::Restore(R::Files(_)) => "restore files",
-        Command::WalPush(_) => "wal-push",
-        Command::WalFetch(_) => "wal-fetch",
         Command::Prune(_) => "prune",
         Command::Status(_) => "status",
         Command::Check(_) => "check",
@@ -179,9 +240,12 @@ fn not_built(command: &Command) -> CliError {
         | Command::Show(_)
         | Command::Key(_)
         | Command::Encrypt(_)
-        | Command::Decrypt(_) => "this command",
+        | Command::Decrypt(_)
+        | Command::WalPush(_)
+        | Command::WalFetch(_)
+        | Command::WalPrefetch(_) => "this command",
     };
     CliError::usage(format!(
-        "`ecobackup {name}` is not built yet in this version; nothing was done (working today: init, list, show, backup logical|physical, restore logical|physical, verify, drill, demo, key generate, encrypt, decrypt)"
+        "`ecobackup {name}` is not built yet in this version; nothing was done (working today: init, list, show, backup logical|physical, restore logical|physical, wal-push, wal-fetch, verify, drill, demo, key generate, encrypt, decrypt)"
     ))
 }

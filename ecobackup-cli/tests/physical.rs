@@ -86,13 +86,14 @@ impl Lab {
             format!(
                 "[repository]\nurl = \"s3://{}/prod\"\nendpoint = \"{}\"\nregion = \"{}\"\nallow_http = true\nmax_retries = 2\n\
                  access_key_id_file = \"{}\"\nsecret_access_key_file = \"{}\"\n\n\
-                 [encryption]\nrecipients = [\"{recipient}\"]\nidentity_files = [\"{}\"]\ntrusted_signers = [\"{public}\"]\n",
+                 [encryption]\nrecipients = [\"{recipient}\"]\nidentity_files = [\"{}\"]\ntrusted_signers = [\"{public}\"]\nsigning_key_file = \"{}\"\n",
                 s3.bucket(),
                 s3.endpoint(),
                 s3.region(),
                 id_file.display(),
                 secret_file.display(),
-                identity.display()
+                identity.display(),
+                signing.display()
             ),
         )
         .unwrap();

@@ -353,6 +353,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A WAL file was refused, or failed a check (`wal-push`, `wal-fetch`, `verify --wal`).
+    #[error("{}: {}", one_line(file), one_line(detail))]
+    Wal {
+        /// What was being done to which file (`wal-push 000000010000000000000003`).
+        file: String,
+        /// What is wrong and what to do.
+        detail: String,
+    },
+
     /// The operation was cancelled before it finished (nothing was committed).
     #[error("cancelled: {}; nothing was committed", one_line(.0))]
     Cancelled(String),
@@ -577,6 +586,10 @@ mod tests {
                 backup: text(),
                 reason: text(),
             },
+            Error::Wal {
+                file: text(),
+                detail: text(),
+            },
             Error::Cancelled(text()),
             Error::Refused {
                 context: text(),
@@ -620,6 +633,7 @@ mod tests {
                 | Error::VerifyFailed { .. }
                 | Error::DrillFailed { .. }
                 | Error::Refused { .. }
+                | Error::Wal { .. }
                 | Error::Cancelled(_) => {}
             }
         }

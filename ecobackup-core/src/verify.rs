@@ -1,6 +1,9 @@
 //! Verification: read every stored byte of a backup, authenticate it, decompress it, and check
 //! both digests and sizes against the manifest — without restoring, and without the data
 //! touching local disk (the plaintext goes into a sink that only counts it).
+//!
+//! The archived WAL is checked by [`crate::wal::verify_wal`]; [`wal_requirements`] says which
+//! WAL each physical backup needs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -128,7 +131,8 @@ impl Sink for Discard {
     async fn abort(&mut self) {}
 }
 
-fn classify(error: &Error) -> Failure {
+/// The [`Failure`] an error means.
+pub(crate) fn classify(error: &Error) -> Failure {
     match error {
         Error::NotFound { .. } => Failure::Missing,
         Error::Truncated { .. } => Failure::Truncated,
@@ -204,4 +208,20 @@ pub async fn verify_backup(
         artifacts,
         warnings: recipient_warnings(manifest, &repo.marker().recipients),
     })
+}
+
+/// The WAL each physical backup needs, from its manifest's timeline and start LSN (backups
+/// without them need none).
+pub fn wal_requirements(manifests: &[Manifest]) -> Vec<crate::wal::WalRequirement> {
+    manifests
+        .iter()
+        .filter(|m| m.kind == crate::repository::BackupKind::Physical)
+        .filter_map(|m| {
+            Some(crate::wal::WalRequirement {
+                label: m.id.clone(),
+                timeline: m.source.timeline?,
+                start: m.source.start_lsn.as_deref()?.parse().ok()?,
+            })
+        })
+        .collect()
 }

@@ -10,6 +10,7 @@ pub mod majors;
 pub mod pg;
 pub mod s3;
 pub mod secure_pg;
+pub mod server_user;
 pub mod sinks;
 pub mod sources;
 

@@ -9,3 +9,5 @@ pub mod physical;
 pub mod progress;
 pub mod repo;
 pub mod verify;
+pub mod verify_wal;
+pub mod wal;

@@ -16,7 +16,7 @@ use super::filter::load_keyring;
 use super::logical::{print_backup, sealing, tags, url_from_argv};
 use super::progress::Bars;
 use super::repo::{open_for_backup, open_trusted, repo_url};
-use crate::cli::{BackupPhysicalArgs, IdentityArgs, RestorePhysicalArgs};
+use crate::cli::{BackupPhysicalArgs, IdentityArgs, RestorePhysicalArgs, TrustArgs};
 use crate::{CliError, Context};
 
 /// `backup physical`.
@@ -100,7 +100,7 @@ pub async fn restore(ctx: &Context, args: RestorePhysicalArgs) -> Result<(), Cli
         target: target.clone(),
         action: args.target_action,
         timeline: args.target_timeline,
-        restore_command: restore_command(ctx, &args.identities)?,
+        restore_command: restore_command(ctx, &args.identities, &args.trust)?,
         extra_settings: settings,
         keyring: Some(Arc::new(load_keyring(ctx, &args.identities).await?)),
         pg_bin: args.pg_bin.clone(),
@@ -153,7 +153,11 @@ fn absolute(path: &Path) -> Result<PathBuf, CliError> {
 /// file, repository and identity files, every path absolute (the server runs it in its data
 /// directory) and every word quoted for the shell. Settings that live only in this process's
 /// environment do not reach the server: they are named in a warning.
-fn restore_command(ctx: &Context, identities: &IdentityArgs) -> Result<String, CliError> {
+fn restore_command(
+    ctx: &Context,
+    identities: &IdentityArgs,
+    trust: &TrustArgs,
+) -> Result<String, CliError> {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::failure(format!("finding ecobackup's own path: {e}")))?;
     let mut words = vec![exe.display().to_string()];
@@ -176,6 +180,14 @@ fn restore_command(ctx: &Context, identities: &IdentityArgs) -> Result<String, C
     if let Some(file) = &identities.passphrase_file {
         words.push("--passphrase-file".into());
         words.push(absolute(file)?.display().to_string());
+    }
+    // The WAL records are checked against the same signers as the manifests.
+    for signer in &trust.trusted_signers {
+        words.push("--trusted-signer".into());
+        words.push(signer.clone());
+    }
+    if trust.allow_unsigned {
+        words.push("--allow-unsigned".into());
     }
     let environment_only: Vec<&str> = [
         "ECOBACKUP_S3_ENDPOINT",

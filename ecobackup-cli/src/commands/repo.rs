@@ -91,7 +91,7 @@ pub async fn open(ctx: &Context) -> Result<Repository, CliError> {
 
 /// The signing key: `--signing-key` / `ECOBACKUP_SIGNING_KEY_FILE`, else `[encryption]
 /// signing_key_file`.
-fn load_signer(ctx: &Context, flag: Option<&Path>) -> Result<Option<Arc<Signer>>, CliError> {
+pub fn load_signer(ctx: &Context, flag: Option<&Path>) -> Result<Option<Arc<Signer>>, CliError> {
     let path: Option<PathBuf> = flag
         .map(Path::to_owned)
         .or_else(|| ctx.config.encryption.signing_key_file.clone());
@@ -124,6 +124,16 @@ pub async fn open_for_backup(ctx: &Context, args: &SigningArgs) -> Result<Reposi
 /// `[encryption] trusted_signers`), unless `--allow-unsigned` / `allow_unsigned` accepts a
 /// repository written without signing.
 pub async fn open_trusted(ctx: &Context, args: &TrustArgs) -> Result<Repository, CliError> {
+    let trust = trusted_signers(ctx, args)?;
+    Ok(Repository::open(storage(ctx)?)
+        .await?
+        .with_trusted_signers(trust)
+        .await?)
+}
+
+/// Which signers are trusted: `--trusted-signer` / `ECOBACKUP_TRUSTED_SIGNERS`, else
+/// `[encryption] trusted_signers`; none is refused unless `--allow-unsigned` / `allow_unsigned`.
+pub fn trusted_signers(ctx: &Context, args: &TrustArgs) -> Result<TrustedSigners, CliError> {
     let configured = if args.trusted_signers.is_empty() {
         &ctx.config.encryption.trusted_signers
     } else {
@@ -136,11 +146,7 @@ pub async fn open_trusted(ctx: &Context, args: &TrustArgs) -> Result<Repository,
             "no trusted signer configured: give --trusted-signer ecosign1…, ECOBACKUP_TRUSTED_SIGNERS or [encryption] trusted_signers (the public keys of your backup hosts' signing keys), or --allow-unsigned for a repository written without signing",
         ));
     }
-    let trust = TrustedSigners::new(keys).allowing_unsigned(allow_unsigned);
-    Ok(Repository::open(storage(ctx)?)
-        .await?
-        .with_trusted_signers(trust)
-        .await?)
+    Ok(TrustedSigners::new(keys).allowing_unsigned(allow_unsigned))
 }
 
 /// `init`: creates `ecobackup.json`, recording the configured recipients' fingerprints; signs

@@ -14,10 +14,12 @@ use crate::{CliError, Context};
 
 /// `verify`.
 pub async fn verify(ctx: &Context, args: VerifyArgs) -> Result<(), CliError> {
-    if args.wal {
-        return Err(CliError::usage(
-            "`verify --wal` is not built yet: WAL archiving and physical backups come in a later version; nothing was done",
-        ));
+    let wal_failure = match args.wal {
+        true => super::verify_wal::verify_wal(ctx, &args).await?,
+        false => None,
+    };
+    if args.wal && args.id.is_none() && !args.all {
+        return wal_failure.map_or(Ok(()), Err);
     }
     let repo = open_trusted(ctx, &args.trust).await?;
     let (manifests, bad): (Vec<Manifest>, Vec<BadBackup>) = if args.all {
@@ -74,7 +76,7 @@ pub async fn verify(ctx: &Context, args: VerifyArgs) -> Result<(), CliError> {
         })
         .collect();
     match damaged.first() {
-        None => Ok(()),
+        None => wal_failure.map_or(Ok(()), Err),
         Some((first, reason)) => Err(CliError::from(ecobackup_core::Error::VerifyFailed {
             count: damaged.len(),
             first: first.clone(),

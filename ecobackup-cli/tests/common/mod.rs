@@ -78,6 +78,7 @@ pub fn one_error_line(stderr: &[u8]) -> String {
     assert!(text.starts_with("error: "), "{text}");
     text
 }
+pub mod archive;
 pub mod world;
 
 /// A test run once on each PostgreSQL version CI installs ([`ecobackup_testkit::TESTED_MAJORS`]):

@@ -274,6 +274,19 @@ impl Storage {
         }
     }
 
+    /// The size and last-modified time of the object `key`; `None` when it does not exist.
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        match self.store.head(&self.path(key)).await {
+            Ok(meta) => Ok(Some(ObjectInfo {
+                key: key.to_owned(),
+                size: meta.size,
+                modified: meta.last_modified,
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error("reading", key, e)),
+        }
+    }
+
     /// Deletes an object; deleting one that does not exist is not an error.
     pub async fn delete(&self, key: &str) -> Result<()> {
         match self.store.delete(&self.path(key)).await {

@@ -245,6 +245,13 @@ impl WalFile {
     }
 }
 
+/// A file serializes as its name.
+impl serde::Serialize for WalFile {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl fmt::Display for WalFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name())
