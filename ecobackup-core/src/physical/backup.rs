@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -78,6 +77,7 @@ pub async fn backup_physical(
     progress: &dyn Progress,
 ) -> Result<Manifest> {
     let (client, url) = plan.url.connect_pinned().await?;
+    let client = &client;
     let server = ServerState::read(&client, &url).await?;
     server.check_backup_possible(&url)?;
     if !plan.allow_no_archive {
@@ -104,6 +104,7 @@ pub async fn backup_physical(
     let outcome = take(
         repo,
         plan,
+        client,
         &url,
         &server,
         &pg_basebackup,
@@ -113,7 +114,7 @@ pub async fn backup_physical(
     )
     .await;
     let outcome = match outcome {
-        Err(Taking::ArchiveTimeout(error)) => Err(explain_archive_failure(&client, error).await),
+        Err(Taking::ArchiveTimeout(error)) => Err(explain_archive_failure(client, error).await),
         Err(Taking::Failed(error)) => Err(error),
         Ok(manifest) => Ok(manifest),
     };
@@ -144,6 +145,7 @@ impl From<Error> for Taking {
 async fn take(
     repo: &Repository,
     plan: &PhysicalBackup,
+    client: &tokio_postgres::Client,
     url: &DbUrl,
     server: &ServerState,
     pg_basebackup: &std::path::Path,
@@ -170,18 +172,19 @@ async fn take(
         &[LABEL, CONTROL, PG_MANIFEST],
         MANIFEST_LIMIT,
     )));
-    let timed_out = Arc::new(AtomicBool::new(false));
     let source = WatchedSource {
         inner: ChildSource::new(command, "pg_basebackup").with_size_hint(server.size_estimate),
         watch: watch.clone(),
-        silence_limit: plan.archive_timeout,
-        timed_out: timed_out.clone(),
     };
     let name = format!("{BASE_ARTIFACT}{}", plan.sealing.suffix());
-    match artifact::store(repo, id, &name, source, &plan.sealing, progress).await {
-        Ok(entry) => stored.push(entry),
-        Err(e) if timed_out.load(Ordering::SeqCst) => return Err(Taking::ArchiveTimeout(e)),
-        Err(e) => return Err(e.into()),
+    // pg_basebackup's stdout is buffered: the end of the data does not show in the stream
+    // until the server stopped the backup. The server says it is waiting for its archive in
+    // pg_stat_activity (the walsender's wait event), which the watchdog reads.
+    tokio::select! {
+        stored_base = artifact::store(repo, id, &name, source, &plan.sealing, progress) => {
+            stored.push(stored_base?);
+        }
+        stuck = archive_watchdog(client, plan.archive_timeout) => return Err(stuck),
     }
     let stopped_at = Utc::now();
 
@@ -319,6 +322,38 @@ async fn wait_for_segment(
     }
 }
 
+/// Resolves (with the error to report) once the server has been waiting longer than `limit`
+/// for its archive to take the backup's stop segment; pends forever otherwise.
+async fn archive_watchdog(client: &tokio_postgres::Client, limit: Duration) -> Taking {
+    let mut waiting_since: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let waiting = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE backend_type = 'walsender' AND wait_event = 'BackupWaitWalArchive'",
+                &[],
+            )
+            .await
+            .map(|row| row.get::<_, i64>(0) > 0)
+            .unwrap_or(false);
+        match (waiting, waiting_since) {
+            (false, _) => waiting_since = None,
+            (true, None) => waiting_since = Some(tokio::time::Instant::now()),
+            (true, Some(since)) if since.elapsed() >= limit => {
+                return Taking::ArchiveTimeout(Error::Postgres {
+                    context: "taking a base backup".to_owned(),
+                    detail: format!(
+                        "every data file was sent, but the server has been waiting more than {} s for its WAL archive to take the stop segment",
+                        limit.as_secs()
+                    ),
+                });
+            }
+            (true, Some(_)) => {}
+        }
+    }
+}
+
 /// The archive did not take the stop segment in time: says what the server reports about its
 /// archiver, so the operator knows where to look.
 async fn explain_archive_failure(client: &tokio_postgres::Client, error: Error) -> Error {
@@ -349,14 +384,10 @@ async fn explain_archive_failure(client: &tokio_postgres::Client, error: Error) 
     }
 }
 
-/// pg_basebackup's output, watched: the tar members ecobackup needs are kept on the way, and
-/// once the last data file (`pg_control`) has passed, a silence longer than `silence_limit`
-/// (the server waiting for its archive) fails the stream.
+/// pg_basebackup's output, watched: the tar members ecobackup needs are kept on the way.
 struct WatchedSource {
     inner: ChildSource,
     watch: Arc<Mutex<TarWatch>>,
-    silence_limit: Duration,
-    timed_out: Arc<AtomicBool>,
 }
 
 #[async_trait]
@@ -373,41 +404,7 @@ impl Source for WatchedSource {
             })?;
             Ok(bytes)
         });
-        let watch = self.watch.clone();
-        let limit = self.silence_limit;
-        let timed_out = self.timed_out.clone();
-        let state = (Box::pin(watched), false);
-        let guarded = futures::stream::unfold(state, move |(mut stream, done)| {
-            let watch = watch.clone();
-            let timed_out = timed_out.clone();
-            async move {
-                if done {
-                    return None;
-                }
-                let data_sent = watch
-                    .lock()
-                    .expect("the tar watch is not poisoned")
-                    .has_passed(CONTROL);
-                if !data_sent {
-                    return stream.next().await.map(|item| (item, (stream, false)));
-                }
-                match tokio::time::timeout(limit, stream.next()).await {
-                    Ok(item) => item.map(|item| (item, (stream, false))),
-                    Err(_) => {
-                        timed_out.store(true, Ordering::SeqCst);
-                        let error = Error::Postgres {
-                            context: "taking a base backup".to_owned(),
-                            detail: format!(
-                                "every data file was sent, but the server has been waiting more than {} s for its WAL archive to take the stop segment",
-                                limit.as_secs()
-                            ),
-                        };
-                        Some((Err(error), (stream, true)))
-                    }
-                }
-            }
-        });
-        Ok(Box::pin(guarded))
+        Ok(Box::pin(watched))
     }
 
     fn describe(&self) -> SourceInfo {
