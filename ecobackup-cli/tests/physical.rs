@@ -19,6 +19,7 @@ use ecobackup_core::postgres::connect;
 use ecobackup_testkit::S3TestServer;
 
 use common::{key, signing_key};
+use ecobackup_testkit::server_user::{give_to_server_user as hand_over, server_user};
 
 /// A cluster archiving into an S3 repository through the binary, and everything the binary
 /// needs to reach that repository.
@@ -31,13 +32,9 @@ struct Lab {
     signing: PathBuf,
 }
 
-/// The server's user when we are root.
+/// The server's user as raw ids, when we are root.
 fn server_owner() -> Option<(u32, u32)> {
-    if !nix::unistd::geteuid().is_root() {
-        return None;
-    }
-    let user = nix::unistd::User::from_name("postgres").unwrap().unwrap();
-    Some((user.uid.as_raw(), user.gid.as_raw()))
+    server_user().map(|(u, g)| (u.as_raw(), g.as_raw()))
 }
 
 /// The binary, run as the database server's user (as a backup host runs it: ecobackup refuses
@@ -48,17 +45,8 @@ fn as_server_user(dir: &Path) -> Command {
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", dir);
-    if let Some((uid, gid)) = server_owner() {
-        use std::os::unix::process::CommandExt as _;
-        std.uid(uid).gid(gid);
-    }
+    ecobackup_testkit::server_user::as_server_user(&mut std);
     Command::from_std(std)
-}
-
-fn hand_over(path: &Path) {
-    if let Some((uid, gid)) = server_owner() {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
-    }
 }
 
 impl Lab {
@@ -107,16 +95,7 @@ impl Lab {
             shell_word(env!("CARGO_BIN_EXE_ecobackup")),
             shell_word(config.to_str().unwrap())
         );
-        let bin_dir = major.map(|m| {
-            runtime
-                .block_on(ecobackup_core::postgres::binaries::find_program(
-                    "initdb", m, None,
-                ))
-                .unwrap_or_else(|e| panic!("PostgreSQL {m} is needed (bash .ci/install): {e}"))
-                .parent()
-                .unwrap()
-                .to_owned()
-        });
+        let bin_dir = major.map(|m| runtime.block_on(ecobackup_testkit::majors::server_bin_dir(m)));
         let cluster = runtime
             .block_on(Cluster::start(ClusterOptions {
                 bin_dir,
@@ -143,6 +122,10 @@ impl Lab {
         let mut cmd = as_server_user(self.dir.path());
         cmd.args(["--config", self.config.to_str().unwrap()])
             .args(args);
+        // The programs of the cluster's own version (PostgreSQL 18 lives outside PATH in CI).
+        if args.iter().any(|a| *a == "backup" || *a == "restore") {
+            cmd.args(["--pg-bin", self.cluster.bin_dir().to_str().unwrap()]);
+        }
         cmd
     }
 
@@ -338,6 +321,86 @@ fn point_in_time_recovery(major: Option<u32>) {
 #[test]
 fn point_in_time_recovery_on_15() {
     point_in_time_recovery(Some(15));
+}
+
+#[test]
+fn point_in_time_recovery_on_18() {
+    point_in_time_recovery(Some(18));
+}
+
+/// The archive unreachable while the restored server recovers: wal-fetch exits above 125, the
+/// server stops with a FATAL instead of promoting early; with the archive back, starting it
+/// again completes recovery to the same target with the same data.
+#[test]
+fn an_unreachable_archive_stops_recovery_instead_of_ending_it() {
+    use ecobackup_core::physical::{start_recovery, RecoveryEnd};
+    use ecobackup_testkit::s3::{Fault, FaultRule};
+    let lab = Lab::start(Some(15));
+    let url = lab.source();
+    lab.sql(&url, "CREATE TABLE t (batch text, n int)");
+    lab.backup(&[]);
+    lab.sql(
+        &url,
+        "INSERT INTO t SELECT 'A', g FROM generate_series(1, 1000) g",
+    );
+    let t = lab.value(&url, "SELECT now()::text");
+    lab.sql(
+        &url,
+        "INSERT INTO t SELECT 'B', g FROM generate_series(1, 1000) g",
+    );
+    lab.switch_and_archive();
+
+    let pgdata = lab.empty_pgdata("interrupted");
+    let socket = lab.empty_pgdata("interrupted-socket");
+    let port = free_port();
+    lab.run(&["restore", "physical", "--target-time", &t])
+        .args(["--pgdata", pgdata.to_str().unwrap()])
+        .args(["--set", &format!("port={port}")])
+        .args([
+            "--set",
+            &format!("unix_socket_directories={}", socket.display()),
+        ])
+        .args(["--set", "listen_addresses=", "--set", "archive_mode=off"])
+        .assert()
+        .success();
+    let restored = Restored {
+        pgdata: pgdata.clone(),
+        bin_dir: lab.cluster.bin_dir().to_owned(),
+        url: format!(
+            "postgresql:///postgres?host={}&port={port}&user=postgres",
+            socket.display()
+        ),
+        stdout: String::new(),
+    };
+    let owner = server_owner().unwrap_or((
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    ));
+    let start = || {
+        lab.runtime.block_on(start_recovery(
+            &pgdata,
+            15,
+            Some(lab.cluster.bin_dir()),
+            owner,
+            Duration::from_secs(120),
+        ))
+    };
+
+    lab.s3
+        .add_fault(FaultRule::new(Fault::Status(503)).forever());
+    let err = start().unwrap_err().to_string();
+    assert!(err.contains("could not restore file"), "{err}");
+    let log = restored.log();
+    assert!(
+        !log.contains("selected new timeline"),
+        "promoted early: {log}"
+    );
+    assert!(!log.contains("ready to accept connections"), "{log}");
+
+    lab.s3.clear_faults();
+    let outcome = start().unwrap();
+    assert_eq!(outcome.end, RecoveryEnd::Promoted, "{}", restored.log());
+    assert_eq!(batches(&lab, &restored.url), ["A"]);
 }
 
 /// The target checks happen before anything is written: a time before the backup's end, and a

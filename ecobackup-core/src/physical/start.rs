@@ -59,6 +59,8 @@ pub async fn start_recovery(
     std::fs::create_dir_all(&log_dir)
         .map_err(|e| Error::io(format!("creating {}", log_dir.display()), e))?;
     let log = log_dir.join("ecobackup-recovery.log");
+    // Only what this start writes counts: an earlier start's FATAL is history.
+    let log_start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     let mut command = std::process::Command::new(&pg_ctl);
     command
         .arg("-D")
@@ -98,14 +100,15 @@ pub async fn start_recovery(
             ),
         });
     }
-    follow(&log, limit).await
+    follow(&log, log_start, limit).await
 }
 
 /// Follows the server log until recovery ends.
-async fn follow(log: &Path, limit: Duration) -> Result<RecoveryOutcome> {
+async fn follow(log: &Path, from: u64, limit: Duration) -> Result<RecoveryOutcome> {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let bytes = std::fs::read(log).unwrap_or_default();
+        let text = String::from_utf8_lossy(bytes.get(from as usize..).unwrap_or_default());
         if let Some(outcome) = read_log(&text, log)? {
             return Ok(outcome);
         }
