@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use ecobackup_core::repository::{
-    ArtifactEntry, BackupKind, LockInfo, LockMode, Manifest, RepositoryMarker, ServerFacts,
-    SourceFacts, FORMAT, MANIFEST_VERSION,
+    ArtifactEntry, BackupKind, LockInfo, LockMode, Manifest, PhysicalFacts, RepositoryMarker,
+    ServerFacts, SourceFacts, FORMAT, MANIFEST_VERSION,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -59,6 +59,7 @@ fn manifest_format() {
             start_lsn: None,
             stop_lsn: None,
             globals_without_role_passwords: true,
+            physical: None,
             servers: vec![ServerFacts {
                 server_version: "15.18".into(),
                 system_identifier: Some("7437170163312345678".into()),
@@ -99,9 +100,21 @@ fn manifest_format() {
         kind: BackupKind::Physical,
         tags: BTreeMap::new(),
         source: SourceFacts {
+            server_version: Some("18.6".into()),
+            system_identifier: Some("7437170163312345678".into()),
             timeline: Some(3),
             start_lsn: Some("0/5000028".into()),
             stop_lsn: Some("0/5000100".into()),
+            physical: Some(PhysicalFacts {
+                wal_segment_size: 16 * 1024 * 1024,
+                start_wal: "000000030000000000000005".into(),
+                stop_wal: "000000030000000000000005".into(),
+                backup_started_at: Some(at("2026-11-22T04:15:00Z")),
+                backup_stopped_at: at("2026-11-22T04:17:30Z"),
+                wal_archived: true,
+                backup_manifest: "backup_manifest.zst.age".into(),
+                files: 990,
+            }),
             ..SourceFacts::default()
         },
         artifacts: vec![],

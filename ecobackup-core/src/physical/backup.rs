@@ -78,7 +78,7 @@ pub async fn backup_physical(
 ) -> Result<Manifest> {
     let (client, url) = plan.url.connect_pinned().await?;
     let client = &client;
-    let server = ServerState::read(&client, &url).await?;
+    let server = ServerState::read(client, &url).await?;
     server.check_backup_possible(&url)?;
     if !plan.allow_no_archive {
         server.check_archiving(&url)?;

@@ -242,7 +242,7 @@ impl TarWatch {
             Kind::LongName | Kind::Pax => String::new(),
         };
         let keep = match kind {
-            Kind::Member => self.wanted.iter().any(|w| *w == name),
+            Kind::Member => self.wanted.contains(&name),
             Kind::LongName | Kind::Pax => true,
         };
         let limit = match kind {
