@@ -297,6 +297,22 @@ fn point_in_time_recovery(major: Option<u32>) {
     );
     lab.switch_and_archive();
 
+    let out = lab.run(&["show", &id]).assert().success();
+    let shown = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(shown.contains("wal      000000010000000000000"), "{shown}");
+    assert!(shown.contains("timeline 1  LSN 0/"), "{shown}");
+    let out = lab
+        .run(&["--json", "list", "--kind", "physical"])
+        .assert()
+        .success();
+    let listed: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(
+        listed[0]["source"]["physical"]["wal_archived"], true,
+        "{listed}"
+    );
+    // Every archived file authenticates, and the backup's WAL is complete.
+    lab.run(&["verify", "--all", "--wal"]).assert().success();
+
     let to_time = lab.restore("to-time", &["--target-time", &t]);
     assert_eq!(batches(&lab, &to_time.url), ["A"], "{}", to_time.stdout);
     assert!(

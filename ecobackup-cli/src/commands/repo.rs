@@ -280,6 +280,27 @@ pub async fn show(ctx: &Context, args: ShowArgs) -> Result<(), CliError> {
     if !manifest.source.databases.is_empty() {
         println!("databases {}", manifest.source.databases.join(", "));
     }
+    if let Some(id) = &manifest.source.system_identifier {
+        println!("system   {id}");
+    }
+    if let Some(p) = &manifest.source.physical {
+        println!(
+            "timeline {}  LSN {} … {}",
+            manifest.source.timeline.unwrap_or_default(),
+            manifest.source.start_lsn.as_deref().unwrap_or("?"),
+            manifest.source.stop_lsn.as_deref().unwrap_or("?")
+        );
+        println!("wal      {} … {}", p.start_wal, p.stop_wal);
+        println!(
+            "restores to any point from {}{}",
+            p.backup_stopped_at.to_rfc3339(),
+            if p.wal_archived {
+                " to the newest archived WAL"
+            } else {
+                " only (taken with --allow-no-archive: its WAL is inside the base artifact)"
+            }
+        );
+    }
     for a in &manifest.artifacts {
         println!(
             "artifact {}  {} stored ({} raw, {})  sha256 {}  to {}",
