@@ -288,6 +288,11 @@ pub struct RestorePhysicalArgs {
     /// Which timeline to follow: latest, current or a number.
     #[arg(long, value_name = "TIMELINE", default_value = "latest")]
     pub target_timeline: ecobackup_core::physical::TargetTimeline,
+    /// Keep the backup's archive_mode: the restored server then archives its new timeline into
+    /// the repository its archive_command names (by default archive_mode is set off, so that a
+    /// restored copy never pushes WAL into the production archive).
+    #[arg(long)]
+    pub keep_archiving: bool,
     /// A setting for the restored server's postgresql.auto.conf, e.g. --set port=5433;
     /// repeat for several.
     #[arg(long = "set", value_name = "NAME=VALUE")]

@@ -189,7 +189,7 @@ impl Lab {
         path
     }
 
-    /// Restores and starts a server on its own port and socket, archiving nothing.
+    /// Restores and starts a server on its own port and socket (archiving nothing: the default).
     fn restore(&self, name: &str, args: &[&str]) -> Restored {
         let pgdata = self.empty_pgdata(name);
         let socket = self.empty_pgdata(&format!("{name}-socket"));
@@ -203,7 +203,7 @@ impl Lab {
                 "--set",
                 &format!("unix_socket_directories={}", socket.display()),
             ])
-            .args(["--set", "listen_addresses=", "--set", "archive_mode=off"])
+            .args(["--set", "listen_addresses="])
             .assert();
         let output = out.get_output().clone();
         let restored = Restored {
@@ -332,6 +332,17 @@ fn point_in_time_recovery(major: Option<u32>) {
     assert_eq!(batches(&lab, &to_end.url), ["A", "B"]);
     assert_eq!(lab.value(&to_end.url, "SELECT count(*) FROM t"), "2000");
     lab.sql(&to_end.url, "INSERT INTO t VALUES ('after', 1)");
+    lab.sql(&to_end.url, "SELECT pg_switch_wal()");
+    drop(to_end);
+    // The restored copies promoted to timeline 2 but archived nothing into the source's
+    // repository (archive_mode is off in a restore unless --keep-archiving).
+    let foreign: Vec<String> = lab
+        .s3
+        .object_keys()
+        .into_iter()
+        .filter(|k| k.contains("/wal/00000002/"))
+        .collect();
+    assert!(foreign.is_empty(), "{foreign:?}");
 }
 
 #[test]
@@ -445,6 +456,14 @@ fn unreachable_targets_and_used_directories_are_refused() {
         .failure();
     let line = common::one_error_line(&out.get_output().stderr);
     assert!(line.contains("not empty"), "{line}");
+    // --force empties only a data directory.
+    let out = lab
+        .run(&["restore", "physical", &id, "--target-immediate", "--force"])
+        .args(["--pgdata", pgdata.to_str().unwrap()])
+        .assert()
+        .failure();
+    let line = common::one_error_line(&out.get_output().stderr);
+    assert!(line.contains("PG_VERSION"), "{line}");
     assert_eq!(std::fs::read(pgdata.join("precious")).unwrap(), b"x");
 }
 

@@ -4,12 +4,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ecobackup_core::physical::recovery::shell_word;
+use ecobackup_core::physical::recovery::{command_word, shell_word};
 use ecobackup_core::physical::restore::describe;
 use ecobackup_core::physical::{
     backup_physical, restore_physical, start_recovery, PhysicalBackup, PhysicalRestore,
     PhysicalRestoreOutcome, RecoveryEnd, RecoveryOutcome, RecoveryTarget,
 };
+use ecobackup_core::storage::RepoUrl;
 use ecobackup_core::wal::Lsn;
 
 use super::filter::load_keyring;
@@ -101,6 +102,7 @@ pub async fn restore(ctx: &Context, args: RestorePhysicalArgs) -> Result<(), Cli
         action: args.target_action,
         timeline: args.target_timeline,
         restore_command: restore_command(ctx, &args.identities, &args.trust)?,
+        keep_archiving: args.keep_archiving,
         extra_settings: settings,
         keyring: Some(Arc::new(load_keyring(ctx, &args.identities).await?)),
         pg_bin: args.pg_bin.clone(),
@@ -141,6 +143,11 @@ fn target(args: &RestorePhysicalArgs) -> Result<RecoveryTarget, CliError> {
     } else if args.target_immediate {
         RecoveryTarget::Immediate
     } else {
+        if args.target_action != ecobackup_core::physical::TargetAction::Promote {
+            return Err(CliError::usage(
+                "--target-action needs a target (--target-time, --target-lsn, --target-name, --target-xid or --target-immediate): at the end of the archive the server always promotes",
+            ));
+        }
         RecoveryTarget::EndOfArchive
     })
 }
@@ -166,7 +173,11 @@ fn restore_command(
         words.push(absolute(config)?.display().to_string());
     }
     words.push("--repo".into());
-    words.push(repo_url(ctx)?.to_string());
+    // The server runs the command in its data directory: a relative path would point there.
+    words.push(match repo_url(ctx)? {
+        RepoUrl::File(path) => format!("file://{}", absolute(&path)?.display()),
+        other => other.to_string(),
+    });
     words.push("wal-fetch".into());
     let files = if identities.identities.is_empty() {
         ctx.config.encryption.identity_files.clone()
@@ -206,7 +217,7 @@ fn restore_command(
             environment_only.join(", ")
         );
     }
-    let mut command: Vec<String> = words.iter().map(|w| shell_word(w)).collect();
+    let mut command: Vec<String> = words.iter().map(|w| command_word(w)).collect();
     command.push("%f".into());
     command.push("%p".into());
     Ok(command.join(" "))

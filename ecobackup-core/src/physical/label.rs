@@ -63,8 +63,8 @@ fn parse_label_time(text: &str) -> Option<DateTime<Utc>> {
 /// The part of `backup_manifest` ecobackup reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackupManifestFacts {
-    /// Timeline of the WAL range the backup needs (the last range's, after a promotion during
-    /// a backup of a standby).
+    /// Timeline of the end of the WAL range the backup needs (the newest, after a standby
+    /// followed a timeline switch during the backup).
     pub timeline: u32,
     /// Start of the WAL the backup needs.
     pub start_lsn: Lsn,
@@ -99,18 +99,20 @@ impl BackupManifestFacts {
         }
         let manifest: Manifest = serde_json::from_slice(bytes)
             .map_err(|e| format!("backup_manifest is not readable: {e}"))?;
-        let first = manifest
+        // PostgreSQL lists the ranges newest timeline first: the first range holds the end,
+        // the last the start (several ranges: a standby that followed a timeline switch).
+        let end = manifest
             .wal_ranges
             .first()
             .ok_or("backup_manifest has no WAL-Ranges")?;
-        let last = manifest.wal_ranges.last().unwrap_or(first);
-        if last.end < first.start {
+        let start = manifest.wal_ranges.last().unwrap_or(end);
+        if end.end < start.start {
             return Err("backup_manifest's WAL range ends before it starts".to_owned());
         }
         Ok(BackupManifestFacts {
-            timeline: last.timeline,
-            start_lsn: first.start,
-            end_lsn: last.end,
+            timeline: end.timeline,
+            start_lsn: start.start,
+            end_lsn: end.end,
             system_identifier: manifest.system_identifier,
             files: manifest.files.len(),
         })
@@ -160,6 +162,16 @@ mod tests {
         assert_eq!(facts.end_lsn.to_string(), "0/2000100");
         assert_eq!(facts.system_identifier, Some(7_440_000_000_000_000_001));
         assert_eq!(facts.files, 2);
+        // Two ranges, newest timeline first (a standby promoted upstream during the backup).
+        let facts = BackupManifestFacts::parse(
+            br#"{ "WAL-Ranges": [
+              { "Timeline": 2, "Start-LSN": "0/3000000", "End-LSN": "0/4000100" },
+              { "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/3000000" } ] }"#,
+        )
+        .unwrap();
+        assert_eq!(facts.timeline, 2);
+        assert_eq!(facts.start_lsn.to_string(), "0/2000028");
+        assert_eq!(facts.end_lsn.to_string(), "0/4000100");
         for bad in [
             &b"{}"[..],
             br#"{"WAL-Ranges": []}"#,

@@ -161,9 +161,27 @@ pub struct RecoverySettings {
     pub action: TargetAction,
     /// Which timeline it follows.
     pub timeline: TargetTimeline,
-    /// More settings (`port`, `archive_mode`, …), written after ecobackup's.
+    /// Keep the backup's archiving settings. Off by default: a restored copy must not push its
+    /// new timeline into the repository it came from, where every later restore to `latest`
+    /// would follow it.
+    pub keep_archiving: bool,
+    /// More settings (`port`, …), written after ecobackup's.
     pub extra: Vec<(String, String)>,
 }
+
+/// Settings a restore writes itself: earlier ones (a cluster that was restored before) are
+/// commented out, or recovery would see two targets.
+const RECOVERY_SETTINGS: [&str; 9] = [
+    "restore_command",
+    "recovery_target",
+    "recovery_target_time",
+    "recovery_target_lsn",
+    "recovery_target_name",
+    "recovery_target_xid",
+    "recovery_target_action",
+    "recovery_target_timeline",
+    "recovery_target_inclusive",
+];
 
 impl RecoverySettings {
     /// The lines appended to `postgresql.auto.conf`.
@@ -182,6 +200,9 @@ impl RecoverySettings {
             settings.push(("recovery_target_action".into(), self.action.as_str().into()));
         }
         settings.push(("recovery_target_timeline".into(), self.timeline.to_string()));
+        if !self.keep_archiving {
+            settings.push(("archive_mode".into(), "off".into()));
+        }
         settings.extend(self.extra.iter().cloned());
         for (name, value) in settings {
             let _ = writeln!(text, "{name} = {}", conf_string(&value));
@@ -191,25 +212,61 @@ impl RecoverySettings {
 
     /// Writes `recovery.signal` and appends the settings to `postgresql.auto.conf` in `dir`.
     pub fn write(&self, dir: &Path, backup_id: &str) -> Result<()> {
-        use std::io::Write as _;
         let auto = dir.join("postgresql.auto.conf");
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&auto)
-            .map_err(|e| Error::io(format!("opening {}", auto.display()), e))?;
-        file.write_all(self.conf_text(backup_id).as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(|e| Error::io(format!("writing {}", auto.display()), e))?;
-        let signal = dir.join("recovery.signal");
-        std::fs::write(&signal, b"")
-            .map_err(|e| Error::io(format!("writing {}", signal.display()), e))
+        let old = match std::fs::read_to_string(&auto) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::io(format!("reading {}", auto.display()), e)),
+        };
+        let mut text = without_recovery_settings(&old);
+        text.push_str(&self.conf_text(backup_id));
+        write_synced(&auto, text.as_bytes())?;
+        // A backup of a standby carries standby.signal, which would win over recovery.signal.
+        let standby = dir.join("standby.signal");
+        if standby.exists() {
+            std::fs::remove_file(&standby)
+                .map_err(|e| Error::io(format!("removing {}", standby.display()), e))?;
+        }
+        write_synced(&dir.join("recovery.signal"), b"")
     }
+}
+
+/// `text` with every earlier recovery setting commented out.
+fn without_recovery_settings(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let name = line
+            .split(['=', ' ', '\t'])
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if RECOVERY_SETTINGS.contains(&name.as_str()) {
+            out.push_str("# replaced by ecobackup restore physical: ");
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Writes `path` whole and flushes it to disk.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    std::fs::File::create(path)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
 /// A `postgresql.conf` string literal: single quotes, with `'` doubled and `\` escaped.
 pub fn conf_string(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// A word of a `restore_command`/`archive_command`: for `sh -c` (single-quoted, `'` written as
+/// `'\''`), with `%` doubled, since PostgreSQL replaces `%f`, `%p`, `%r` and `%%` in the command.
+pub fn command_word(word: &str) -> String {
+    shell_word(&word.replace('%', "%%"))
 }
 
 /// A word for `sh -c`: single-quoted, with `'` written as `'\''`.
@@ -258,9 +315,16 @@ mod tests {
             target: RecoveryTarget::Name("before 'b'".into()),
             action: TargetAction::Pause,
             timeline: TargetTimeline::Latest,
+            keep_archiving: false,
             extra: vec![("port".into(), "5433".into())],
         };
         let text = settings.conf_text("x");
+        assert!(text.contains("archive_mode = 'off'"), "{text}");
+        assert_eq!(command_word("/srv/100%/x"), "/srv/100%%/x");
+        let old = "port = 5432\nrestore_command = 'cp %p x'\nRecovery_Target_Time = '2026-01-01'\n";
+        let kept = without_recovery_settings(old);
+        assert!(kept.contains("port = 5432\n# replaced"), "{kept}");
+        assert_eq!(kept.matches("# replaced by ecobackup").count(), 2, "{kept}");
         assert!(
             // The conf file reads `\\` as one backslash and `''` as one quote.
             text.contains(

@@ -46,7 +46,10 @@ pub struct PhysicalRestore {
     pub timeline: TargetTimeline,
     /// The `restore_command` to write (`ecobackup … wal-fetch %f %p`).
     pub restore_command: String,
-    /// More settings for `postgresql.auto.conf` (`port`, `archive_mode`…).
+    /// Keep the backup's `archive_mode` (off by default: see
+    /// [`RecoverySettings::keep_archiving`](super::recovery::RecoverySettings::keep_archiving)).
+    pub keep_archiving: bool,
+    /// More settings for `postgresql.auto.conf` (`port`…).
     pub extra_settings: Vec<(String, String)>,
     /// Identities that decrypt the backup.
     pub keyring: Option<Arc<Keyring>>,
@@ -84,8 +87,6 @@ pub async fn restore_physical(
     check_target(repo, &manifest, physical, &plan.target).await?;
     let major = major_of(&manifest)?;
     let pg_verifybackup = find_program("pg_verifybackup", major, plan.pg_bin.as_deref()).await?;
-    let owner = prepare_dir(&plan.pgdata, plan.force)?;
-    let run_as = nix::unistd::geteuid().is_root().then_some(owner);
 
     let entry = |name: &str| {
         manifest
@@ -99,6 +100,22 @@ pub async fn restore_physical(
     };
     let base = entry(BASE_ARTIFACT)?;
     let pg_manifest = entry(MANIFEST_ARTIFACT)?;
+    // PostgreSQL's manifest first, from its own artifact (digest-checked), outside the data
+    // directory: a wrong key or an unreachable store shows before a directory is touched.
+    let scratch =
+        tempfile::tempdir().map_err(|e| Error::io("creating a temporary directory", e))?;
+    let manifest_path = scratch.path().join("backup_manifest");
+    artifact::open(
+        repo,
+        &manifest.id,
+        pg_manifest,
+        plan.keyring.clone(),
+        FileSink::new(&manifest_path),
+        progress,
+    )
+    .await?;
+    let owner = prepare_dir(&plan.pgdata, plan.force)?;
+    let run_as = nix::unistd::geteuid().is_root().then_some(owner);
     artifact::open(
         repo,
         &manifest.id,
@@ -109,31 +126,30 @@ pub async fn restore_physical(
     )
     .await?;
     let work = async {
-        // PostgreSQL's manifest, from its own artifact (digest-checked), into a file beside
-        // nothing of the data directory's.
-        let scratch =
-            tempfile::tempdir().map_err(|e| Error::io("creating a temporary directory", e))?;
-        let manifest_path = scratch.path().join("backup_manifest");
-        artifact::open(
-            repo,
-            &manifest.id,
-            pg_manifest,
-            plan.keyring.clone(),
-            FileSink::new(&manifest_path),
-            progress,
-        )
-        .await?;
+        // What was unpacked reaches the disk before it is checked and called restored.
+        let dir = std::fs::File::open(&plan.pgdata)
+            .map_err(|e| Error::io(format!("opening {}", plan.pgdata.display()), e))?;
+        nix::unistd::syncfs(&dir)
+            .map_err(|e| Error::io(format!("flushing {}", plan.pgdata.display()), e.into()))?;
         verify_files(&pg_verifybackup, &manifest_path, &plan.pgdata).await?;
         let settings = RecoverySettings {
             restore_command: Some(plan.restore_command.clone()),
             target: plan.target.clone(),
             action: plan.action,
             timeline: plan.timeline,
+            keep_archiving: plan.keep_archiving,
             extra: plan.extra_settings.clone(),
         };
         settings.write(&plan.pgdata, &manifest.id)?;
+        // `log/` for `pg_ctl -l <dir>/log/…` (PostgreSQL's default log directory too).
+        let log = plan.pgdata.join("log");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&log)
+            .map_err(|e| Error::io(format!("creating {}", log.display()), e))?;
         if let Some((uid, gid)) = run_as {
-            for name in ["postgresql.auto.conf", "recovery.signal"] {
+            for name in ["postgresql.auto.conf", "recovery.signal", "log"] {
                 let path = plan.pgdata.join(name);
                 std::os::unix::fs::chown(&path, Some(uid), Some(gid))
                     .map_err(|e| Error::io(format!("giving {} to uid {uid}", path.display()), e))?;
@@ -166,13 +182,16 @@ pub async fn restore_physical(
 /// target time.
 async fn choose_backup(repo: &Repository, plan: &PhysicalRestore) -> Result<Manifest> {
     let wanted = plan.backup.as_deref().unwrap_or("latest");
-    let RecoveryTarget::Time(time) = &plan.target else {
-        return repo.resolve(wanted, Some(BackupKind::Physical)).await;
-    };
     if wanted != "latest" {
         return repo.manifest(wanted).await;
     }
-    let time = time.with_timezone(&Utc);
+    // `latest`: the newest physical backup that can reach the target — one with archived WAL
+    // behind it (unless only its own end is wanted) that ended before a target time.
+    let time = match &plan.target {
+        RecoveryTarget::Time(time) => Some(time.with_timezone(&Utc)),
+        _ => None,
+    };
+    let needs_archive = plan.target != RecoveryTarget::Immediate;
     let listing = repo.manifests().await?;
     listing
         .backups
@@ -180,13 +199,18 @@ async fn choose_backup(repo: &Repository, plan: &PhysicalRestore) -> Result<Mani
         .rev()
         .filter(|m| m.kind == BackupKind::Physical)
         .find(|m| {
-            m.source
-                .physical
-                .as_ref()
-                .is_some_and(|p| p.backup_stopped_at <= time)
+            m.source.physical.as_ref().is_some_and(|p| {
+                (p.wal_archived || !needs_archive) && time.is_none_or(|t| p.backup_stopped_at <= t)
+            })
         })
         .ok_or_else(|| Error::BackupNotFound {
-            wanted: format!("a physical backup that ended before {time}"),
+            wanted: match time {
+                Some(time) => {
+                    format!("latest (a physical backup with archived WAL that ended before {time})")
+                }
+                None if needs_archive => "latest (a physical backup with archived WAL)".to_owned(),
+                None => "latest (physical)".to_owned(),
+            },
             repo: repo.storage().url().to_owned(),
         })
 }
@@ -243,6 +267,12 @@ async fn check_target(
             "the backup was taken with --allow-no-archive: it restores to its end only (use --target-immediate)".to_owned(),
         ));
     }
+    if *target != RecoveryTarget::Immediate {
+        check_no_gap(repo, physical).await.map_err(|e| match e {
+            Error::Refused { detail, .. } => refuse(detail),
+            other => other,
+        })?;
+    }
     let stop_lsn: Option<Lsn> = manifest
         .source
         .stop_lsn
@@ -285,6 +315,50 @@ async fn check_target(
         | RecoveryTarget::Immediate
         | RecoveryTarget::Name(_)
         | RecoveryTarget::Xid(_) => {}
+    }
+    Ok(())
+}
+
+/// Refuses an archive with a hole between the backup's first segment and the newest one of its
+/// timeline: `wal-fetch` reports a missing file as the end of the archive, so recovery would
+/// stop at the hole and promote, dropping everything after it.
+async fn check_no_gap(repo: &Repository, physical: &PhysicalFacts) -> Result<()> {
+    let size = physical.wal_segment_size;
+    let Some(start) = Segment::parse(&physical.start_wal, size) else {
+        return Ok(());
+    };
+    let folder = format!("wal/{:08X}/", start.timeline);
+    let mut numbers: Vec<u64> = repo
+        .storage()
+        .list(&folder)
+        .await?
+        .iter()
+        .filter_map(|o| o.key.rsplit('/').next())
+        .filter_map(|n| {
+            n.strip_suffix(".zst.age")
+                .or_else(|| n.strip_suffix(".zst"))
+        })
+        .filter_map(|n| Segment::parse(n, size))
+        .map(|s| s.number)
+        .filter(|n| *n >= start.number)
+        .collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    for (expected, n) in (start.number..).zip(numbers) {
+        if n != expected {
+            let missing = Segment {
+                timeline: start.timeline,
+                number: expected,
+            };
+            return Err(Error::Refused {
+                context: "checking the archived WAL".to_owned(),
+                detail: format!(
+                    "segment {} is missing from the archive while later ones are there: recovery would stop at it and promote, dropping everything after it; run `ecobackup verify --wal`, and restore to a target before it (--target-lsn {}) if it is lost",
+                    missing.file_name(size),
+                    missing.start_lsn(size)
+                ),
+            });
+        }
     }
     Ok(())
 }
@@ -339,6 +413,12 @@ fn prepare_dir(dir: &Path, force: bool) -> Result<(u32, u32)> {
                     return Err(Error::Refused {
                         context: format!("restoring into {}", dir.display()),
                         detail: "it holds a postmaster.pid: a server may be running on it; stop it first".to_owned(),
+                    });
+                }
+                if force && !dir.join("PG_VERSION").exists() {
+                    return Err(Error::Refused {
+                        context: format!("restoring into {}", dir.display()),
+                        detail: "--force empties only a PostgreSQL data directory (one with PG_VERSION), and this one is not: choose an empty or missing directory".to_owned(),
                     });
                 }
                 if !force {

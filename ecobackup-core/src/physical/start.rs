@@ -69,7 +69,7 @@ pub async fn start_recovery(
         .arg(&log)
         .args([
             "-o",
-            "-c lc_messages=C -c logging_collector=off",
+            "-c lc_messages=C -c logging_collector=off -c log_destination=stderr",
             "-W",
             "start",
         ])
@@ -100,17 +100,39 @@ pub async fn start_recovery(
             ),
         });
     }
-    follow(&log, log_start, limit).await
+    follow(dir, &log, log_start, limit).await
 }
 
 /// Follows the server log until recovery ends.
-async fn follow(log: &Path, from: u64, limit: Duration) -> Result<RecoveryOutcome> {
-    let deadline = tokio::time::Instant::now() + limit;
+async fn follow(dir: &Path, log: &Path, from: u64, limit: Duration) -> Result<RecoveryOutcome> {
+    let started = tokio::time::Instant::now();
+    let deadline = started + limit;
     loop {
+        // Read before looking at the server: a server that ended wrote its last words first.
+        let alive = server_alive(dir);
         let bytes = std::fs::read(log).unwrap_or_default();
         let text = String::from_utf8_lossy(bytes.get(from as usize..).unwrap_or_default());
         if let Some(outcome) = read_log(&text, log)? {
             return Ok(outcome);
+        }
+        // Gone without a word the log parser knows (killed, a missing postgresql.conf): say so
+        // now rather than at the deadline. The postmaster needs a moment to write its pid file.
+        if !alive && started.elapsed() > Duration::from_secs(5) {
+            return Err(Error::Refused {
+                context: "recovering the restored server".to_owned(),
+                detail: format!(
+                    "the server is not running and recovery did not finish; its log {} says: {}",
+                    log.display(),
+                    text.lines()
+                        .rev()
+                        .take(3)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<Vec<_>>()
+                        .join(" / ")
+                ),
+            });
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(Error::Refused {
@@ -126,6 +148,22 @@ async fn follow(log: &Path, from: u64, limit: Duration) -> Result<RecoveryOutcom
     }
 }
 
+/// Whether the postmaster of `dir` is running (its pid file names a live process).
+fn server_alive(dir: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(dir.join("postmaster.pid")) else {
+        return false;
+    };
+    let Some(pid) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+    else {
+        return true; // being written
+    };
+    // Signal 0: only asks whether the process exists.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
 /// What the log says so far: `Ok(None)` while recovery runs.
 fn read_log(text: &str, log: &Path) -> Result<Option<RecoveryOutcome>> {
     let mut outcome = RecoveryOutcome {
@@ -137,6 +175,7 @@ fn read_log(text: &str, log: &Path) -> Result<Option<RecoveryOutcome>> {
     };
     let mut end = None;
     let mut shutdown_at_target = false;
+    let mut last_fatal: Option<&str> = None;
     for line in text.lines() {
         if let Some(rest) = after(line, "selected new timeline ID: ") {
             outcome.timeline = rest.split_whitespace().next().and_then(|n| n.parse().ok());
@@ -156,17 +195,24 @@ fn read_log(text: &str, log: &Path) -> Result<Option<RecoveryOutcome>> {
             shutdown_at_target = true;
         } else if line.contains("database system is shut down") && shutdown_at_target {
             end = Some(RecoveryEnd::ShutDown);
-        } else if line.contains("database system is ready to accept connections") {
-            end = Some(RecoveryEnd::Promoted);
-        } else if is_fatal(line) {
+        } else if line.contains("aborting startup due to startup process failure")
+            || (line.contains("database system is shut down") && end.is_none())
+        {
+            // The startup process (recovery) failed: its FATAL says why.
+            let why = last_fatal.unwrap_or(line).trim();
             return Err(Error::Refused {
                 context: "recovering the restored server".to_owned(),
                 detail: format!(
-                    "the server stopped: {}; fix the cause and start it again (pg_ctl -D <dir> start): recovery resumes where it stopped (log: {})",
-                    line.trim(),
+                    "the server stopped: {why}; fix the cause and start it again (pg_ctl -D <dir> start): recovery resumes where it stopped (log: {})",
                     log.display()
                 ),
             });
+        } else if line.contains("database system is ready to accept connections") {
+            end = Some(RecoveryEnd::Promoted);
+        } else if line.contains("FATAL:") || line.contains("PANIC:") {
+            // A client's FATAL (a role that does not exist, too many clients) is no failure
+            // of recovery: only the startup process's, followed by the abort, is.
+            last_fatal = Some(line);
         }
     }
     Ok(end.map(|end| RecoveryOutcome { end, ..outcome }))
@@ -175,14 +221,6 @@ fn read_log(text: &str, log: &Path) -> Result<Option<RecoveryOutcome>> {
 /// The text after `marker` in `line`.
 fn after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
     line.find(marker).map(|at| &line[at + marker.len()..])
-}
-
-/// A FATAL or PANIC of the server itself (not one sent to a client that connected too early).
-fn is_fatal(line: &str) -> bool {
-    (line.contains("FATAL:") || line.contains("PANIC:"))
-        && !line.contains("the database system is")
-        && !line.contains("password authentication failed")
-        && !line.contains("no pg_hba.conf entry")
 }
 
 #[cfg(test)]
@@ -216,7 +254,11 @@ mod tests {
         let client =
             format!("{running}FATAL:  the database system is not yet accepting connections\n");
         assert!(read_log(&client, log).unwrap().is_none());
-        let failed = format!("{running}FATAL:  could not restore file \"000000010000000000000003\" from archive: child process exited with exit code 255\n");
+        let client = format!("{running}FATAL:  role \"app\" does not exist\n");
+        assert!(read_log(&client, log).unwrap().is_none());
+        let failed = format!("{running}FATAL:  could not restore file \"000000010000000000000003\" from archive: child process exited with exit code 255\n\
+                              LOG:  startup process (PID 7) exited with exit code 1\n\
+                              LOG:  aborting startup due to startup process failure\nLOG:  database system is shut down\n");
         let err = read_log(&failed, log).unwrap_err().to_string();
         assert!(err.contains("exit code 255"), "{err}");
         assert!(err.contains("recovery resumes"), "{err}");
