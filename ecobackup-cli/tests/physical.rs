@@ -26,7 +26,7 @@ use ecobackup_testkit::server_user::{give_to_server_user as hand_over, server_us
 struct Lab {
     runtime: tokio::runtime::Runtime,
     s3: S3TestServer,
-    cluster: Cluster,
+    source: Source,
     dir: tempfile::TempDir,
     config: PathBuf,
     signing: PathBuf,
@@ -44,13 +44,24 @@ fn as_server_user(dir: &Path) -> Command {
     std.current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dir);
+        .env("HOME", dir)
+        .env("PGPASSFILE", dir.join("pgpass"));
     ecobackup_testkit::server_user::as_server_user(&mut std);
     Command::from_std(std)
 }
 
 impl Lab {
     fn start(major: Option<u32>) -> Lab {
+        Self::start_on(major, false)
+    }
+
+    /// A TLS-only, SCRAM-only server whose backups are taken by the `replicator` role (not a
+    /// superuser) with its password in a password file.
+    fn start_secure() -> Lab {
+        Self::start_on(Some(15), true)
+    }
+
+    fn start_on(major: Option<u32>, secure: bool) -> Lab {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let s3 = runtime.block_on(S3TestServer::start());
         let dir = tempfile::tempdir().unwrap();
@@ -96,22 +107,48 @@ impl Lab {
             shell_word(config.to_str().unwrap())
         );
         let bin_dir = major.map(|m| runtime.block_on(ecobackup_testkit::majors::server_bin_dir(m)));
+        let conf = vec![
+            "wal_level = replica".into(),
+            "archive_mode = on".into(),
+            format!("archive_command = {}", conf_string(&archive_command)),
+        ];
+        if secure {
+            let pg = runtime.block_on(ecobackup_testkit::SecurePg::start_with(
+                ecobackup_testkit::secure_pg::SecureOptions { major, conf },
+            ));
+            // What the backup host needs, readable by the user that runs ecobackup.
+            let ca = dir.path().join("ca.pem");
+            std::fs::copy(pg.ca_file(), &ca).unwrap();
+            let pgpass = dir.path().join("pgpass");
+            std::fs::copy(pg.password_file(), &pgpass).unwrap();
+            hand_over(&ca);
+            hand_over(&pgpass);
+            let url = format!(
+                "postgresql://replicator@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+                pg.port(),
+                ca.display()
+            );
+            return Lab {
+                runtime,
+                s3,
+                source: Source::Secure(pg, url),
+                dir,
+                config,
+                signing,
+            };
+        }
         let cluster = runtime
             .block_on(Cluster::start(ClusterOptions {
                 bin_dir,
                 fsync: false,
-                conf: vec![
-                    "wal_level = replica".into(),
-                    "archive_mode = on".into(),
-                    format!("archive_command = {}", conf_string(&archive_command)),
-                ],
+                conf,
                 ..ClusterOptions::default()
             }))
             .unwrap();
         Lab {
             runtime,
             s3,
-            cluster,
+            source: Source::Plain(cluster),
             dir,
             config,
             signing,
@@ -124,7 +161,7 @@ impl Lab {
             .args(args);
         // The programs of the cluster's own version (PostgreSQL 18 lives outside PATH in CI).
         if args.iter().any(|a| *a == "backup" || *a == "restore") {
-            cmd.args(["--pg-bin", self.cluster.bin_dir().to_str().unwrap()]);
+            cmd.args(["--pg-bin", self.cluster().bin_dir().to_str().unwrap()]);
         }
         cmd
     }
@@ -149,8 +186,27 @@ impl Lab {
             .unwrap()
     }
 
+    /// The URL backups are taken from: the superuser on the plain server's socket, or the
+    /// `replicator` role over verified TLS on the secure one.
     fn source(&self) -> String {
-        self.cluster.url("postgres")
+        match &self.source {
+            Source::Plain(cluster) => cluster.url("postgres"),
+            Source::Secure(_, url) => url.clone(),
+        }
+    }
+
+    fn cluster(&self) -> &Cluster {
+        match &self.source {
+            Source::Plain(cluster) => cluster,
+            Source::Secure(pg, _) => pg.cluster(),
+        }
+    }
+
+    fn cluster_mut(&mut self) -> &mut Cluster {
+        match &mut self.source {
+            Source::Plain(cluster) => cluster,
+            Source::Secure(pg, _) => pg.cluster_mut(),
+        }
     }
 
     fn backup(&self, extra: &[&str]) -> String {
@@ -208,7 +264,7 @@ impl Lab {
         let output = out.get_output().clone();
         let restored = Restored {
             pgdata,
-            bin_dir: self.cluster.bin_dir().to_owned(),
+            bin_dir: self.cluster().bin_dir().to_owned(),
             url: format!(
                 "postgresql:///postgres?host={}&port={port}&user=postgres",
                 socket.display()
@@ -224,6 +280,14 @@ impl Lab {
         );
         restored
     }
+}
+
+/// Where backups come from.
+enum Source {
+    /// A throwaway cluster; the superuser over its private socket.
+    Plain(Cluster),
+    /// TLS only and SCRAM only; backups by the `replicator` role; its URL.
+    Secure(ecobackup_testkit::SecurePg, String),
 }
 
 /// A restored, started server; stopped when dropped.
@@ -392,7 +456,7 @@ fn an_unreachable_archive_stops_recovery_instead_of_ending_it() {
         .success();
     let restored = Restored {
         pgdata: pgdata.clone(),
-        bin_dir: lab.cluster.bin_dir().to_owned(),
+        bin_dir: lab.cluster().bin_dir().to_owned(),
         url: format!(
             "postgresql:///postgres?host={}&port={port}&user=postgres",
             socket.display()
@@ -407,7 +471,7 @@ fn an_unreachable_archive_stops_recovery_instead_of_ending_it() {
         lab.runtime.block_on(start_recovery(
             &pgdata,
             15,
-            Some(lab.cluster.bin_dir()),
+            Some(lab.cluster().bin_dir()),
             owner,
             Duration::from_secs(120),
         ))
@@ -507,9 +571,9 @@ fn a_backup_whose_wal_is_not_archived_is_not_listed() {
 fn an_immediate_stop_under_load_leaves_no_gap_in_the_archive() {
     let mut lab = Lab::start(Some(15));
     let url = lab.source();
-    let pgbench = lab.cluster.bin_dir().join("pgbench");
-    let socket = lab.cluster.socket_dir().to_owned();
-    let port = lab.cluster.port().to_string();
+    let pgbench = lab.cluster().bin_dir().join("pgbench");
+    let socket = lab.cluster().socket_dir().to_owned();
+    let port = lab.cluster().port().to_string();
     let bench = |args: &[&str]| {
         let mut command = std::process::Command::new(&pgbench);
         command
@@ -534,9 +598,10 @@ fn an_immediate_stop_under_load_leaves_no_gap_in_the_archive() {
     lab.sql(&url, "SELECT pg_reload_conf()");
     let mut load = bench(&["-c", "4", "-T", "30", "-n"]).spawn().unwrap();
     std::thread::sleep(Duration::from_secs(15));
-    lab.runtime.block_on(lab.cluster.crash()).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(lab.cluster_mut().crash()).unwrap();
     let _ = load.wait();
-    lab.runtime.block_on(lab.cluster.start_again()).unwrap();
+    runtime.block_on(lab.cluster_mut().start_again()).unwrap();
     lab.switch_and_archive();
     let out = lab
         .run(&["--json", "verify", "--all", "--wal"])
@@ -556,4 +621,25 @@ fn an_immediate_stop_under_load_leaves_no_gap_in_the_archive() {
         })
         .count();
     assert!(archived > 3, "only {archived} segments archived under load");
+}
+
+/// The production-like lab: a TLS-only, SCRAM-only server, the backup taken by a role with
+/// REPLICATION but not a superuser, its password in a password file; the restore recovers to
+/// the backup's end with the superuser's data in it.
+#[test]
+fn a_replication_role_backs_up_a_tls_only_server() {
+    let lab = Lab::start_secure();
+    let Source::Secure(pg, _) = &lab.source else {
+        unreachable!()
+    };
+    lab.runtime.block_on(async {
+        let client = pg.superuser("postgres").await;
+        client
+            .batch_execute("CREATE TABLE t (batch text, n int); INSERT INTO t VALUES ('A', 1)")
+            .await
+            .unwrap();
+    });
+    let id = lab.backup(&[]);
+    let restored = lab.restore("from-tls", &[&id, "--target-immediate"]);
+    assert_eq!(batches(&lab, &restored.url), ["A"]);
 }
