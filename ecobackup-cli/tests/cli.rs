@@ -53,8 +53,6 @@ fn help_shows_the_whole_command_tree_and_what_is_not_built() {
 fn a_command_not_built_yet_refuses_to_run() {
     let dir = tempfile::tempdir().unwrap();
     for args in [
-        vec!["backup", "physical", "--db", "postgres://x/y"],
-        vec!["restore", "physical", "latest", "--pgdata", "/tmp/x"],
         vec!["backup", "files", "--path", "/etc"],
         vec!["status"],
         vec!["prune", "--dry-run"],
