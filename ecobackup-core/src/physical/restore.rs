@@ -26,7 +26,8 @@ use crate::postgres::binaries::find_program;
 use crate::process::ChildCommand;
 use crate::progress::Progress;
 use crate::repository::{BackupKind, Manifest, PhysicalFacts, Repository};
-use crate::wal::{Lsn, Segment, WalFile};
+use crate::wal::archive::parse_object_key;
+use crate::wal::{Lsn, Segment};
 
 /// What to restore, where, and to which point.
 #[derive(Clone)]
@@ -333,12 +334,8 @@ async fn check_no_gap(repo: &Repository, physical: &PhysicalFacts) -> Result<()>
         .list(&folder)
         .await?
         .iter()
-        .filter_map(|o| o.key.rsplit('/').next())
-        .filter_map(|n| {
-            n.strip_suffix(".zst.age")
-                .or_else(|| n.strip_suffix(".zst"))
-        })
-        .filter_map(|n| Segment::parse(n, size))
+        .filter_map(|o| parse_object_key(&o.key))
+        .filter_map(|f| Segment::parse(&f.name(), size))
         .map(|s| s.number)
         .filter(|n| *n >= start.number)
         .collect();
@@ -368,13 +365,7 @@ async fn newest_archived(repo: &Repository) -> Result<Option<(String, DateTime<U
     let objects = repo.storage().list("wal/").await?;
     Ok(objects
         .into_iter()
-        .filter(|o| {
-            o.key
-                .rsplit('/')
-                .next()
-                .and_then(|n| WalFile::parse(n.split(".zst").next().unwrap_or(n)))
-                .is_some()
-        })
+        .filter(|o| parse_object_key(&o.key).is_some())
         .max_by_key(|o| o.modified)
         .map(|o| (o.key, o.modified)))
 }
@@ -384,8 +375,8 @@ async fn archive_end(repo: &Repository, segment_size: u64) -> Result<Option<Lsn>
     let objects = repo.storage().list("wal/").await?;
     Ok(objects
         .iter()
-        .filter_map(|o| o.key.rsplit('/').next())
-        .filter_map(|n| Segment::parse(n.split(".zst").next().unwrap_or(n), segment_size))
+        .filter_map(|o| parse_object_key(&o.key))
+        .filter_map(|f| Segment::parse(&f.name(), segment_size))
         .map(|s| s.next().start_lsn(segment_size))
         .max())
 }

@@ -60,14 +60,9 @@ impl ServerState {
             .await
             .ok()
             .map(|r| r.get::<_, String>(0));
-        let system_identifier = client
-            .query_one(
-                "SELECT system_identifier::text FROM pg_control_system()",
-                &[],
-            )
+        let system_identifier = crate::postgres::facts::system_identifier(client)
             .await
-            .ok()
-            .and_then(|r| r.get::<_, String>(0).parse().ok());
+            .and_then(|id| id.parse().ok());
         let size_estimate = client
             .query_one(
                 "SELECT sum(pg_database_size(oid))::bigint FROM pg_database WHERE datallowconn",

@@ -26,6 +26,7 @@ use nix::unistd::{Gid, Uid, User};
 use tempfile::TempDir;
 
 use crate::error::{Error, Result};
+use crate::physical::recovery::conf_string;
 use crate::postgres::binaries::{installed_server_dirs, program_major_version};
 use crate::postgres::conn::{connect, describe_pg_error, quote_ident, redact_url};
 use crate::postgres::server_log::{log_excerpt, read_from};
@@ -697,11 +698,6 @@ fn free_port() -> Result<u16> {
         .map_err(|e| Error::io("finding a free TCP port on 127.0.0.1", e))?
         .port();
     Ok(port)
-}
-
-/// A `postgresql.conf` string literal.
-fn conf_string(value: &str) -> String {
-    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 /// Percent-encodes a database name for the path of a URL.

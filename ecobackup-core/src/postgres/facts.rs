@@ -24,6 +24,19 @@ pub struct DatabaseFacts {
     pub system_identifier: Option<String>,
 }
 
+/// The cluster's system identifier, when the role may call `pg_control_system()` (a
+/// least-privilege role may not: then `None`).
+pub async fn system_identifier(client: &tokio_postgres::Client) -> Option<String> {
+    client
+        .query_one(
+            "SELECT system_identifier::text FROM pg_control_system()",
+            &[],
+        )
+        .await
+        .ok()
+        .map(|r| r.get::<_, String>(0))
+}
+
 /// Asks the server about the database `client` is connected to.
 pub async fn database_facts(client: &tokio_postgres::Client, url: &DbUrl) -> Result<DatabaseFacts> {
     let row = client
@@ -36,14 +49,7 @@ pub async fn database_facts(client: &tokio_postgres::Client, url: &DbUrl) -> Res
         .map_err(|e| url.error("asking the server version of", e))?;
     let version_num: i32 = row.get(1);
     let size: i64 = row.get(2);
-    let system_identifier = client
-        .query_one(
-            "SELECT system_identifier::text FROM pg_control_system()",
-            &[],
-        )
-        .await
-        .ok()
-        .map(|r| r.get::<_, String>(0));
+    let system_identifier = system_identifier(client).await;
     // reltuples is -1 for a table never vacuumed or analyzed: then the statistics collector's
     // live-tuple count is the better estimate.
     let rows = client
