@@ -251,22 +251,10 @@ pub struct BackupPhysicalArgs {
     pub pg_bin: Option<PathBuf>,
 }
 
-/// `restore physical`.
+/// Where recovery of a physical backup stops: at most one of these.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("target").multiple(false).args([
-    "target_time", "target_lsn", "target_name", "target_xid", "target_immediate"
-])))]
-pub struct RestorePhysicalArgs {
-    /// A backup id, or `latest`. Default: with --target-time, the newest physical backup that
-    /// ended before it; otherwise the newest.
-    #[arg(value_name = "ID|latest")]
-    pub id: Option<String>,
-    /// The data directory to restore into: missing or empty (see --force).
-    #[arg(long, value_name = "DIR")]
-    pub pgdata: PathBuf,
-    /// Delete the contents of a non-empty --pgdata first (never one with a postmaster.pid).
-    #[arg(long)]
-    pub force: bool,
+#[group(multiple = false)]
+pub struct RecoveryTargetArgs {
     /// Recover up to this time, as `select now()` prints it: '2026-11-23 08:55:01.123456+00'.
     #[arg(long, value_name = "TIME")]
     pub target_time: Option<String>,
@@ -282,6 +270,23 @@ pub struct RestorePhysicalArgs {
     /// Stop as soon as the backup is consistent (its own end).
     #[arg(long)]
     pub target_immediate: bool,
+}
+
+/// `restore physical`.
+#[derive(Debug, Args)]
+pub struct RestorePhysicalArgs {
+    /// A backup id, or `latest`. Default: with --target-time, the newest physical backup that
+    /// ended before it; otherwise the newest.
+    #[arg(value_name = "ID|latest")]
+    pub id: Option<String>,
+    /// The data directory to restore into: missing or empty (see --force).
+    #[arg(long, value_name = "DIR")]
+    pub pgdata: PathBuf,
+    /// Delete the contents of a non-empty --pgdata first (never one with a postmaster.pid).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub target: RecoveryTargetArgs,
     /// What the server does at the target: promote, pause or shutdown.
     #[arg(long, value_name = "ACTION", default_value = "promote")]
     pub target_action: ecobackup_core::physical::TargetAction,
@@ -351,6 +356,17 @@ pub struct DrillArgs {
     /// production server, so the RTO is one a runbook may quote (default: [drill] durable).
     #[arg(long)]
     pub durable: bool,
+    /// The kind of backup `latest` means: logical or physical (default: the newest of any
+    /// kind; physical with a --target-* option).
+    #[arg(long, value_name = "KIND")]
+    pub kind: Option<ecobackup_core::repository::BackupKind>,
+    /// For a physical backup: recover to this point and promote there (default: the backup's
+    /// own end, as --target-immediate).
+    #[command(flatten)]
+    pub target: RecoveryTargetArgs,
+    /// For a physical backup: how long the WAL replay may take, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    pub replay_timeout: u64,
     /// Ping this URL when the drill passes, URL/fail when it fails (healthchecks.io style).
     #[arg(long, value_name = "URL", env = "ECOBACKUP_DRILL_PING")]
     pub ping: Option<String>,

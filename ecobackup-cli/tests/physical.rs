@@ -160,7 +160,10 @@ impl Lab {
         cmd.args(["--config", self.config.to_str().unwrap()])
             .args(args);
         // The programs of the cluster's own version (PostgreSQL 18 lives outside PATH in CI).
-        if args.iter().any(|a| *a == "backup" || *a == "restore") {
+        if args
+            .iter()
+            .any(|a| *a == "backup" || *a == "restore" || *a == "drill")
+        {
             cmd.args(["--pg-bin", self.cluster().bin_dir().to_str().unwrap()]);
         }
         cmd
@@ -398,15 +401,98 @@ fn point_in_time_recovery(major: Option<u32>) {
     lab.sql(&to_end.url, "INSERT INTO t VALUES ('after', 1)");
     lab.sql(&to_end.url, "SELECT pg_switch_wal()");
     drop(to_end);
-    // The restored copies promoted to timeline 2 but archived nothing into the source's
-    // repository (archive_mode is off in a restore unless --keep-archiving).
+
+    drills(&lab, &id, &t);
+    // The restored copies and the drills promoted to new timelines but archived nothing into
+    // the source's repository (archive_mode is off in a restore unless --keep-archiving, and
+    // always in a drill).
     let foreign: Vec<String> = lab
         .s3
         .object_keys()
         .into_iter()
-        .filter(|k| k.contains("/wal/00000002/"))
+        .filter(|k| k.contains("/wal/0000000") && !k.contains("/wal/00000001/"))
         .collect();
     assert!(foreign.is_empty(), "{foreign:?}");
+}
+
+/// Drills of the physical backup `id`: to time `t` (batch A only) the checks pass; to the
+/// backup's own end (the default) table t is still empty, and a check that wants rows fails
+/// the drill with the numbers in its report.
+fn drills(lab: &Lab, id: &str, t: &str) {
+    let checks = lab.dir.path().join("checks.toml");
+    std::fs::write(
+        &checks,
+        format!(
+            "[[table]]\nname = \"t\"\nmin_rows = 1000\n\n\
+             [[sql]]\nname = \"batch A only\"\n\
+             query = \"SELECT count(*) = 1000 AND count(*) FILTER (WHERE batch = 'B') = 0 FROM t\"\n\n\
+             [[sql]]\nname = \"now() is the target time\"\nquery = \"SELECT now() = '{t}'::timestamptz\"\n"
+        ),
+    )
+    .unwrap();
+    hand_over(&checks);
+    let report = lab.empty_pgdata("reports").join("drill.json");
+    let out = lab
+        .run(&["drill", "--target-time", t])
+        .args(["--checks", checks.to_str().unwrap()])
+        .args(["--report", report.to_str().unwrap()])
+        .assert();
+    let output = out.get_output();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("PASSED"), "{stdout}");
+    assert!(stdout.contains("+ replay "), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(report["passed"], true, "{report}");
+    assert_eq!(report["backup_id"], id, "{report}");
+    assert_eq!(report["kind"], "physical", "{report}");
+    assert_eq!(report["checks"].as_array().unwrap().len(), 3, "{report}");
+    assert!(report["rto"]["replay_seconds"].as_f64().unwrap() > 0.0);
+    assert!(
+        report["recovery"]["stopped"]
+            .as_str()
+            .unwrap()
+            .starts_with("recovery stopping before commit"),
+        "{report}"
+    );
+    let databases: Vec<&str> = report["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert_eq!(databases, ["postgres"], "{report}");
+    // The scratch cluster is gone, and its server with it.
+    let target = report["target"].as_str().unwrap();
+    let data_dir = target.rsplit(" in ").next().unwrap();
+    assert!(!Path::new(data_dir).exists(), "{target}");
+
+    let wants_rows = lab.dir.path().join("wants-rows.toml");
+    std::fs::write(&wants_rows, "[[table]]\nname = \"t\"\nmin_rows = 1\n").unwrap();
+    hand_over(&wants_rows);
+    let out = lab
+        .run(&["--json", "drill", "latest", "--kind", "physical"])
+        .args(["--checks", wants_rows.to_str().unwrap()])
+        .assert()
+        .failure();
+    let report: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(report["passed"], false, "{report}");
+    assert_eq!(
+        report["recovery"]["target"], "the end of the backup",
+        "{report}"
+    );
+    assert_eq!(report["checks"][0]["actual"], "0 rows", "{report}");
+    assert!(
+        String::from_utf8_lossy(&out.get_output().stderr)
+            .contains("expected >= 1 rows, got 0 rows"),
+        "{}",
+        String::from_utf8_lossy(&out.get_output().stderr)
+    );
 }
 
 #[test]
@@ -642,4 +728,24 @@ fn a_replication_role_backs_up_a_tls_only_server() {
     let id = lab.backup(&[]);
     let restored = lab.restore("from-tls", &[&id, "--target-immediate"]);
     assert_eq!(batches(&lab, &restored.url), ["A"]);
+    drop(restored);
+    // The drill's copy drops the production pg_hba.conf (hostssl only) and TLS (its
+    // certificate files are the source's) for a private socket it trusts, and connects as the
+    // bootstrap superuser the backup recorded, not as the replicator that took it.
+    let checks = lab.dir.path().join("tls-checks.toml");
+    std::fs::write(&checks, "[[table]]\nname = \"t\"\nmin_rows = 1\n").unwrap();
+    hand_over(&checks);
+    let out = lab
+        .run(&["--json", "drill", &id])
+        .args(["--checks", checks.to_str().unwrap()])
+        .assert();
+    let output = out.get_output();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["checks"][0]["actual"], "1 rows", "{report}");
 }

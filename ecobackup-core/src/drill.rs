@@ -1,10 +1,15 @@
 //! Restore drills: "a backup that's never restored is not a backup".
 //!
-//! A drill restores a logical backup into a scratch target — a throwaway cluster started from
-//! the installed server binaries, or new databases on a server you name — runs the checks,
-//! measures the recovery time (RTO) and the backup's age at drill time (the RPO you would get),
-//! and cleans up. The [`DrillReport`] is the audit record: what was restored, how long each
-//! part took, and each check with its expected and actual value.
+//! A drill restores a backup into a scratch target, runs the checks, measures the recovery time
+//! (RTO) and the backup's age at drill time (the RPO you would get), and cleans up. The
+//! [`DrillReport`] is the audit record: what was restored, how long each part took, and each
+//! check with its expected and actual value.
+//!
+//! - A logical backup is restored into a throwaway cluster started from the installed server
+//!   binaries, or into new databases on a server you name (dropped afterwards).
+//! - A physical backup is unpacked into a scratch data directory and recovered, fetching
+//!   archived WAL, to its own end or to the plan's target ([`PhysicalDrill`]); the server is
+//!   promoted there and the checks run against its databases (`drill/physical.rs`).
 //!
 //! The scratch cluster listens on a unix socket in a directory only its user can enter, never on
 //! TCP: it trusts every connection and holds a copy of production data. It runs with `fsync`,
@@ -12,7 +17,9 @@
 //! ([`DrillPlan::durable`]); the report says which ([`DrillReport::durable`]), since only a
 //! durable drill's RTO is a figure a runbook may quote.
 
+mod checks;
 mod command;
+mod physical;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,82 +27,58 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+
+use checks::Restored;
+pub use checks::{CheckResult, Checks, CommandCheck, SqlCheck, TableCheck};
 
 use crate::artifact;
 use crate::crypto::Keyring;
 use crate::error::{Error, Result};
+use crate::physical::RecoveryTarget;
 use crate::postgres::binaries::{
     bin_dir_var, find_program, installed_server_dirs, program_major_version,
 };
 use crate::postgres::cluster::{Cluster, ClusterOptions};
-use crate::postgres::{major_of, quote_ident, DbUrl};
+use crate::postgres::{major_of, DbUrl};
 use crate::process::{ChildCommand, ChildSink};
 use crate::progress::Progress;
 use crate::repository::{BackupKind, Manifest, Repository};
 use crate::restore::{read_catalog, restore_logical, LogicalRestore};
-
-/// The checks file (TOML): `[[table]]`, `[[sql]]` and an optional `[command]`.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Checks {
-    /// Row counts of tables.
-    #[serde(default)]
-    pub table: Vec<TableCheck>,
-    /// SQL assertions that must return true.
-    #[serde(default)]
-    pub sql: Vec<SqlCheck>,
-    /// A command run against the restored database that must exit 0.
-    pub command: Option<CommandCheck>,
-}
-
-/// A table's row count: at least `min_rows`, and/or within `within_percent` of the source's
-/// row estimate recorded at backup time.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TableCheck {
-    /// `orders` or `public.orders`.
-    pub name: String,
-    /// The database, when the backup holds several.
-    pub database: Option<String>,
-    /// The fewest rows that pass.
-    pub min_rows: Option<i64>,
-    /// Allowed distance from the source's row estimate, in percent.
-    pub within_percent: Option<f64>,
-}
-
-/// A query that must return one row whose first column is true. `now()` in it means the time
-/// the backup finished, so "orders in the last day" asks about the day before the backup.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SqlCheck {
-    /// A name for the report (default: the query).
-    pub name: Option<String>,
-    /// The database, when the backup holds several.
-    pub database: Option<String>,
-    /// The query.
-    pub query: String,
-}
-
-/// A shell command (booting the app and curling /health) that must exit 0. It gets the restored
-/// database's URL in `ECOBACKUP_DRILL_DATABASE_URL` and `DATABASE_URL`. The check ends when the
-/// shell exits; whatever it started in the background is stopped then.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CommandCheck {
-    /// Run with `sh -c`.
-    pub run: String,
-    /// Give up after this long (default 300).
-    pub timeout_seconds: Option<u64>,
-}
 
 /// Where the drill restores to.
 #[derive(Clone, Debug)]
 pub enum DrillTarget {
     /// A throwaway cluster from the installed server binaries (`--pg-bin` to choose them).
     Scratch,
-    /// New databases on this server (any database of it in the URL), dropped afterwards.
+    /// New databases on this server (any database of it in the URL), dropped afterwards. For
+    /// logical backups only: a physical backup is a whole cluster.
     Server(DbUrl),
+}
+
+/// How a drill recovers a physical backup.
+#[derive(Clone, Debug)]
+pub struct PhysicalDrill {
+    /// Where recovery stops and the server is promoted: by default the backup's own end
+    /// ([`RecoveryTarget::Immediate`]). With a target time and `latest`, the newest backup
+    /// that ended before it is drilled.
+    pub target: RecoveryTarget,
+    /// The `restore_command` the restored server fetches archived WAL with (`ecobackup … wal-fetch
+    /// %f %p`, every path absolute): needed for every physical backup.
+    pub restore_command: Option<String>,
+    /// How long the WAL replay may take.
+    pub timeout: Duration,
+}
+
+impl Default for PhysicalDrill {
+    /// To the backup's end, no `restore_command`, one hour.
+    fn default() -> Self {
+        PhysicalDrill {
+            target: RecoveryTarget::Immediate,
+            restore_command: None,
+            timeout: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// What to drill.
@@ -103,6 +86,9 @@ pub enum DrillTarget {
 pub struct DrillPlan {
     /// A backup id, or `latest`.
     pub backup: String,
+    /// The kind of backup `latest` means; `None`: the newest of any kind (physical when the
+    /// plan has a recovery target).
+    pub kind: Option<BackupKind>,
     /// The checks to run.
     pub checks: Checks,
     /// Where to restore.
@@ -115,21 +101,8 @@ pub struct DrillPlan {
     /// a production server would, so the RTO measured is the one a runbook may quote. Off, the
     /// restore is faster than any real recovery.
     pub durable: bool,
-}
-
-/// One check's outcome.
-#[derive(Clone, Debug, Serialize)]
-pub struct CheckResult {
-    /// `table`, `sql` or `command`.
-    pub kind: &'static str,
-    /// What was checked.
-    pub name: String,
-    /// What passes.
-    pub expected: String,
-    /// What was found.
-    pub actual: String,
-    /// Whether it passed.
-    pub passed: bool,
+    /// How a physical backup is recovered.
+    pub physical: PhysicalDrill,
 }
 
 /// How long each part of the recovery took.
@@ -137,8 +110,13 @@ pub struct CheckResult {
 pub struct RtoParts {
     /// Starting the scratch cluster, or connecting to the target server.
     pub provision_seconds: f64,
-    /// Downloading, decrypting, decompressing and restoring (streamed: they overlap).
+    /// Downloading, decrypting, decompressing and restoring (streamed: they overlap); for a
+    /// physical backup, unpacking and checking the files with `pg_verifybackup`.
     pub restore_seconds: f64,
+    /// A physical backup's recovery: starting the server, fetching and replaying WAL up to the
+    /// target, promotion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_seconds: Option<f64>,
     /// Running the checks.
     pub checks_seconds: f64,
 }
@@ -150,13 +128,15 @@ pub struct DrillReport {
     pub passed: bool,
     /// The backup drilled.
     pub backup_id: String,
+    /// Its kind.
+    pub kind: BackupKind,
     /// When it finished.
     pub backup_finished_at: DateTime<Utc>,
     /// Its age when the drill started: the data a restore now would lose (RPO).
     pub backup_age_seconds: f64,
     /// When the drill started.
     pub started_at: DateTime<Utc>,
-    /// Provision + restore + checks.
+    /// Provision + restore (+ replay) + checks.
     pub rto_seconds: f64,
     /// Whether the server restored into flushed to disk like a production server: `fsync` and
     /// `full_page_writes` on, `synchronous_commit` not off, as read from the server itself.
@@ -169,10 +149,29 @@ pub struct DrillReport {
     pub target: String,
     /// The databases restored.
     pub databases: Vec<String>,
+    /// Where a physical backup's recovery ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<DrillRecovery>,
     /// Every check, in order.
     pub checks: Vec<CheckResult>,
     /// What stopped the drill, when something did before the checks.
     pub error: Option<String>,
+}
+
+/// Where a physical backup's recovery ended, as PostgreSQL reported it.
+#[derive(Clone, Debug, Serialize)]
+pub struct DrillRecovery {
+    /// The target, in words.
+    pub target: String,
+    /// The timeline the promoted server started.
+    pub timeline: Option<u32>,
+    /// The last LSN replayed.
+    pub lsn: Option<String>,
+    /// PostgreSQL's line saying where it stopped, for a target it reached.
+    pub stopped: Option<String>,
+    /// The time `now()` means in SQL checks: the target time, the backup's end for a drill to
+    /// its end, else the drill's start.
+    pub data_as_of: DateTime<Utc>,
 }
 
 fn seconds(d: Duration) -> f64 {
@@ -228,14 +227,6 @@ async fn scratch_bin_dir(
     })
 }
 
-fn qualified(table: &str) -> String {
-    if table.contains('.') {
-        table.to_owned()
-    } else {
-        format!("public.{table}")
-    }
-}
-
 /// Runs a drill. An `Err` means the drill could not start (no such backup, no identity); a
 /// drill that started always returns its report, passed or not.
 pub async fn drill(
@@ -243,13 +234,12 @@ pub async fn drill(
     plan: &DrillPlan,
     progress: &dyn Progress,
 ) -> Result<DrillReport> {
-    let manifest = repo
-        .resolve(&plan.backup, Some(BackupKind::Logical))
-        .await?;
+    let manifest = choose(repo, plan).await?;
     let started_at = Utc::now();
     let mut report = DrillReport {
         passed: false,
         backup_id: manifest.id.clone(),
+        kind: manifest.kind,
         backup_finished_at: manifest.finished_at,
         backup_age_seconds: (started_at - manifest.finished_at).num_milliseconds() as f64 / 1000.0,
         started_at,
@@ -258,23 +248,40 @@ pub async fn drill(
         rto: RtoParts::default(),
         target: String::new(),
         databases: manifest.source.databases.clone(),
+        recovery: None,
         checks: Vec::new(),
         error: None,
     };
     let mut scratch: Option<Cluster> = None;
     let mut created: Vec<DbUrl> = Vec::new();
-    let outcome = run(
-        repo,
-        plan,
-        &manifest,
-        &mut report,
-        &mut scratch,
-        &mut created,
-        progress,
-    )
-    .await;
-    if let Err(e) = outcome {
-        report.error = Some(e.to_string());
+    let restored = match manifest.kind {
+        BackupKind::Physical => {
+            physical::restore(repo, plan, &manifest, &mut report, &mut scratch, progress).await
+        }
+        _ => {
+            restore(
+                repo,
+                plan,
+                &manifest,
+                &mut report,
+                &mut scratch,
+                &mut created,
+                progress,
+            )
+            .await
+        }
+    };
+    let clock = Instant::now();
+    let outcome = match restored {
+        Ok(restored) => restored.run(&plan.checks).await,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(checks) => {
+            report.checks = checks;
+            report.rto.checks_seconds = seconds(clock.elapsed());
+        }
+        Err(e) => report.error = Some(e.to_string()),
     }
     if matches!(plan.target, DrillTarget::Server(_)) {
         for url in &created {
@@ -288,13 +295,47 @@ pub async fn drill(
             tracing::warn!(error = %e, "could not remove the drill's scratch cluster");
         }
     }
-    report.rto_seconds =
-        report.rto.provision_seconds + report.rto.restore_seconds + report.rto.checks_seconds;
+    report.rto_seconds = report.rto.provision_seconds
+        + report.rto.restore_seconds
+        + report.rto.replay_seconds.unwrap_or(0.0)
+        + report.rto.checks_seconds;
     report.passed = report.error.is_none() && report.checks.iter().all(|c| c.passed);
     Ok(report)
 }
 
-async fn run(
+/// The backup to drill: the one named, or the newest of the plan's kind. A recovery target
+/// means a physical backup; with a target time, `latest` is the newest physical backup that
+/// ended before it.
+async fn choose(repo: &Repository, plan: &DrillPlan) -> Result<Manifest> {
+    let targeted = plan.physical.target != RecoveryTarget::Immediate;
+    let kind = plan.kind.or(targeted.then_some(BackupKind::Physical));
+    let manifest = if kind == Some(BackupKind::Physical) {
+        crate::physical::restore::choose_backup(repo, Some(&plan.backup), &plan.physical.target)
+            .await?
+    } else {
+        repo.resolve(&plan.backup, kind).await?
+    };
+    let refuse = |detail: String| Error::Refused {
+        context: format!("drilling backup {}", manifest.id),
+        detail,
+    };
+    if let Some(kind) = kind.filter(|k| *k != manifest.kind) {
+        return Err(refuse(format!(
+            "it is a {} backup, not a {kind} one",
+            manifest.kind
+        )));
+    }
+    match manifest.kind {
+        BackupKind::Logical | BackupKind::Physical => Ok(manifest),
+        other => Err(refuse(format!(
+            "drills restore logical and physical backups, and this one is a {other} backup: check it with `ecobackup verify {}`",
+            manifest.id
+        ))),
+    }
+}
+
+/// Restores a logical backup into a scratch cluster or new databases on the target server.
+async fn restore(
     repo: &Repository,
     plan: &DrillPlan,
     manifest: &Manifest,
@@ -302,7 +343,7 @@ async fn run(
     scratch: &mut Option<Cluster>,
     created: &mut Vec<DbUrl>,
     progress: &dyn Progress,
-) -> Result<()> {
+) -> Result<Restored> {
     let catalog = read_catalog(repo, manifest, Some(plan.keyring.clone())).await?;
     // The databases may come from servers of several versions: the scratch cluster must be
     // able to restore the newest.
@@ -401,55 +442,17 @@ async fn run(
     }
     report.rto.restore_seconds = seconds(clock.elapsed());
 
-    let clock = Instant::now();
-    let estimates: BTreeMap<String, &BTreeMap<String, i64>> = catalog
-        .databases
-        .iter()
-        .map(|d| (d.name.clone(), &d.row_estimates))
-        .collect();
-    let pick = |wanted: &Option<String>| -> Result<(String, DbUrl)> {
-        let name = match wanted {
-            Some(name) => name.clone(),
-            None if restored.len() == 1 => restored.keys().next().cloned().unwrap_or_default(),
-            None => {
-                return Err(Error::Postgres {
-                    context: "running the drill checks".to_owned(),
-                    detail: format!(
-                        "the backup holds several databases ({}): give `database = \"…\"` in each check",
-                        restored.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ),
-                })
-            }
-        };
-        let url = restored
-            .get(&name)
-            .cloned()
-            .ok_or_else(|| Error::Postgres {
-                context: "running the drill checks".to_owned(),
-                detail: format!("a check names database {name:?}, which is not in the backup"),
-            })?;
-        Ok((name, url))
-    };
-    for check in &plan.checks.table {
-        let (database, url) = pick(&check.database)?;
-        let estimate = estimates
-            .get(&database)
-            .and_then(|e| e.get(&qualified(&check.name)))
-            .copied();
-        report.checks.push(table_check(check, &url, estimate).await);
-    }
-    for check in &plan.checks.sql {
-        let (_, url) = pick(&check.database)?;
-        report
-            .checks
-            .push(sql_check(check, &url, manifest.finished_at).await);
-    }
-    if let Some(check) = &plan.checks.command {
-        let (_, url) = pick(&None)?;
-        report.checks.push(command_check(check, &url).await);
-    }
-    report.rto.checks_seconds = seconds(clock.elapsed());
-    Ok(())
+    Ok(Restored {
+        databases: restored,
+        estimates: Some(
+            catalog
+                .databases
+                .into_iter()
+                .map(|d| (d.name, d.row_estimates))
+                .collect(),
+        ),
+        now: manifest.finished_at,
+    })
 }
 
 /// Whether the server commits durably: what its settings say, not what we asked for.
@@ -466,127 +469,4 @@ async fn flushes_like_production(admin: &DbUrl) -> Result<bool> {
         .await
         .map(|row| row.get(0))
         .map_err(|e| admin.error("reading the durability settings of", e))
-}
-
-async fn table_check(check: &TableCheck, url: &DbUrl, estimate: Option<i64>) -> CheckResult {
-    let table = qualified(&check.name);
-    let mut expected = Vec::new();
-    if let Some(min) = check.min_rows {
-        expected.push(format!(">= {min} rows"));
-    }
-    if let Some(pct) = check.within_percent {
-        match estimate {
-            Some(e) => expected.push(format!("within {pct}% of the source's {e} rows")),
-            None => expected.push(format!(
-                "within {pct}% of the source (no estimate recorded for {table})"
-            )),
-        }
-    }
-    let quoted: Vec<String> = table.split('.').map(quote_ident).collect();
-    let counted = async {
-        let client = url.connect().await?;
-        let row = client
-            .query_one(&format!("SELECT count(*) FROM {}", quoted.join(".")), &[])
-            .await
-            .map_err(|e| url.error(&format!("counting the rows of {table} in"), e))?;
-        Ok::<i64, Error>(row.get(0))
-    }
-    .await;
-    let (actual, passed) = match counted {
-        Ok(rows) => {
-            let min_ok = check.min_rows.is_none_or(|min| rows >= min);
-            let pct_ok = match (check.within_percent, estimate) {
-                (None, _) => true,
-                (Some(_), None) => false,
-                (Some(pct), Some(e)) => ((rows - e).abs() as f64) <= (e as f64) * pct / 100.0,
-            };
-            (format!("{rows} rows"), min_ok && pct_ok)
-        }
-        Err(e) => (e.to_string(), false),
-    };
-    CheckResult {
-        kind: "table",
-        name: table,
-        expected: if expected.is_empty() {
-            "readable".to_owned()
-        } else {
-            expected.join(" and ")
-        },
-        actual,
-        passed,
-    }
-}
-
-async fn sql_check(check: &SqlCheck, url: &DbUrl, backup_time: DateTime<Utc>) -> CheckResult {
-    let name = check.name.clone().unwrap_or_else(|| check.query.clone());
-    // `now()` means the backup's time: a function in a schema searched before pg_catalog.
-    let setup = format!(
-        "CREATE SCHEMA IF NOT EXISTS ecobackup_drill; \
-         CREATE OR REPLACE FUNCTION ecobackup_drill.now() RETURNS timestamptz \
-           LANGUAGE sql IMMUTABLE AS $$ SELECT '{}'::timestamptz $$; \
-         SET search_path = ecobackup_drill, pg_catalog, \"$user\", public;",
-        backup_time.to_rfc3339()
-    );
-    let outcome = async {
-        let client = url.connect().await?;
-        client
-            .batch_execute(&setup)
-            .await
-            .map_err(|e| url.error("preparing the SQL checks on", e))?;
-        let rows = client
-            .simple_query(&check.query)
-            .await
-            .map_err(|e| url.error("running a SQL check on", e))?;
-        let value = rows.iter().find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => {
-                Some(row.get(0).unwrap_or("NULL").to_owned())
-            }
-            _ => None,
-        });
-        Ok::<String, Error>(value.unwrap_or_else(|| "no row".to_owned()))
-    }
-    .await;
-    let (actual, passed) = match outcome {
-        Ok(value) => {
-            let passed = value == "t";
-            (
-                if passed {
-                    "true".to_owned()
-                } else if value == "f" {
-                    "false".to_owned()
-                } else {
-                    value
-                },
-                passed,
-            )
-        }
-        Err(e) => (e.to_string(), false),
-    };
-    CheckResult {
-        kind: "sql",
-        name,
-        expected: "true".to_owned(),
-        actual,
-        passed,
-    }
-}
-
-async fn command_check(check: &CommandCheck, url: &DbUrl) -> CheckResult {
-    let timeout = Duration::from_secs(check.timeout_seconds.unwrap_or(300));
-    let command = ChildCommand::new("/bin/sh")
-        .arg("-c")
-        .arg(&check.run)
-        .env("ECOBACKUP_DRILL_DATABASE_URL", url.redacted().into())
-        .env("DATABASE_URL", url.redacted().into());
-    let (actual, passed) = match command::run_check(url.apply_env(command), timeout).await {
-        Ok(()) => ("exit status 0".to_owned(), true),
-        Err(e) => (e.to_string(), false),
-    };
-    CheckResult {
-        kind: "command",
-        name: check.run.clone(),
-        expected: "exit status 0".to_owned(),
-        actual,
-        passed,
-    }
 }

@@ -114,6 +114,7 @@ fn manifest_format() {
                 wal_archived: true,
                 backup_manifest: "backup_manifest.zst.age".into(),
                 files: 990,
+                superuser: Some("postgres".into()),
             }),
             ..SourceFacts::default()
         },

@@ -17,7 +17,9 @@ use super::filter::load_keyring;
 use super::logical::{print_backup, sealing, tags, url_from_argv};
 use super::progress::Bars;
 use super::repo::{open_for_backup, open_trusted, repo_url};
-use crate::cli::{BackupPhysicalArgs, IdentityArgs, RestorePhysicalArgs, TrustArgs};
+use crate::cli::{
+    BackupPhysicalArgs, IdentityArgs, RecoveryTargetArgs, RestorePhysicalArgs, TrustArgs,
+};
 use crate::{CliError, Context};
 
 /// `backup physical`.
@@ -101,7 +103,7 @@ pub async fn restore(ctx: &Context, args: RestorePhysicalArgs) -> Result<(), Cli
         target: target.clone(),
         action: args.target_action,
         timeline: args.target_timeline,
-        restore_command: restore_command(ctx, &args.identities, &args.trust)?,
+        restore_command: restore_command(ctx, &args.identities, &args.trust, true)?,
         keep_archiving: args.keep_archiving,
         extra_settings: settings,
         keyring: Some(Arc::new(load_keyring(ctx, &args.identities).await?)),
@@ -125,8 +127,11 @@ pub async fn restore(ctx: &Context, args: RestorePhysicalArgs) -> Result<(), Cli
     Ok(())
 }
 
-fn target(args: &RestorePhysicalArgs) -> Result<RecoveryTarget, CliError> {
-    Ok(if let Some(time) = &args.target_time {
+/// The target the options name, `None` when none is given.
+pub(crate) fn recovery_target(
+    args: &RecoveryTargetArgs,
+) -> Result<Option<RecoveryTarget>, CliError> {
+    Ok(Some(if let Some(time) = &args.target_time {
         RecoveryTarget::Time(
             RecoveryTarget::parse_time(time)
                 .map_err(|e| CliError::usage(format!("--target-time: {e}")))?,
@@ -143,13 +148,21 @@ fn target(args: &RestorePhysicalArgs) -> Result<RecoveryTarget, CliError> {
     } else if args.target_immediate {
         RecoveryTarget::Immediate
     } else {
-        if args.target_action != ecobackup_core::physical::TargetAction::Promote {
-            return Err(CliError::usage(
-                "--target-action needs a target (--target-time, --target-lsn, --target-name, --target-xid or --target-immediate): at the end of the archive the server always promotes",
-            ));
-        }
-        RecoveryTarget::EndOfArchive
-    })
+        return Ok(None);
+    }))
+}
+
+/// `restore physical`'s target: the end of the archive when none is given.
+fn target(args: &RestorePhysicalArgs) -> Result<RecoveryTarget, CliError> {
+    if let Some(target) = recovery_target(&args.target)? {
+        return Ok(target);
+    }
+    if args.target_action != ecobackup_core::physical::TargetAction::Promote {
+        return Err(CliError::usage(
+            "--target-action needs a target (--target-time, --target-lsn, --target-name, --target-xid or --target-immediate): at the end of the archive the server always promotes",
+        ));
+    }
+    Ok(RecoveryTarget::EndOfArchive)
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, CliError> {
@@ -159,11 +172,12 @@ fn absolute(path: &Path) -> Result<PathBuf, CliError> {
 /// The `restore_command` the restored server runs: this binary, with the same configuration
 /// file, repository and identity files, every path absolute (the server runs it in its data
 /// directory) and every word quoted for the shell. Settings that live only in this process's
-/// environment do not reach the server: they are named in a warning.
-fn restore_command(
+/// environment do not reach the server: they are named in a warning when `warn`.
+pub(crate) fn restore_command(
     ctx: &Context,
     identities: &IdentityArgs,
     trust: &TrustArgs,
+    warn: bool,
 ) -> Result<String, CliError> {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::failure(format!("finding ecobackup's own path: {e}")))?;
@@ -211,7 +225,7 @@ fn restore_command(
     .into_iter()
     .filter(|name| std::env::var_os(name).is_some())
     .collect();
-    if !environment_only.is_empty() {
+    if warn && !environment_only.is_empty() {
         tracing::warn!(
             "{} are set in this environment only: the restored server's restore_command will not see them unless the server's own environment has them; prefer the config file's [repository] keys and *_file settings",
             environment_only.join(", ")

@@ -254,6 +254,7 @@ async fn take(
                 wal_archived: !plan.allow_no_archive,
                 backup_manifest: manifest_name,
                 files: facts.files,
+                superuser: Some(server.bootstrap_superuser.clone()),
             }),
             ..SourceFacts::default()
         },

@@ -83,7 +83,7 @@ pub async fn restore_physical(
     plan: &PhysicalRestore,
     progress: &dyn Progress,
 ) -> Result<PhysicalRestoreOutcome> {
-    let manifest = choose_backup(repo, plan).await?;
+    let manifest = choose_backup(repo, plan.backup.as_deref(), &plan.target).await?;
     let physical = physical_facts(&manifest)?;
     check_target(repo, &manifest, physical, &plan.target).await?;
     let major = major_of(&manifest)?;
@@ -179,20 +179,23 @@ pub async fn restore_physical(
     })
 }
 
-/// The backup to restore: the one named, or the newest physical backup that ended before a
-/// target time.
-async fn choose_backup(repo: &Repository, plan: &PhysicalRestore) -> Result<Manifest> {
-    let wanted = plan.backup.as_deref().unwrap_or("latest");
+/// The backup to restore to `target`: the one named, or for `latest` (or `None`) the newest
+/// physical backup that can reach it — one with archived WAL behind it (unless only its own
+/// end is wanted) that ended before a target time.
+pub async fn choose_backup(
+    repo: &Repository,
+    wanted: Option<&str>,
+    target: &RecoveryTarget,
+) -> Result<Manifest> {
+    let wanted = wanted.unwrap_or("latest");
     if wanted != "latest" {
         return repo.manifest(wanted).await;
     }
-    // `latest`: the newest physical backup that can reach the target — one with archived WAL
-    // behind it (unless only its own end is wanted) that ended before a target time.
-    let time = match &plan.target {
+    let time = match target {
         RecoveryTarget::Time(time) => Some(time.with_timezone(&Utc)),
         _ => None,
     };
-    let needs_archive = plan.target != RecoveryTarget::Immediate;
+    let needs_archive = *target != RecoveryTarget::Immediate;
     let listing = repo.manifests().await?;
     listing
         .backups

@@ -29,6 +29,9 @@ pub struct ServerState {
     pub may_replicate: bool,
     /// The sum of the databases' sizes, when the role may read it.
     pub size_estimate: Option<u64>,
+    /// The bootstrap superuser (the role `initdb` made, oid 10): the role a restore drill
+    /// connects as to the restored copy.
+    pub bootstrap_superuser: String,
 }
 
 impl ServerState {
@@ -46,7 +49,8 @@ impl ServerState {
                         ARRAY(SELECT spcname::text FROM pg_tablespace \
                               WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY 1), \
                         (SELECT rolsuper OR rolreplication FROM pg_roles \
-                         WHERE rolname = current_user)",
+                         WHERE rolname = current_user), \
+                        (SELECT rolname::text FROM pg_roles WHERE oid = 10)",
                 &[],
             )
             .await
@@ -84,6 +88,7 @@ impl ServerState {
             tablespaces: row.get(6),
             may_replicate: row.get::<_, Option<bool>>(7).unwrap_or(false),
             size_estimate,
+            bootstrap_superuser: row.get(8),
         })
     }
 

@@ -90,6 +90,8 @@ pub struct Cluster {
     /// Whether the server listens on 127.0.0.1 too.
     tcp: bool,
     major: u32,
+    /// The role [`Cluster::url`] connects as.
+    superuser: String,
     /// The user the server runs as when we are root.
     run_as: Option<(Uid, Gid)>,
     running: bool,
@@ -114,36 +116,8 @@ impl Cluster {
             detail: "`initdb --version` did not report a PostgreSQL version; check the installation or give another --pg-bin DIR".to_owned(),
         })?;
         let run_as = server_user()?;
-
-        let base_dir = options.base_dir.clone().unwrap_or_else(std::env::temp_dir);
-        let dir = tempfile::Builder::new()
-            .prefix("ecobackup-pg-")
-            .tempdir_in(&base_dir)
-            .map_err(|e| {
-                Error::io(
-                    format!("creating a temporary directory in {}", base_dir.display()),
-                    e,
-                )
-            })?;
+        let (dir, socket_dir) = make_root(options.base_dir.as_deref(), run_as)?;
         let root = dir.path().to_owned();
-        let socket_dir = root.join("socket");
-        // 0700: only the server's user (and root) may connect to a server that trusts everyone.
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&socket_dir)
-            .map_err(|e| Error::io(format!("creating {}", socket_dir.display()), e))?;
-        if let Some((uid, gid)) = run_as {
-            for path in [&root, &socket_dir] {
-                std::os::unix::fs::chown(path, Some(uid.as_raw()), Some(gid.as_raw())).map_err(
-                    |e| {
-                        Error::io(
-                            format!("handing {} to the postgres user", path.display()),
-                            e,
-                        )
-                    },
-                )?;
-            }
-        }
 
         // From here on, a failure stops whatever was started and removes the directory before
         // it returns.
@@ -156,6 +130,7 @@ impl Cluster {
             port: 0,
             tcp: options.tcp,
             major,
+            superuser: "postgres".to_owned(),
             run_as,
             running: false,
         };
@@ -172,6 +147,85 @@ impl Cluster {
             "throwaway PostgreSQL cluster started"
         );
         Ok(cluster)
+    }
+
+    /// A cluster whose data directory is still to be made: a new temporary directory with its
+    /// private socket directory and a free port, for a data directory restored from a physical
+    /// backup into [`Cluster::data_dir`] (missing until then) and started by the restore
+    /// ([`Cluster::started`] tells this handle). Like every cluster here it listens on its
+    /// socket only, once its [`Cluster::isolation_settings`] are applied. `superuser` is the
+    /// role [`Cluster::url`] connects as: the restored cluster's bootstrap superuser.
+    pub fn empty(
+        bin_dir: PathBuf,
+        major: u32,
+        superuser: &str,
+        base_dir: Option<&Path>,
+    ) -> Result<Cluster> {
+        let run_as = server_user()?;
+        let (dir, socket_dir) = make_root(base_dir, run_as)?;
+        let root = dir.path().to_owned();
+        Ok(Cluster {
+            dir: Some(dir),
+            data_dir: root.join("data"),
+            root,
+            socket_dir,
+            bin_dir,
+            port: free_port()?,
+            tcp: false,
+            major,
+            superuser: superuser.to_owned(),
+            run_as,
+            running: false,
+        })
+    }
+
+    /// The settings that keep a restored data directory's server to itself: no TCP, this
+    /// cluster's socket directory and port, `pg_hba.conf` and `pg_ident.conf` of its own (local
+    /// connections trusted, in the 0700 directory beside the data, written here), no TLS (no
+    /// TCP, and the production certificate paths do not exist here). Names and raw values, for
+    /// `postgresql.auto.conf` (which quotes them), where they override the restored
+    /// `postgresql.conf`.
+    pub fn isolation_settings(&self) -> Result<Vec<(String, String)>> {
+        let hba = self.root.join("pg_hba.conf");
+        let ident = self.root.join("pg_ident.conf");
+        for (path, text) in [
+            (&hba, "# ecobackup scratch cluster: its socket directory is private\nlocal all all trust\n"),
+            (&ident, ""),
+        ] {
+            crate::storage::write_private_file(path, text.as_bytes(), true)?;
+            if let Some((uid, gid)) = self.run_as {
+                std::os::unix::fs::chown(path, Some(uid.as_raw()), Some(gid.as_raw()))
+                    .map_err(|e| Error::io(format!("handing {} to the postgres user", path.display()), e))?;
+            }
+        }
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        Ok(vec![
+            ("listen_addresses".into(), String::new()),
+            ("port".into(), self.port.to_string()),
+            ("unix_socket_directories".into(), path(&self.socket_dir)),
+            ("unix_socket_permissions".into(), "0700".into()),
+            ("hba_file".into(), path(&hba)),
+            ("ident_file".into(), path(&ident)),
+            ("ssl".into(), "off".into()),
+        ])
+    }
+
+    /// Tells this handle that the server on [`Cluster::data_dir`] was started (by a restore),
+    /// so that [`Cluster::shutdown`] and `Drop` stop it.
+    pub fn started(&mut self) {
+        self.running = true;
+    }
+
+    /// The uid and gid the server runs as: the `postgres` user when ecobackup runs as root,
+    /// else ecobackup's own.
+    pub fn server_owner(&self) -> (u32, u32) {
+        match self.run_as {
+            Some((uid, gid)) => (uid.as_raw(), gid.as_raw()),
+            None => (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            ),
+        }
     }
 
     /// The server's port: its TCP port on 127.0.0.1 with [`ClusterOptions::tcp`], and in any
@@ -210,22 +264,25 @@ impl Cluster {
         self.running
     }
 
-    /// A connection URL for `database`: the unix socket,
+    /// A connection URL for `database` as the superuser (`postgres`, or the one given to
+    /// [`Cluster::empty`]): the unix socket,
     /// `postgresql:///{database}?host={socket dir}&port={port}&user=postgres`, or with
     /// [`ClusterOptions::tcp`] `postgres://postgres@127.0.0.1:{port}/{database}`.
     pub fn url(&self, database: &str) -> String {
         if self.tcp {
             return format!(
-                "postgres://postgres@127.0.0.1:{}/{}",
+                "postgres://{}@127.0.0.1:{}/{}",
+                percent_encode(&self.superuser),
                 self.port,
                 percent_encode(database)
             );
         }
         format!(
-            "postgresql:///{}?host={}&port={}&user=postgres",
+            "postgresql:///{}?host={}&port={}&user={}",
             percent_encode(database),
             percent_encode(&self.socket_dir.to_string_lossy()),
-            self.port
+            self.port,
+            percent_encode(&self.superuser)
         )
     }
 
@@ -671,6 +728,40 @@ async fn server_bin_dir(explicit: Option<&Path>) -> Result<PathBuf> {
             ),
         }
     })
+}
+
+/// A new temporary directory in `base_dir` (default: the system's) holding a `socket/`
+/// directory of mode 0700, both handed to the server's user when we are root.
+fn make_root(base_dir: Option<&Path>, run_as: Option<(Uid, Gid)>) -> Result<(TempDir, PathBuf)> {
+    let base_dir = base_dir.map_or_else(std::env::temp_dir, Path::to_owned);
+    let dir = tempfile::Builder::new()
+        .prefix("ecobackup-pg-")
+        .tempdir_in(&base_dir)
+        .map_err(|e| {
+            Error::io(
+                format!("creating a temporary directory in {}", base_dir.display()),
+                e,
+            )
+        })?;
+    let socket_dir = dir.path().join("socket");
+    // 0700: only the server's user (and root) may connect to a server that trusts everyone.
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&socket_dir)
+        .map_err(|e| Error::io(format!("creating {}", socket_dir.display()), e))?;
+    if let Some((uid, gid)) = run_as {
+        for path in [dir.path(), &socket_dir] {
+            std::os::unix::fs::chown(path, Some(uid.as_raw()), Some(gid.as_raw())).map_err(
+                |e| {
+                    Error::io(
+                        format!("handing {} to the postgres user", path.display()),
+                        e,
+                    )
+                },
+            )?;
+        }
+    }
+    Ok((dir, socket_dir))
 }
 
 /// `Some(postgres user)` when we are root (PostgreSQL refuses to run as root), else `None`.

@@ -139,6 +139,11 @@ pub struct PhysicalFacts {
     pub backup_manifest: String,
     /// How many files the base backup holds.
     pub files: usize,
+    /// The cluster's bootstrap superuser (the role `initdb` made): the role a restore drill
+    /// connects as to the restored copy. Absent in manifests written before ecobackup 0.1 knew
+    /// it (the drill then tries `postgres`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superuser: Option<String>,
 }
 
 /// One source server of a backup.
