@@ -147,7 +147,42 @@ impl Config {
             ))
         })?;
         config.check_no_inline_secrets(path)?;
+        let mut config = config;
+        config.anchor_paths(path.parent().unwrap_or(Path::new("")));
         Ok(config)
+    }
+
+    /// Makes the file's relative paths relative to its own directory, not to wherever
+    /// ecobackup runs: a server runs `archive_command` and `restore_command` in its data
+    /// directory, cron in a home directory.
+    fn anchor_paths(&mut self, dir: &Path) {
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+        let anchor = |path: &mut PathBuf| {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        };
+        let repository = &mut self.repository;
+        let encryption = &mut self.encryption;
+        for path in [
+            &mut self.wal.spool_dir,
+            &mut self.drill.checks,
+            &mut repository.access_key_id_file,
+            &mut repository.secret_access_key_file,
+            &mut encryption.passphrase_file,
+            &mut encryption.signing_key_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            anchor(path);
+        }
+        encryption.identity_files.iter_mut().for_each(anchor);
+        for db in &mut self.database {
+            if let Some(path) = &mut db.url_file {
+                anchor(path);
+            }
+        }
     }
 
     fn check_no_inline_secrets(&self, path: &Path) -> Result<(), CliError> {
@@ -228,5 +263,34 @@ mod tests {
             err.message().contains("unknown field `passphrase`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn relative_paths_are_taken_from_the_file_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ecobackup.toml");
+        std::fs::write(
+            &path,
+            "[encryption]\nidentity_files = [\"keys/restore.key\", \"/etc/abs.key\"]\n\
+             signing_key_file = \"sign.key\"\n[repository]\nsecret_access_key_file = \"s3.secret\"\n\
+             [wal]\nspool_dir = \"spool\"\n[[database]]\nname = \"shop\"\nurl_file = \"shop.url\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&path)).unwrap();
+        let dir = dir.path();
+        assert_eq!(
+            config.encryption.identity_files,
+            [dir.join("keys/restore.key"), PathBuf::from("/etc/abs.key")]
+        );
+        assert_eq!(
+            config.encryption.signing_key_file,
+            Some(dir.join("sign.key"))
+        );
+        assert_eq!(
+            config.repository.secret_access_key_file,
+            Some(dir.join("s3.secret"))
+        );
+        assert_eq!(config.wal.spool_dir, Some(dir.join("spool")));
+        assert_eq!(config.database[0].url_file, Some(dir.join("shop.url")));
     }
 }
