@@ -749,3 +749,23 @@ fn a_replication_role_backs_up_a_tls_only_server() {
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["checks"][0]["actual"], "1 rows", "{report}");
 }
+
+/// Root may restore, but not start the restored server or drill a physical backup: the server
+/// and its restore_command would run as the postgres user, which cannot use root's key files.
+#[test]
+fn root_is_told_to_start_restored_servers_as_their_user() {
+    if server_owner().is_none() {
+        return; // not root: nothing to refuse
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::cargo_bin("ecobackup")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["--repo", "file:///nonexistent", "restore", "physical"])
+        .args(["--pgdata", "restored", "--start"])
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("sudo -u postgres ecobackup"), "{stderr}");
+    assert!(!dir.path().join("restored").exists());
+}

@@ -21,6 +21,8 @@ mod checks;
 mod command;
 mod physical;
 
+pub use physical::ROOT_REFUSAL;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;

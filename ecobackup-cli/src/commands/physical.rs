@@ -85,6 +85,12 @@ fn configured_url(ctx: &Context) -> Result<ecobackup_core::postgres::DbUrl, CliE
 /// `restore physical`.
 pub async fn restore(ctx: &Context, args: RestorePhysicalArgs) -> Result<(), CliError> {
     let target = target(&args)?;
+    if args.start && nix::unistd::geteuid().is_root() {
+        return Err(CliError::usage(format!(
+            "--start as root: {}; or restore without --start and start the server as its owner",
+            ecobackup_core::drill::ROOT_REFUSAL
+        )));
+    }
     let settings = args
         .settings
         .iter()

@@ -28,6 +28,10 @@ use crate::postgres::{major_of, DbUrl};
 use crate::progress::Progress;
 use crate::repository::{Manifest, Repository};
 
+/// Why a restored server is not started by root: it runs as another user, and so does its
+/// `restore_command`.
+pub const ROOT_REFUSAL: &str = "the restored server runs as the postgres user, and so does its restore_command (`ecobackup wal-fetch`), which refuses key files another user owns: run this as the postgres user (e.g. `sudo -u postgres ecobackup …`), with the config, identity and credential files owned by it";
+
 /// Restores `manifest` (a physical backup) into a scratch cluster, recovers and promotes it,
 /// and returns its databases for the checks. Fills the report's target, RTO parts, recovery
 /// and databases on the way; the cluster is left in `scratch` for the caller to remove, also
@@ -48,6 +52,9 @@ pub(super) async fn restore(
         return Err(refuse(
             "a physical backup is a whole cluster: it is drilled in a scratch cluster only; leave out --target-db".to_owned(),
         ));
+    }
+    if nix::unistd::geteuid().is_root() {
+        return Err(refuse(ROOT_REFUSAL.to_owned()));
     }
     let restore_command = plan.physical.restore_command.clone().ok_or_else(|| {
         refuse("recovery fetches the backup's WAL from the archive, and the plan gives no restore_command (`ecobackup … wal-fetch %f %p`)".to_owned())
