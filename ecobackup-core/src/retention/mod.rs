@@ -38,6 +38,9 @@ mod period;
 mod plan;
 mod policy;
 
+#[cfg(test)]
+mod tests;
+
 pub use duration::KeepWithin;
 pub use period::Period;
 pub use plan::{plan, Candidate, Decision, Reason, RetentionPlan};
