@@ -152,6 +152,16 @@ pub enum Error {
         detail: String,
     },
 
+    /// A configuration section is inconsistent or would do harm (a retention policy that keeps
+    /// nothing, an unknown time zone).
+    #[error("invalid [{}] configuration: {}", one_line(section), one_line(detail))]
+    Config {
+        /// The section, as in the file: `retention`, `retention.physical`.
+        section: String,
+        /// What is wrong and what to write instead.
+        detail: String,
+    },
+
     /// A pipeline stage stopped without finishing its output (it panicked or was cancelled).
     #[error("pipeline stage {stage:?} stopped before finishing its output; this is a bug in ecobackup, please report it with the log")]
     StageVanished {
@@ -595,6 +605,10 @@ mod tests {
                 context: text(),
                 detail: text(),
             },
+            Error::Config {
+                section: text(),
+                detail: text(),
+            },
         ];
         for error in &all {
             match error {
@@ -633,6 +647,7 @@ mod tests {
                 | Error::VerifyFailed { .. }
                 | Error::DrillFailed { .. }
                 | Error::Refused { .. }
+                | Error::Config { .. }
                 | Error::Wal { .. }
                 | Error::Cancelled(_) => {}
             }

@@ -18,6 +18,7 @@
 //! - [`artifact`]: one artifact into and out of a repository, digests checked.
 //! - [`backup`], [`restore`]: logical backups and restores; [`verify`]: every stored byte
 //!   checked; [`drill`]: restore drills with checks, RTO and RPO.
+//! - [`retention`]: which backups `prune` keeps (grandfather-father-son, tags), as a pure plan.
 //! - [`physical`]: base backups and point-in-time restores.
 //! - [`wal`]: WAL archiving (`wal-push`, `wal-fetch`), segment and timeline names.
 //! - [`postgres`]: connections, server facts, programs of the right version, throwaway clusters
@@ -41,6 +42,7 @@ pub mod process;
 pub mod progress;
 pub mod repository;
 pub mod restore;
+pub mod retention;
 pub mod storage;
 pub mod transform;
 pub mod verify;
