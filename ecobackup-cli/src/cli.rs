@@ -64,8 +64,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Restore into a scratch cluster, run checks, measure RTO and RPO, clean up, report.
     Drill(DrillArgs),
-    /// Apply the retention policy (not built yet).
-    Prune(NotBuilt),
+    /// Apply the retention policy ([retention]): delete the backups, WAL and debris it does not keep.
+    Prune(PruneArgs),
     /// Show the repository's state (not built yet).
     Status(NotBuilt),
     /// Monitoring check: 0 OK / 1 WARNING / 2 CRITICAL (not built yet).
@@ -425,6 +425,20 @@ pub struct RestoreLogicalArgs {
     /// Directory holding pg_restore of the target server's major version.
     #[arg(long, value_name = "DIR", env = "ECOBACKUP_PG_BIN")]
     pub pg_bin: Option<PathBuf>,
+}
+
+/// `prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Print the plan (every backup, kept or deleted, and why) and delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Delete even when the plan deletes more than half of the backups (without it, prune
+    /// plans such a deletion and exits 1).
+    #[arg(long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 /// The arguments of a command that is not built yet: accepted, then refused with a clear line.

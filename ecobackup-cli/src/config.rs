@@ -26,6 +26,8 @@ pub struct Config {
     /// `[wal]`.
     #[serde(default)]
     pub wal: WalConfig,
+    /// `[retention]`: what `prune` keeps; absent, prune deletes nothing.
+    pub retention: Option<ecobackup_core::retention::RetentionPolicy>,
 }
 
 /// `[wal]`: `wal-fetch`'s prefetch.
@@ -292,5 +294,25 @@ mod tests {
         );
         assert_eq!(config.wal.spool_dir, Some(dir.join("spool")));
         assert_eq!(config.database[0].url_file, Some(dir.join("shop.url")));
+    }
+
+    #[test]
+    fn the_readme_retention_examples_are_valid_policies() {
+        let readme = include_str!("../../README.md");
+        let blocks: Vec<&str> = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split("```").next())
+            .filter(|block| block.contains("[retention]"))
+            .collect();
+        assert!(blocks.len() >= 2, "the seeds' two policies");
+        for block in blocks {
+            let config: Config = toml::from_str(block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+            config
+                .retention
+                .expect("a [retention] table")
+                .validate()
+                .unwrap_or_else(|e| panic!("{e}\n{block}"));
+        }
     }
 }

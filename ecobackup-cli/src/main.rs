@@ -84,6 +84,7 @@ impl From<ecobackup_core::Error> for CliError {
                 | E::WrongPassphrase { .. }
                 | E::AlreadyExists { .. }
                 | E::BinaryNotFound { .. }
+                | E::Config { .. }
         );
         CliError {
             message: e.to_string(),
@@ -201,6 +202,7 @@ async fn run_command(cli: Cli) -> Result<(), CliError> {
         Command::Demo(args) => commands::demo::demo(&ctx, args).await,
         Command::Verify(args) => commands::verify::verify(&ctx, args).await,
         Command::Drill(args) => commands::drill::drill(&ctx, args).await,
+        Command::Prune(args) => commands::prune::prune(&ctx, args).await,
         Command::Backup(cli::BackupCommand::Logical(args)) => {
             commands::logical::backup(&ctx, args).await
         }
@@ -226,7 +228,6 @@ fn not_built(command: &Command) -> CliError {
     let name = match command {
         Command::Backup(B::Files(_)) => "backup files",
         Command::Restore(R::Files(_)) => "restore files",
-        Command::Prune(_) => "prune",
         Command::Status(_) => "status",
         Command::Check(_) => "check",
         Command::Daemon(_) => "daemon",
@@ -235,6 +236,7 @@ fn not_built(command: &Command) -> CliError {
         | Command::Demo(_)
         | Command::Verify(_)
         | Command::Drill(_)
+        | Command::Prune(_)
         | Command::Init
         | Command::List(_)
         | Command::Show(_)
@@ -246,6 +248,6 @@ fn not_built(command: &Command) -> CliError {
         | Command::WalPrefetch(_) => "this command",
     };
     CliError::usage(format!(
-        "`ecobackup {name}` is not built yet in this version; nothing was done (working today: init, list, show, backup logical|physical, restore logical|physical, wal-push, wal-fetch, verify, drill, demo, key generate, encrypt, decrypt)"
+        "`ecobackup {name}` is not built yet in this version; nothing was done (working today: init, list, show, backup logical|physical, restore logical|physical, wal-push, wal-fetch, verify, drill, prune, demo, key generate, encrypt, decrypt)"
     ))
 }

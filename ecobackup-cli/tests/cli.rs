@@ -55,7 +55,7 @@ fn a_command_not_built_yet_refuses_to_run() {
     for args in [
         vec!["backup", "files", "--path", "/etc"],
         vec!["status"],
-        vec!["prune", "--dry-run"],
+        vec!["check"],
     ] {
         let out = ecobackup(dir.path()).args(&args).assert().code(2);
         let line = one_error_line(&out.get_output().stderr);

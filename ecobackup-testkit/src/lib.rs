@@ -5,6 +5,7 @@
 
 #![warn(missing_docs)]
 
+pub mod catalog;
 pub mod data;
 pub mod majors;
 pub mod pg;

@@ -7,6 +7,7 @@ pub mod key;
 pub mod logical;
 pub mod physical;
 pub mod progress;
+pub mod prune;
 pub mod repo;
 pub mod verify;
 pub mod verify_wal;

@@ -37,6 +37,7 @@ mod duration;
 mod period;
 mod plan;
 mod policy;
+pub mod prune;
 
 #[cfg(test)]
 mod tests;
@@ -45,3 +46,4 @@ pub use duration::KeepWithin;
 pub use period::Period;
 pub use plan::{plan, Candidate, Decision, Reason, RetentionPlan};
 pub use policy::{KindPolicy, KindRules, RetentionPolicy, TagRule, ValidatedPolicy};
+pub use prune::{prune, PruneOptions, PruneReport};
