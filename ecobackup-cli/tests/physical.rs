@@ -615,6 +615,20 @@ fn unreachable_targets_and_used_directories_are_refused() {
     let line = common::one_error_line(&out.get_output().stderr);
     assert!(line.contains("PG_VERSION"), "{line}");
     assert_eq!(std::fs::read(pgdata.join("precious")).unwrap(), b"x");
+
+    // A backup encrypted to other recipients than the WAL its archive_command pushes: no key
+    // would open both, so it is refused and not listed.
+    let (_, other) = key(&lab.empty_pgdata("other-key"), "other.key");
+    let out = lab
+        .run(&["backup", "physical", "--db", &url, "--recipient", &other])
+        .args(["--signing-key", lab.signing.to_str().unwrap()])
+        .assert()
+        .failure();
+    let line = common::one_error_line(&out.get_output().stderr);
+    assert!(line.contains("no key opens both"), "{line}");
+    let out = lab.run(&["--json", "list"]).assert().success();
+    let listed: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
 }
 
 /// A base backup whose stop segment never reaches the archive (archive_command failing) fails

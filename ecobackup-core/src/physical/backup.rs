@@ -12,7 +12,7 @@
 //! With `allow_no_archive`, the WAL up to the stop point is fetched into the base artifact
 //! instead (`-X fetch`), and the manifest says the backup restores to its end only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -230,6 +230,7 @@ async fn take(
         WalFile::parse(&stop.file_name(segment_size)).expect("a segment's own name parses");
     if !plan.allow_no_archive {
         wait_for_segment(repo, &stop_file, plan.archive_timeout).await?;
+        check_wal_recipients(repo, &stop_file, &plan.sealing).await?;
     }
 
     Ok(Manifest {
@@ -320,6 +321,59 @@ async fn wait_for_segment(
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Refuses a backup whose WAL nobody holding the backup's keys could read: the stop segment's
+/// record must exist (without it, wal-fetch cannot check the segment's digest) and be
+/// encrypted to at least one of the backup's recipients (an archive_command using another
+/// configuration would make the base restorable and its WAL not). Recipients that differ
+/// without being disjoint are a warning: the restore side then needs keys for both.
+async fn check_wal_recipients(
+    repo: &Repository,
+    file: &WalFile,
+    sealing: &Sealing,
+) -> std::result::Result<(), Taking> {
+    let refuse = |detail: String| {
+        Taking::Failed(Error::Refused {
+            context: format!("checking the backup's stop segment {file} in the archive"),
+            detail,
+        })
+    };
+    let Some(stored) = archive::read_record(repo.storage(), file).await? else {
+        return Err(refuse(
+            "its object is there but not its record, so wal-fetch could not check it: the archive_command is not a complete `ecobackup wal-push`; fix it and take the backup again".to_owned(),
+        ));
+    };
+    let ours: BTreeSet<String> = sealing
+        .recipients
+        .iter()
+        .map(crate::crypto::fingerprint)
+        .collect();
+    let theirs: BTreeSet<String> = stored.record.recipients.iter().cloned().collect();
+    if ours == theirs {
+        return Ok(());
+    }
+    if ours.is_disjoint(&theirs) {
+        return Err(refuse(format!(
+            "the WAL is encrypted to recipients {} and this backup to {}: no key opens both, so the backup could not be recovered; make archive_command use the same [encryption] recipients",
+            describe_set(&theirs),
+            describe_set(&ours)
+        )));
+    }
+    tracing::warn!(
+        wal = %describe_set(&theirs),
+        backup = %describe_set(&ours),
+        "the WAL and the backup are encrypted to different recipients: a restore needs keys for both"
+    );
+    Ok(())
+}
+
+fn describe_set(set: &BTreeSet<String>) -> String {
+    if set.is_empty() {
+        "none (not encrypted)".to_owned()
+    } else {
+        set.iter().cloned().collect::<Vec<_>>().join(", ")
     }
 }
 
