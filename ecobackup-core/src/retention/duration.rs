@@ -12,18 +12,19 @@ use serde::{Deserialize, Serialize};
 
 /// The units a duration may use, with their length in seconds. A year is 365 days and a week 7:
 /// fixed lengths, so `"1y"` means the same span whatever the calendar does.
-const UNITS: [(char, &str, i64); 5] = [
-    ('m', "minutes", 60),
-    ('h', "hours", 3_600),
-    ('d', "days", 86_400),
-    ('w', "weeks", 7 * 86_400),
-    ('y', "years of 365 days", 365 * 86_400),
+/// Minutes are `min`: a bare `m` is refused, since restic and borg read it as months.
+const UNITS: [(&str, &str, i64); 5] = [
+    ("min", "minutes", 60),
+    ("h", "hours", 3_600),
+    ("d", "days", 86_400),
+    ("w", "weeks", 7 * 86_400),
+    ("y", "years of 365 days", 365 * 86_400),
 ];
 
 /// What every parse error ends with: the grammar.
 const EXPECTED: &str =
     "expected a number and a unit, e.g. \"7d\", \"36h\", \"2w\", \"1y\" or \"1d12h\" \
-     (units: m minutes, h hours, d days, w weeks, y years of 365 days)";
+     (units: min minutes, h hours, d days, w weeks, y years of 365 days)";
 
 /// How long a rule keeps a backup after it finished, as written in the configuration.
 ///
@@ -57,11 +58,11 @@ impl KeepWithin {
     /// suffix: the largest unit of minutes, hours or days that divides it (weeks and years are
     /// shown in days: `12d < 2w`). An age below the limit, rounded down in that unit, then
     /// always shows below the limit.
-    pub(crate) fn age_unit(&self) -> (i64, char) {
-        [(86_400, 'd'), (3_600, 'h'), (60, 'm')]
+    pub(crate) fn age_unit(&self) -> (i64, &'static str) {
+        [(86_400, "d"), (3_600, "h"), (60, "min")]
             .into_iter()
             .find(|(unit, _)| self.seconds % unit == 0)
-            .unwrap_or((60, 'm'))
+            .unwrap_or((60, "min"))
     }
 }
 
@@ -92,7 +93,13 @@ impl FromStr for KeepWithin {
                      (e.g. \"30d\") or years (\"1y\" is 365 days)"
                 ));
             }
-            let Some((_, _, unit)) = UNITS.iter().find(|(c, _, _)| *c == unit_char) else {
+            let Some((name, _, unit)) = UNITS.iter().find(|(name, _, _)| after.starts_with(name))
+            else {
+                if unit_char == 'm' {
+                    return Err(format!(
+                        "invalid duration {text:?}: \"m\" is ambiguous (restic and borg read it as months): write \"min\" for minutes, or days (\"30d\") for a month"
+                    ));
+                }
                 return Err(format!(
                     "invalid duration {text:?}: unknown unit {unit_char:?}; {EXPECTED}"
                 ));
@@ -104,7 +111,7 @@ impl FromStr for KeepWithin {
                 .and_then(|s| seconds.checked_add(s))
                 .filter(|s| TimeDelta::try_seconds(*s).is_some())
                 .ok_or_else(too_long)?;
-            rest = &after[unit_char.len_utf8()..];
+            rest = &after[name.len()..];
         }
         Ok(KeepWithin {
             text: text.to_owned(),
@@ -137,7 +144,7 @@ impl fmt::Display for KeepWithin {
 /// future a backup's clock was.
 pub(crate) fn compact(span: TimeDelta) -> String {
     let seconds = span.num_seconds();
-    [(86_400, 'd'), (3_600, 'h'), (60, 'm')]
+    [(86_400, "d"), (3_600, "h"), (60, "min")]
         .into_iter()
         .find(|(unit, _)| seconds >= *unit)
         .map(|(unit, suffix)| format!("{}{suffix}", seconds / unit))
@@ -160,7 +167,11 @@ mod tests {
 
     #[test]
     fn units_add_up_by_hand() {
-        assert_eq!(seconds("90m"), 90 * 60);
+        assert_eq!(seconds("90min"), 90 * 60);
+        assert!("6m"
+            .parse::<KeepWithin>()
+            .unwrap_err()
+            .contains("ambiguous"));
         assert_eq!(seconds("36h"), 36 * 3_600);
         assert_eq!(seconds("7d"), 7 * 86_400);
         assert_eq!(seconds("2w"), 14 * 86_400);
@@ -208,7 +219,7 @@ mod tests {
         assert_eq!(age_against(age, &"2w".parse().unwrap()), "12d");
         assert_eq!(age_against(age, &"300h".parse().unwrap()), "293h");
         assert_eq!(age_against(age, &"36h".parse().unwrap()), "293h");
-        assert_eq!(age_against(age, &"90m".parse().unwrap()), "17580m");
+        assert_eq!(age_against(age, &"90min".parse().unwrap()), "17580min");
         assert_eq!(compact(TimeDelta::minutes(150)), "2h");
         assert_eq!(compact(TimeDelta::days(3)), "3d");
         assert_eq!(compact(TimeDelta::seconds(42)), "42s");
