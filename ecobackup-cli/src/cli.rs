@@ -367,6 +367,14 @@ pub struct DrillArgs {
     /// For a physical backup: how long the WAL replay may take, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     pub replay_timeout: u64,
+    /// For a physical backup: a setting for the copy's postgresql.auto.conf, after the drill's
+    /// own (e.g. --set shared_preload_libraries=timescaledb); repeat for several.
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub settings: Vec<String>,
+    /// Where the scratch cluster goes (default: [drill] scratch_dir, else TMPDIR). A physical
+    /// copy is as large as the cluster: pick a filesystem with room, not a tmpfs.
+    #[arg(long, value_name = "DIR")]
+    pub scratch_dir: Option<PathBuf>,
     /// Ping this URL when the drill passes, URL/fail when it fails (healthchecks.io style).
     #[arg(long, value_name = "URL", env = "ECOBACKUP_DRILL_PING")]
     pub ping: Option<String>,

@@ -51,6 +51,8 @@ pub struct DrillConfig {
     /// Restore into a scratch cluster that flushes to disk like production (`drill --durable`).
     #[serde(default)]
     pub durable: bool,
+    /// Where scratch clusters go (`drill --scratch-dir`); TMPDIR when absent.
+    pub scratch_dir: Option<PathBuf>,
 }
 
 /// `[repository]`.
@@ -169,6 +171,7 @@ impl Config {
         for path in [
             &mut self.wal.spool_dir,
             &mut self.drill.checks,
+            &mut self.drill.scratch_dir,
             &mut repository.access_key_id_file,
             &mut repository.secret_access_key_file,
             &mut encryption.passphrase_file,

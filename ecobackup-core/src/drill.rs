@@ -70,6 +70,9 @@ pub struct PhysicalDrill {
     pub restore_command: Option<String>,
     /// How long the WAL replay may take.
     pub timeout: Duration,
+    /// Settings for the copy's `postgresql.auto.conf`, after the drill's own (which turn off
+    /// `shared_preload_libraries`: give it back here when the checks need a library).
+    pub settings: Vec<(String, String)>,
 }
 
 impl Default for PhysicalDrill {
@@ -79,6 +82,7 @@ impl Default for PhysicalDrill {
             target: RecoveryTarget::Immediate,
             restore_command: None,
             timeout: Duration::from_secs(3600),
+            settings: Vec::new(),
         }
     }
 }
@@ -105,6 +109,8 @@ pub struct DrillPlan {
     pub durable: bool,
     /// How a physical backup is recovered.
     pub physical: PhysicalDrill,
+    /// Where the scratch cluster's temporary directory goes; `None`: the system's (TMPDIR).
+    pub scratch_dir: Option<PathBuf>,
 }
 
 /// How long each part of the recovery took.
@@ -375,6 +381,7 @@ async fn restore(
             let cluster = Cluster::start(ClusterOptions {
                 bin_dir,
                 fsync: plan.durable,
+                base_dir: plan.scratch_dir.clone(),
                 ..ClusterOptions::default()
             })
             .await?;

@@ -11,7 +11,7 @@ use ecobackup_core::repository::BackupKind;
 
 use super::filter::load_keyring;
 use super::logical::url_from_argv;
-use super::physical::{recovery_target, restore_command};
+use super::physical::{parse_settings, recovery_target, restore_command};
 use super::progress::Bars;
 use super::repo::open_trusted;
 use crate::cli::DrillArgs;
@@ -77,21 +77,28 @@ pub async fn drill(ctx: &Context, args: DrillArgs) -> Result<(), CliError> {
             "--target-* options recover a physical backup: a logical backup restores as it was dumped",
         ));
     }
+    // A target (even --target-immediate) means a physical backup.
+    let kind = args
+        .kind
+        .or(target.is_some().then_some(BackupKind::Physical));
     // The restored server fetches WAL with this same binary and settings; a logical drill
     // never uses it (nor warns about it).
-    let physical = args.kind == Some(BackupKind::Physical) || target.is_some();
-    let restore_command = match args.kind {
+    let physical = kind == Some(BackupKind::Physical);
+    let restore_command = match kind {
         Some(BackupKind::Logical) => None,
-        _ => Some(restore_command(
-            ctx,
-            &args.identities,
-            &args.trust,
-            physical,
-        )?),
+        // No prefetch: detached prefetchers would outlive the drill and write into the
+        // scratch directory while it is removed.
+        _ => Some(
+            restore_command(ctx, &args.identities, &args.trust, physical)?.replacen(
+                " wal-fetch ",
+                " wal-fetch --prefetch 0 ",
+                1,
+            ),
+        ),
     };
     let plan = DrillPlan {
         backup: args.id.clone(),
-        kind: args.kind,
+        kind,
         checks: load_checks(checks_file.as_deref())?,
         target: match &args.target_db {
             Some(url) => DrillTarget::Server(url_from_argv(url)?),
@@ -104,7 +111,12 @@ pub async fn drill(ctx: &Context, args: DrillArgs) -> Result<(), CliError> {
             target: target.unwrap_or(RecoveryTarget::Immediate),
             restore_command,
             timeout: std::time::Duration::from_secs(args.replay_timeout),
+            settings: parse_settings(&args.settings)?,
         },
+        scratch_dir: args
+            .scratch_dir
+            .clone()
+            .or(ctx.config.drill.scratch_dir.clone()),
     };
     let ping_url = args.ping.as_ref().or(ctx.config.drill.ping_url.as_ref());
     let started = async {

@@ -91,16 +91,7 @@ pub async fn restore(ctx: &Context, args: RestorePhysicalArgs) -> Result<(), Cli
             ecobackup_core::drill::ROOT_REFUSAL
         )));
     }
-    let settings = args
-        .settings
-        .iter()
-        .map(|s| match s.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
-            _ => Err(CliError::usage(format!(
-                "--set {s:?} is not NAME=VALUE (e.g. --set port=5433)"
-            ))),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let settings = parse_settings(&args.settings)?;
     let pgdata = absolute(&args.pgdata)?;
     let plan = PhysicalRestore {
         backup: args.id.clone(),
@@ -131,6 +122,19 @@ pub async fn restore(ctx: &Context, args: RestorePhysicalArgs) -> Result<(), Cli
     .await?;
     print_restored(ctx, &outcome, &target, Some(&recovery));
     Ok(())
+}
+
+/// `--set NAME=VALUE` options as pairs.
+pub(crate) fn parse_settings(settings: &[String]) -> Result<Vec<(String, String)>, CliError> {
+    settings
+        .iter()
+        .map(|s| match s.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+            _ => Err(CliError::usage(format!(
+                "--set {s:?} is not NAME=VALUE (e.g. --set port=5433)"
+            ))),
+        })
+        .collect()
 }
 
 /// The target the options name, `None` when none is given.

@@ -6,8 +6,10 @@
 //! isolation: the restored `postgresql.auto.conf` gets the scratch cluster's settings, which
 //! override the production ones — no TCP, a private socket directory, a `pg_hba.conf` of its
 //! own trusting local connections (the production one names production networks), no TLS,
-//! `archive_mode` off (a drill never pushes WAL into the production archive), and `fsync` off
-//! unless the drill is durable. The checks connect as the cluster's bootstrap superuser, whose
+//! `archive_mode` off (a drill never pushes WAL into the production archive), no
+//! `recovery_end_command`, no logical replication workers, no `shared_preload_libraries`, no
+//! synchronous standbys, and `fsync` off unless the drill is durable; the plan's own settings
+//! come last. The checks connect as the cluster's bootstrap superuser, whose
 //! name the backup recorded.
 
 use std::time::Instant;
@@ -83,14 +85,34 @@ pub(super) async fn restore(
         .map(std::path::Path::to_owned)
         .unwrap_or_default();
     let superuser = facts.superuser.as_deref().unwrap_or("postgres");
-    let cluster = scratch.insert(Cluster::empty(bin_dir.clone(), major, superuser, None)?);
+    let cluster = scratch.insert(Cluster::empty(
+        bin_dir.clone(),
+        major,
+        superuser,
+        plan.scratch_dir.as_deref(),
+    )?);
     let mut settings = cluster.isolation_settings()?;
+    // Nothing of production's runs in the copy: no command at the end of recovery, no
+    // subscription's apply worker pulling from (and advancing the slot of) the production
+    // publisher, no preloaded library's background jobs (pg_cron, pg_net calling out), no
+    // commit waiting for production's synchronous standbys.
+    for (name, value) in [
+        ("recovery_end_command", ""),
+        ("max_logical_replication_workers", "0"),
+        ("shared_preload_libraries", ""),
+        ("synchronous_standby_names", ""),
+    ] {
+        settings.push((name.to_owned(), value.to_owned()));
+    }
     if !plan.durable {
         for name in ["fsync", "synchronous_commit", "full_page_writes"] {
             settings.push((name.to_owned(), "off".to_owned()));
         }
     }
+    // The operator's own last (e.g. a library the schema cannot work without).
+    settings.extend(plan.physical.settings.iter().cloned());
     let data_dir = cluster.data_dir().to_owned();
+    check_room(manifest, &data_dir)?;
     report.target = format!(
         "a scratch cluster (PostgreSQL {major}) in {}",
         data_dir.display()
@@ -180,6 +202,37 @@ pub(super) async fn restore(
         estimates: None,
         now: data_as_of,
     })
+}
+
+/// Refuses to unpack a base backup that does not fit: the data directory holds the base's raw
+/// bytes (and replayed WAL adds more), so a full disk would fail the drill halfway — or fill
+/// the filesystem something else needs.
+fn check_room(manifest: &Manifest, data_dir: &std::path::Path) -> Result<()> {
+    let Some(root) = data_dir.parent() else {
+        return Ok(());
+    };
+    let needed: u64 = manifest
+        .artifacts
+        .iter()
+        .filter(|a| a.name.starts_with(crate::physical::BASE_ARTIFACT))
+        .map(|a| a.raw_size)
+        .sum();
+    let stat = nix::sys::statvfs::statvfs(root)
+        .map_err(|e| Error::io(format!("reading the free space of {}", root.display()), e.into()))?;
+    let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+    // A tenth more for the WAL replayed and the server's own files.
+    if free < needed + needed / 10 {
+        return Err(Error::Refused {
+            context: format!("drilling physical backup {}", manifest.id),
+            detail: format!(
+                "its base backup is {} MiB unpacked and {} has {} MiB free: give --scratch-dir (or [drill] scratch_dir) on a filesystem with room",
+                needed >> 20,
+                root.display(),
+                free >> 20
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Writes an empty `postgresql.conf` when the backup has none: distributions that keep it
