@@ -8,7 +8,7 @@ use ecobackup_core::crypto::{
     fingerprint, parse_recipients, parse_signers, read_secret_file, Signer, TrustedSigners,
 };
 use ecobackup_core::repository::{BadBackup, InitOutcome, Manifest, Repository};
-use ecobackup_core::storage::{RepoUrl, Storage, StorageOptions, DEFAULT_REPOSITORY};
+use ecobackup_core::storage::{ObjectLock, RepoUrl, Storage, StorageOptions, DEFAULT_REPOSITORY};
 
 use crate::cli::{ListArgs, ShowArgs, SigningArgs, TrustArgs};
 use crate::{CliError, Context};
@@ -54,6 +54,23 @@ fn env_number(name: &str) -> Result<Option<usize>, CliError> {
 /// Storage settings: `ECOBACKUP_S3_*` variables, then `[repository]`; credentials from the
 /// `*_file` keys, else the standard `AWS_*` variables or instance metadata.
 pub fn storage(ctx: &Context) -> Result<Storage, CliError> {
+    storage_with(ctx, None)
+}
+
+/// [`storage`] for commands that write backups or WAL: with `[retention] lock`, every object
+/// they write is locked until now + `lock_for` (S3 Object Lock).
+pub fn storage_for_writing(ctx: &Context) -> Result<Storage, CliError> {
+    let lock = match &ctx.config.retention {
+        Some(policy) => policy.object_lock()?.map(|(mode, length)| ObjectLock {
+            mode,
+            retain_until: chrono::Utc::now() + length,
+        }),
+        None => None,
+    };
+    storage_with(ctx, lock)
+}
+
+fn storage_with(ctx: &Context, object_lock: Option<ObjectLock>) -> Result<Storage, CliError> {
     let repo = &ctx.config.repository;
     let defaults = StorageOptions::default();
     let options = StorageOptions {
@@ -78,6 +95,7 @@ pub fn storage(ctx: &Context) -> Result<Storage, CliError> {
             .as_deref()
             .map(read_secret_file)
             .transpose()?,
+        object_lock,
         ..defaults
     };
     Ok(Storage::open(&repo_url(ctx)?, &options)?)
@@ -106,7 +124,7 @@ pub fn load_signer(ctx: &Context, flag: Option<&Path>) -> Result<Option<Arc<Sign
 /// unsigned backups are wanted.
 pub async fn open_for_backup(ctx: &Context, args: &SigningArgs) -> Result<Repository, CliError> {
     let signer = load_signer(ctx, args.signing_key.as_deref())?;
-    let repo = Repository::open(storage(ctx)?).await?;
+    let repo = Repository::open(storage_for_writing(ctx)?).await?;
     match signer {
         Some(signer) => Ok(repo.with_signer(signer)),
         None if args.no_signing || ctx.config.encryption.allow_unsigned => {

@@ -17,7 +17,7 @@ use ecobackup_core::wal::{
 
 use super::filter::load_keyring;
 use super::logical::sealing;
-use super::repo::{load_signer, storage, trusted_signers};
+use super::repo::{load_signer, storage, storage_for_writing, trusted_signers};
 use crate::cli::{IdentityArgs, WalFetchArgs, WalPrefetchArgs, WalPushArgs};
 use crate::{CliError, Context};
 
@@ -41,7 +41,7 @@ pub async fn wal_push(ctx: &Context, args: WalPushArgs) -> Result<(), CliError> 
             "no signing key configured: give --signing-key FILE, ECOBACKUP_SIGNING_KEY_FILE or [encryption] signing_key_file, or --no-signing to archive unsigned WAL on purpose (restore sides that pin trusted signers refuse it)",
         ));
     }
-    let storage = storage(ctx)?;
+    let storage = storage_for_writing(ctx)?;
     let outcome = push(&storage, &args.path, &PushOptions::new(sealing, signer)).await?;
     if ctx.json {
         println!("{}", serde_json::to_string(&outcome).unwrap_or_default());

@@ -3,12 +3,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use chrono::TimeDelta;
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use super::{KeepWithin, Period};
 use crate::error::{Error, Result};
 use crate::repository::BackupKind;
+use crate::storage::{ObjectLock, ObjectLockMode};
 
 /// `[retention]` in `ecobackup.toml`, as written: what `prune` keeps.
 ///
@@ -64,6 +66,14 @@ pub struct RetentionPolicy {
     /// `[retention.files]`: overrides for file backups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<KindPolicy>,
+    /// S3 Object Lock for everything backups and `wal-push` write: `governance` or
+    /// `compliance` (the bucket must have Object Lock enabled). Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<ObjectLockMode>,
+    /// How long written objects stay locked; by default `keep_within` (every backup is kept
+    /// at least that long anyway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_for: Option<KeepWithin>,
 }
 
 /// `[retention.logical]`, `[retention.physical]` or `[retention.files]`: the base policy's keys,
@@ -146,6 +156,7 @@ impl RetentionPolicy {
             None => Ok(base_rules.clone()),
         };
         let validated = ValidatedPolicy {
+            lock: None,
             logical: kind(BackupKind::Logical, &self.logical)?,
             physical: kind(BackupKind::Physical, &self.physical)?,
             files: kind(BackupKind::Files, &self.files)?,
@@ -153,7 +164,35 @@ impl RetentionPolicy {
         for rules in [&validated.logical, &validated.physical, &validated.files] {
             rules.check()?;
         }
-        Ok(validated)
+        Ok(ValidatedPolicy {
+            lock: self.object_lock()?,
+            ..validated
+        })
+    }
+
+    /// The Object Lock mode and how long it lasts (`lock_for`, else `keep_within`), checked
+    /// on its own: what writers need, without the rest of the policy (a mistake elsewhere in
+    /// `[retention]` must not stop `wal-push`).
+    pub fn object_lock(&self) -> Result<Option<(ObjectLockMode, TimeDelta)>> {
+        let refuse = |detail: &str| Error::Config {
+            section: "retention".to_owned(),
+            detail: detail.to_owned(),
+        };
+        let length = self
+            .lock_for
+            .as_ref()
+            .or(self.keep_within.as_ref())
+            .filter(|d| !d.is_zero());
+        match (self.lock, length) {
+            (None, _) if self.lock_for.is_some() => Err(refuse(
+                "lock_for is set but lock is not: add lock = \"governance\" or \"compliance\", or remove lock_for",
+            )),
+            (None, _) => Ok(None),
+            (Some(_), None) => Err(refuse(
+                "lock needs a length: lock_for = \"30d\" (or a keep_within, which it defaults to)",
+            )),
+            (Some(mode), Some(length)) => Ok(Some((mode, length.duration()))),
+        }
     }
 
     /// The base table's keys, unchecked.
@@ -267,9 +306,23 @@ pub struct ValidatedPolicy {
     logical: KindRules,
     physical: KindRules,
     files: KindRules,
+    lock: Option<(ObjectLockMode, TimeDelta)>,
 }
 
 impl ValidatedPolicy {
+    /// The Object Lock mode, and how long each object written stays locked.
+    pub fn object_lock(&self) -> Option<(ObjectLockMode, TimeDelta)> {
+        self.lock
+    }
+
+    /// The lock for objects written now: its mode and `now` + its length.
+    pub fn object_lock_at(&self, now: chrono::DateTime<chrono::Utc>) -> Option<ObjectLock> {
+        self.lock.map(|(mode, length)| ObjectLock {
+            mode,
+            retain_until: now + length,
+        })
+    }
+
     /// The rules for backups of `kind`.
     pub fn rules(&self, kind: BackupKind) -> &KindRules {
         match kind {

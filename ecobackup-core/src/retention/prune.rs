@@ -29,7 +29,8 @@ use super::{plan, Candidate, RetentionPlan, ValidatedPolicy};
 use crate::error::Result;
 use crate::progress::Progress;
 use crate::repository::{
-    BackupKind, BadBackup, Lock, LockMode, LockOptions, Manifest, Repository, DEBRIS_MARGIN,
+    is_backup_id, BackupKind, BadBackup, Debris, Lock, LockMode, LockOptions, Manifest, Repository,
+    DEBRIS_MARGIN,
 };
 use crate::storage::Storage;
 use crate::wal::Segment;
@@ -76,6 +77,9 @@ pub struct PruneReport {
     pub applied: bool,
     /// The backups deleted (or that would be, when not applied).
     pub deleted: Vec<String>,
+    /// Backups the plan deletes that are still under S3 Object Lock (`[retention] lock`):
+    /// left for a later run.
+    pub locked: Vec<LockedBackup>,
     /// Backups whose manifest cannot be used: left alone.
     pub unusable: Vec<BadBackup>,
     /// The WAL expired.
@@ -97,6 +101,15 @@ pub struct WalExpiry {
     /// Why no WAL is expired, when none is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub untouched: Option<String>,
+}
+
+/// A backup the plan deletes whose objects are still locked.
+#[derive(Clone, Debug, Serialize)]
+pub struct LockedBackup {
+    /// The backup.
+    pub id: String,
+    /// When its lock ends (at the latest: its finish time plus the lock's length).
+    pub until: DateTime<Utc>,
 }
 
 /// One removed folder without a manifest.
@@ -152,17 +165,63 @@ async fn run(
             plan.delete.len() + plan.keep.len()
         )
     });
+    // Objects written with Object Lock cannot be deleted before their date: an object written
+    // at `t` is locked until `t` + the lock's length at most (the date was set when the
+    // writing command opened the store, before `t`).
+    let lock_length = policy.object_lock().map(|(_, length)| length);
+    let locked_until = |written: DateTime<Utc>| {
+        lock_length
+            .map(|length| written + length)
+            .filter(|until| *until > options.now)
+    };
     let kept: BTreeSet<&str> = plan.keep.iter().map(|d| d.id.as_str()).collect();
     let kept_physical: Vec<&Manifest> = listing
         .backups
         .iter()
         .filter(|m| m.kind == BackupKind::Physical && kept.contains(m.id.as_str()))
         .collect();
-    let (wal, wal_keys) = expire_wal(repo.storage(), &kept_physical).await?;
-    let debris = repo.debris_at(options.now, options.debris_margin).await?;
+    // A physical backup prune cannot judge still needs its WAL: fail closed.
+    let unjudged: Vec<&str> = listing
+        .bad
+        .iter()
+        .filter(|b| !matches!(b.kind(), Some(BackupKind::Logical | BackupKind::Files)))
+        .map(|b| b.id.as_str())
+        .collect();
+    let (wal, wal_keys) = if unjudged.is_empty() {
+        expire_wal(repo.storage(), &kept_physical, &locked_until).await?
+    } else {
+        let untouched = format!(
+            "the manifests of {} cannot be used, and such a physical backup may need any archived WAL: no WAL is expired until `ecobackup verify --all` is clean",
+            unjudged.join(", ")
+        );
+        (
+            WalExpiry {
+                untouched: Some(untouched),
+                ..WalExpiry::default()
+            },
+            Vec::new(),
+        )
+    };
+    let debris: Vec<Debris> = repo
+        .debris_at(options.now, options.debris_margin)
+        .await?
+        .into_iter()
+        .filter(|d| is_backup_id(&d.id) && locked_until(d.last_modified).is_none())
+        .collect();
     let applied = lock.is_some() && held_back.is_none();
+    let (locked, deleted): (Vec<_>, Vec<_>) = plan
+        .delete
+        .iter()
+        .partition(|d| locked_until(d.finished_at).is_some());
     let report = PruneReport {
-        deleted: plan.delete.iter().map(|d| d.id.clone()).collect(),
+        deleted: deleted.iter().map(|d| d.id.clone()).collect(),
+        locked: locked
+            .iter()
+            .map(|d| LockedBackup {
+                id: d.id.clone(),
+                until: locked_until(d.finished_at).unwrap_or(options.now),
+            })
+            .collect(),
         plan,
         held_back,
         dry_run: options.dry_run,
@@ -233,18 +292,39 @@ async fn delete_backup(repo: &Repository, id: &str) -> Result<()> {
 
 /// The WAL no kept physical backup needs, and the keys to delete in order (each file's object
 /// before its record, the record before its signature).
-async fn expire_wal(storage: &Storage, kept: &[&Manifest]) -> Result<(WalExpiry, Vec<String>)> {
-    let starts: Vec<(Segment, u64)> = kept
-        .iter()
-        .filter_map(|m| m.source.physical.as_ref())
-        .filter(|p| p.wal_archived)
-        .filter_map(|p| {
-            Some((
-                Segment::parse(&p.start_wal, p.wal_segment_size)?,
-                p.wal_segment_size,
-            ))
-        })
-        .collect();
+async fn expire_wal(
+    storage: &Storage,
+    kept: &[&Manifest],
+    locked_until: &dyn Fn(DateTime<Utc>) -> Option<DateTime<Utc>>,
+) -> Result<(WalExpiry, Vec<String>)> {
+    let untouched = |why: String| {
+        Ok((
+            WalExpiry {
+                untouched: Some(why),
+                ..WalExpiry::default()
+            },
+            Vec::new(),
+        ))
+    };
+    let mut starts: Vec<(Segment, u64)> = Vec::new();
+    for manifest in kept {
+        let Some(physical) = &manifest.source.physical else {
+            return untouched(format!(
+                "kept backup {} has no WAL facts in its manifest: no WAL is expired",
+                manifest.id
+            ));
+        };
+        if !physical.wal_archived {
+            continue;
+        }
+        let Some(start) = Segment::parse(&physical.start_wal, physical.wal_segment_size) else {
+            return untouched(format!(
+                "kept backup {} names a start segment that does not parse ({:?}): no WAL is expired",
+                manifest.id, physical.start_wal
+            ));
+        };
+        starts.push((start, physical.wal_segment_size));
+    }
     let Some(&(_, segment_size)) = starts.first() else {
         return Ok((
             WalExpiry {
@@ -285,6 +365,9 @@ async fn expire_wal(storage: &Storage, kept: &[&Manifest]) -> Result<(WalExpiry,
         else {
             continue;
         };
+        if locked_until(object.modified).is_some() {
+            continue;
+        }
         if let Some(number) = cutoff(segment.timeline) {
             let first = Segment {
                 timeline: segment.timeline,

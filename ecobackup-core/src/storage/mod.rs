@@ -6,6 +6,7 @@
 //! [`ObjectSink`] (multipart, equal parts) and back through an [`ObjectSource`] (resumes a
 //! dropped download with a ranged GET).
 
+mod object_lock;
 mod private;
 mod sink;
 mod source;
@@ -24,6 +25,7 @@ use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 
+pub use object_lock::{ObjectLock, ObjectLockMode};
 pub use private::{
     create_private_dir_all, make_private, write_private_file, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE,
 };
@@ -57,6 +59,8 @@ pub struct StorageOptions {
     pub retry_timeout: Duration,
     /// Multipart parts uploaded at once.
     pub part_concurrency: usize,
+    /// Lock every object written (S3 only; the bucket must have Object Lock enabled).
+    pub object_lock: Option<ObjectLock>,
 }
 
 impl Default for StorageOptions {
@@ -72,6 +76,7 @@ impl Default for StorageOptions {
             initial_backoff: Duration::from_millis(200),
             retry_timeout: Duration::from_secs(300),
             part_concurrency: 4,
+            object_lock: None,
         }
     }
 }
@@ -113,6 +118,11 @@ impl Storage {
             detail,
         };
         let (store, prefix): (Arc<dyn ObjectStore>, String) = match url {
+            RepoUrl::File(_) | RepoUrl::Memory(_) if options.object_lock.is_some() => {
+                return Err(invalid(
+                    "Object Lock ([retention] lock) needs an S3 repository whose bucket has Object Lock enabled".to_owned(),
+                ));
+            }
             RepoUrl::File(path) => {
                 create_private_dir_all(path)?;
                 let store = LocalFileSystem::new_with_prefix(path)
@@ -147,13 +157,17 @@ impl Storage {
                         },
                         max_retries: options.max_retries,
                         retry_timeout: options.retry_timeout,
-                    })
-                    .with_client_options(
-                        ClientOptions::new()
-                            .with_allow_http(options.allow_http)
-                            .with_connect_timeout(Duration::from_secs(10))
-                            .with_timeout(Duration::from_secs(300)),
-                    );
+                    });
+                let mut client = ClientOptions::new()
+                    .with_allow_http(options.allow_http)
+                    .with_connect_timeout(Duration::from_secs(10))
+                    .with_timeout(Duration::from_secs(300));
+                if let Some(lock) = &options.object_lock {
+                    client = client.with_default_headers(lock.headers()?);
+                    // S3 refuses a PUT with Object Lock headers that carries no checksum.
+                    builder = builder.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
+                }
+                builder = builder.with_client_options(client);
                 if let Some(endpoint) = &options.endpoint {
                     builder = builder.with_endpoint(endpoint);
                 }
