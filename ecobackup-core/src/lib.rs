@@ -18,7 +18,8 @@
 //! - [`artifact`]: one artifact into and out of a repository, digests checked.
 //! - [`backup`], [`restore`]: logical backups and restores; [`verify`]: every stored byte
 //!   checked; [`drill`]: restore drills with checks, RTO and RPO.
-//! - [`retention`]: which backups `prune` keeps (grandfather-father-son, tags), as a pure plan.
+//! - [`retention`]: which backups `prune` keeps (grandfather-father-son, tags) as a pure plan,
+//!   and [`retention::prune`], which carries it out under the repository lock.
 //! - [`physical`]: base backups and point-in-time restores.
 //! - [`wal`]: WAL archiving (`wal-push`, `wal-fetch`), segment and timeline names.
 //! - [`postgres`]: connections, server facts, programs of the right version, throwaway clusters

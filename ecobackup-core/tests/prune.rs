@@ -12,7 +12,7 @@ use common::storage::{s3_options, s3_storage};
 use ecobackup_core::progress::NoProgress;
 use ecobackup_core::repository::{BackupKind, Clock, Lock, LockMode, LockOptions, Repository};
 use ecobackup_core::retention::{prune, PruneOptions, RetentionPolicy, ValidatedPolicy};
-use ecobackup_core::storage::Storage;
+use ecobackup_core::storage::{Storage, StorageOptions};
 use ecobackup_core::Error;
 use ecobackup_testkit::catalog::{
     assert_no_manifest_without_artifacts, synthetic_backup as backup, wal_name,
@@ -253,4 +253,148 @@ async fn a_dry_run_deletes_nothing_and_no_physical_backup_leaves_wal_alone() {
     assert!(!report.applied);
     assert!(report.wal.untouched.is_some());
     assert_eq!(keys(&storage).await, all);
+}
+
+/// With `[retention] lock`, every object written carries S3 Object Lock headers and a SHA-256
+/// checksum (single PUTs and multipart uploads alike), and prune leaves what is still locked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_lock_is_requested_on_writes_and_respected_by_prune() {
+    let s3 = S3TestServer::start().await;
+    let policy: ValidatedPolicy = toml::from_str::<RetentionPolicy>(
+        "keep_last = 1\nlock = \"compliance\"\nlock_for = \"30d\"\n",
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    let now = Utc::now();
+    let lock = policy.object_lock_at(now).unwrap();
+    let locked = s3_storage(
+        s3.bucket(),
+        "repo",
+        &StorageOptions {
+            object_lock: Some(lock),
+            ..s3_options(&s3)
+        },
+    );
+    locked.put("small", vec![1u8; 1000]).await.unwrap();
+    common::storage::upload(&locked, "large", vec![2u8; 40 << 20], None)
+        .await
+        .unwrap();
+    let until = (now + Duration::days(30)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let writes: Vec<_> = s3
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT" || (r.method == "POST" && r.query.contains("uploads")))
+        .collect();
+    assert!(
+        writes.len() >= 3,
+        "a PUT, a multipart start and parts: {writes:?}"
+    );
+    for request in &writes {
+        assert_eq!(request.header("x-amz-object-lock-mode"), Some("COMPLIANCE"));
+        assert_eq!(
+            request.header("x-amz-object-lock-retain-until-date"),
+            Some(until.as_str())
+        );
+    }
+    let single = writes.iter().find(|r| r.path.ends_with("/small")).unwrap();
+    assert!(
+        single.header("x-amz-checksum-sha256").is_some(),
+        "{single:?}"
+    );
+
+    // Two backups older than the lock and three within it; keep_last = 1.
+    let storage = s3_storage(s3.bucket(), "prune", &s3_options(&s3));
+    Repository::init(storage.clone(), vec![]).await.unwrap();
+    let repo = Repository::open(storage.clone()).await.unwrap();
+    let mut old = Vec::new();
+    for days_ago in [90, 60] {
+        old.push(
+            backup(
+                &repo,
+                BackupKind::Logical,
+                now - Duration::days(days_ago),
+                None,
+            )
+            .await,
+        );
+    }
+    let mut recent = Vec::new();
+    for days_ago in [20, 10, 1] {
+        recent.push(
+            backup(
+                &repo,
+                BackupKind::Logical,
+                now - Duration::days(days_ago),
+                None,
+            )
+            .await,
+        );
+    }
+    let report = prune(
+        &repo,
+        &policy,
+        &PruneOptions {
+            allow_large: true,
+            ..PruneOptions::default()
+        },
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.deleted, vec![old[1].clone(), old[0].clone()]);
+    let locked: Vec<&str> = report.locked.iter().map(|l| l.id.as_str()).collect();
+    assert_eq!(locked, [recent[1].as_str(), recent[0].as_str()]);
+    let left = keys(&storage).await;
+    for id in &recent {
+        assert!(
+            left.contains(&format!("backups/{id}/manifest.json")),
+            "{id}"
+        );
+    }
+    for id in &old {
+        assert!(
+            !left.contains(&format!("backups/{id}/manifest.json")),
+            "{id}"
+        );
+    }
+}
+
+/// A physical backup whose manifest cannot be read may still need any WAL: none is expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_physical_manifest_keeps_all_wal() {
+    let s3 = S3TestServer::start().await;
+    let (repo, _) = fixture(&s3).await;
+    let storage = repo.storage().clone();
+    storage
+        .put(
+            "backups/20261015T040000Z-physical-broken/manifest.json",
+            b"{ not json".to_vec(),
+        )
+        .await
+        .unwrap();
+    let wal_before: Vec<String> = keys(&storage)
+        .await
+        .into_iter()
+        .filter(|k| k.starts_with("wal/"))
+        .collect();
+    let report = prune(&repo, &policy(), &options(true), &NoProgress)
+        .await
+        .unwrap();
+    assert!(
+        report
+            .wal
+            .untouched
+            .as_deref()
+            .is_some_and(|why| why.contains("20261015T040000Z-physical-broken")),
+        "{:?}",
+        report.wal
+    );
+    assert_eq!(report.deleted.len(), 9, "backups are still pruned");
+    let wal_after: Vec<String> = keys(&storage)
+        .await
+        .into_iter()
+        .filter(|k| k.starts_with("wal/"))
+        .collect();
+    assert_eq!(wal_after, wal_before);
 }

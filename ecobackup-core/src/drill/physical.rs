@@ -217,8 +217,12 @@ fn check_room(manifest: &Manifest, data_dir: &std::path::Path) -> Result<()> {
         .filter(|a| a.name.starts_with(crate::physical::BASE_ARTIFACT))
         .map(|a| a.raw_size)
         .sum();
-    let stat = nix::sys::statvfs::statvfs(root)
-        .map_err(|e| Error::io(format!("reading the free space of {}", root.display()), e.into()))?;
+    let stat = nix::sys::statvfs::statvfs(root).map_err(|e| {
+        Error::io(
+            format!("reading the free space of {}", root.display()),
+            e.into(),
+        )
+    })?;
     let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
     // A tenth more for the WAL replayed and the server's own files.
     if free < needed + needed / 10 {
