@@ -189,6 +189,10 @@ fn fetching_exits_1_only_for_a_file_that_is_not_archived() {
     let out = fetch("000000010000000000000099").assert().code(1);
     assert!(one_error_line(&out.get_output().stderr).contains("is not in the archive"));
     fetch("00000009.history").assert().code(1);
+    // Missing before an archived segment of its timeline: a hole, not the end of the WAL.
+    let out = fetch("000000010000000000000000").assert().code(255);
+    let line = one_error_line(&out.get_output().stderr);
+    assert!(line.contains("a hole") && line.contains(&name), "{line}");
 
     // A spool that cannot be used costs the prefetch, never the fetch.
     let not_a_dir = world.dir.write("not-a-dir", b"");

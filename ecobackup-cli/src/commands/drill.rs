@@ -13,7 +13,7 @@ use super::filter::load_keyring;
 use super::logical::url_from_argv;
 use super::physical::{parse_settings, recovery_target, restore_command};
 use super::progress::Bars;
-use super::repo::open_trusted;
+use super::repo::{open_trusted, under_shared_lock};
 use crate::cli::DrillArgs;
 use crate::{CliError, Context};
 
@@ -121,7 +121,10 @@ pub async fn drill(ctx: &Context, args: DrillArgs) -> Result<(), CliError> {
     let ping_url = args.ping.as_ref().or(ctx.config.drill.ping_url.as_ref());
     let started = async {
         let repo = open_trusted(ctx, &args.trust).await?;
-        Ok::<_, CliError>(run_drill(&repo, &plan, &Bars::new(ctx)).await?)
+        under_shared_lock(&repo, "drill", async {
+            Ok(run_drill(&repo, &plan, &Bars::new(ctx)).await?)
+        })
+        .await
     }
     .await;
     let report = match started {

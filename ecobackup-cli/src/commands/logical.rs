@@ -13,7 +13,7 @@ use ecobackup_core::restore::{restore_logical, LogicalRestore, RestoreOutcome};
 
 use super::filter::load_keyring;
 use super::progress::Bars;
-use super::repo::{human_bytes, open_for_backup, open_trusted};
+use super::repo::{human_bytes, open_for_backup, open_trusted, under_shared_lock};
 use crate::cli::{BackupLogicalArgs, RestoreLogicalArgs};
 use crate::{CliError, Context};
 
@@ -322,7 +322,10 @@ pub async fn restore(ctx: &Context, args: RestoreLogicalArgs) -> Result<(), CliE
         temp_dir: None,
     };
     let repo = open_trusted(ctx, &args.trust).await?;
-    let outcome = restore_logical(&repo, &plan, &Bars::new(ctx)).await?;
+    let outcome = under_shared_lock(&repo, "restore logical", async {
+        Ok(restore_logical(&repo, &plan, &Bars::new(ctx)).await?)
+    })
+    .await?;
     print_restore(ctx, &outcome);
     Ok(())
 }

@@ -16,7 +16,7 @@ use ecobackup_core::wal::Lsn;
 use super::filter::load_keyring;
 use super::logical::{print_backup, sealing, tags, url_from_argv};
 use super::progress::Bars;
-use super::repo::{open_for_backup, open_trusted, repo_url};
+use super::repo::{open_for_backup, open_trusted, repo_url, under_shared_lock};
 use crate::cli::{
     BackupPhysicalArgs, IdentityArgs, RecoveryTargetArgs, RestorePhysicalArgs, TrustArgs,
 };
@@ -107,21 +107,25 @@ pub async fn restore(ctx: &Context, args: RestorePhysicalArgs) -> Result<(), Cli
         pg_bin: args.pg_bin.clone(),
     };
     let repo = open_trusted(ctx, &args.trust).await?;
-    let outcome = restore_physical(&repo, &plan, &Bars::new(ctx)).await?;
-    if !args.start {
-        print_restored(ctx, &outcome, &target, None);
-        return Ok(());
-    }
-    let recovery = start_recovery(
-        &outcome.pgdata,
-        outcome.major_version,
-        args.pg_bin.as_deref(),
-        outcome.owner,
-        Duration::from_secs(args.start_timeout),
-    )
-    .await?;
-    print_restored(ctx, &outcome, &target, Some(&recovery));
-    Ok(())
+    // Held through recovery with --start: prune must not expire the WAL being replayed.
+    under_shared_lock(&repo, "restore physical", async {
+        let outcome = restore_physical(&repo, &plan, &Bars::new(ctx)).await?;
+        if !args.start {
+            print_restored(ctx, &outcome, &target, None);
+            return Ok(());
+        }
+        let recovery = start_recovery(
+            &outcome.pgdata,
+            outcome.major_version,
+            args.pg_bin.as_deref(),
+            outcome.owner,
+            Duration::from_secs(args.start_timeout),
+        )
+        .await?;
+        print_restored(ctx, &outcome, &target, Some(&recovery));
+        Ok(())
+    })
+    .await
 }
 
 /// `--set NAME=VALUE` options as pairs.

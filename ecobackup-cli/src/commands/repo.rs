@@ -7,7 +7,9 @@ use std::time::Duration;
 use ecobackup_core::crypto::{
     fingerprint, parse_recipients, parse_signers, read_secret_file, Signer, TrustedSigners,
 };
-use ecobackup_core::repository::{BadBackup, InitOutcome, Manifest, Repository};
+use ecobackup_core::repository::{
+    BadBackup, InitOutcome, Lock, LockMode, LockOptions, Manifest, Repository,
+};
 use ecobackup_core::storage::{ObjectLock, RepoUrl, Storage, StorageOptions, DEFAULT_REPOSITORY};
 
 use crate::cli::{ListArgs, ShowArgs, SigningArgs, TrustArgs};
@@ -147,6 +149,41 @@ pub async fn open_trusted(ctx: &Context, args: &TrustArgs) -> Result<Repository,
         .await?
         .with_trusted_signers(trust)
         .await?)
+}
+
+/// Runs `work` under the repository's shared lock, named `owner`: prune (which takes the
+/// exclusive lock) cannot delete a backup or WAL while a restore, drill or verify reads it.
+/// The lock is released whatever `work` returns. A running prune stops the command; a lock
+/// that cannot be written (a restore host with read-only credentials) is a warning, and the
+/// work goes on unprotected.
+pub async fn under_shared_lock<T>(
+    repo: &Repository,
+    owner: &str,
+    work: impl std::future::Future<Output = Result<T, CliError>>,
+) -> Result<T, CliError> {
+    let lock = match Lock::acquire(
+        repo.storage(),
+        LockMode::Shared,
+        owner,
+        &LockOptions::default(),
+    )
+    .await
+    {
+        Ok(lock) => Some(lock),
+        Err(e @ ecobackup_core::Error::Locked { .. }) => return Err(e.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not take the repository's shared lock (read-only credentials?): a prune running meanwhile could delete what this reads");
+            None
+        }
+    };
+    let outcome = work.await;
+    if let Some(Err(e)) = match lock {
+        Some(lock) => Some(lock.release().await),
+        None => None,
+    } {
+        tracing::warn!(error = %e, "could not release the repository lock; it expires by itself");
+    }
+    outcome
 }
 
 /// Which signers are trusted: `--trusted-signer` / `ECOBACKUP_TRUSTED_SIGNERS`, else

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use super::archive::{lookup, read_record, record_key, StoredRecord, WalRecord};
+use super::archive::{lookup, parse_object_key, read_record, record_key, StoredRecord, WalRecord};
 use super::names::{Segment, WalFile};
 use super::spool::{Spool, WAIT_FOR_DOWNLOAD};
 use crate::crypto::{Keyring, TrustedSigners};
@@ -116,13 +116,40 @@ pub async fn fetch(
 /// No record: not archived, unless an object is there without it (then it cannot be checked).
 async fn not_archived_or_orphan(storage: &Storage, file: &WalFile) -> Result<Fetched> {
     match lookup(storage, file).await?.object {
-        None => Ok(Fetched::NotArchived),
+        None => hole_or_end(storage, file).await,
         Some(object) => Err(Error::Wal {
             file: format!("wal-fetch {file}"),
             detail: format!(
                 "{} exists without its record {}: it cannot be authenticated, so it is not restored; check the repository with `ecobackup verify --wal`",
                 object.key,
                 record_key(file)
+            ),
+        }),
+    }
+}
+
+/// A segment missing while later segments of its timeline are archived is a hole (a pruned or
+/// lost file), not the end of the archive: exiting 1 would make PostgreSQL end recovery there
+/// and promote, dropping everything after it. Anything else missing is the end.
+async fn hole_or_end(storage: &Storage, file: &WalFile) -> Result<Fetched> {
+    let WalFile::Segment { timeline, name } = file else {
+        return Ok(Fetched::NotArchived);
+    };
+    let later = storage
+        .list(&format!("wal/{timeline:08X}/"))
+        .await?
+        .into_iter()
+        .filter_map(|o| parse_object_key(&o.key))
+        .filter(|f| f.is_segment())
+        .map(|f| f.name())
+        .filter(|other| other.as_str() > name.as_str())
+        .min();
+    match later {
+        None => Ok(Fetched::NotArchived),
+        Some(later) => Err(Error::Wal {
+            file: format!("wal-fetch {file}"),
+            detail: format!(
+                "it is missing from the archive while {later} is there: a hole, not the end of the WAL, so recovery stops here instead of promoting; restore to a target before it, or from a backup that does not need it (`ecobackup verify --wal` lists the holes)"
             ),
         }),
     }
