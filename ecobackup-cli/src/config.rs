@@ -28,6 +28,9 @@ pub struct Config {
     pub wal: WalConfig,
     /// `[retention]`: what `prune` keeps; absent, prune deletes nothing.
     pub retention: Option<ecobackup_core::retention::RetentionPolicy>,
+    /// `[check]`: the thresholds `check` applies when no flag says otherwise.
+    #[serde(default)]
+    pub check: ecobackup_core::monitor::Thresholds,
 }
 
 /// `[wal]`: `wal-fetch`'s prefetch.
