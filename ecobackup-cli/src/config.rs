@@ -300,6 +300,23 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_check_example_is_the_seeds_thresholds() {
+        let readme = include_str!("../../README.md");
+        let block = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split("```").next())
+            .find(|block| block.contains("[check]"))
+            .expect("a [check] example in the README");
+        let config: Config = toml::from_str(block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        assert_eq!(config.check, ecobackup_core::monitor::Thresholds::seeds());
+        let bad = toml::from_str::<Config>("[check]\nmax_age = \"26 hours\"\n").unwrap_err();
+        assert!(bad.message().contains("invalid duration"), "{bad}");
+        let bad = toml::from_str::<Config>("[check]\nmax_size = \"1KB\"\n").unwrap_err();
+        assert!(bad.message().contains("unknown field `max_size`"), "{bad}");
+    }
+
+    #[test]
     fn the_readme_retention_examples_are_valid_policies() {
         let readme = include_str!("../../README.md");
         let blocks: Vec<&str> = readme
