@@ -509,3 +509,37 @@ fn what_keeps_the_check_from_running_is_unknown_not_critical() {
     // The same repository with the run-of-the-mill status command: its own codes.
     world.run(&["status", "--bogus"]).assert().code(2);
 }
+
+/// `--db` against a real server: its archiver is read. The test server does not archive
+/// (`archive_mode = off`), which check reports as UNKNOWN (it cannot tell the lag) while the
+/// repository's findings still count; status shows the server's answer.
+#[test]
+fn the_servers_archiver_is_read_with_db() {
+    let world = World::seeded();
+    let pg = world.runtime.block_on(ecobackup_testkit::TestPg::start());
+    let url = pg.url("postgres");
+    let out = world
+        .run(&["--json", "status", "--db", &url])
+        .assert()
+        .success();
+    let status: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let state = &status["server"]["state"];
+    assert_eq!(state["archive_mode"], "off", "{status}");
+    assert_eq!(state["in_recovery"], false, "{status}");
+    assert_eq!(state["segment_size"], 16 << 20, "{status}");
+    assert!(
+        state["current_wal"]
+            .as_str()
+            .unwrap()
+            .starts_with("00000001"),
+        "{status}"
+    );
+    assert_eq!(status["server"]["waiting"]["state"], "unknown", "{status}");
+
+    let text = world.stdout(&["check", "--max-wal-lag", "10m", "--db", &url], 3);
+    assert!(text.starts_with("ECOBACKUP UNKNOWN - server: "), "{text}");
+    assert!(text.contains("archive_mode = off"), "{text}");
+    // A warning elsewhere outranks it.
+    let text = world.stdout(&["check", "--max-age", "1m", "--db", &url], 1);
+    assert!(text.starts_with("ECOBACKUP WARNING - "), "{text}");
+}
