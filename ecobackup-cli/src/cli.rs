@@ -29,7 +29,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 success · 1 the operation failed · 2 bad usage or configuration, or a command not built yet · wal-fetch: 1 only for a file not in the archive, 255 for every other failure";
+const EXIT_CODES: &str = "Exit codes: 0 success · 1 the operation failed · 2 bad usage or configuration, or a command not built yet · check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN · wal-fetch: 1 only for a file not in the archive, 255 for every other failure";
+
+const CHECK_EXIT_CODES: &str = "Exit codes (Nagios/Icinga plugin convention): 0 OK · 1 WARNING · 2 CRITICAL · 3 UNKNOWN: the repository cannot be read, or a flag or the configuration is invalid (not 2, which means CRITICAL here)";
 
 /// Every command of the contract.
 #[derive(Debug, Subcommand)]
@@ -66,10 +68,17 @@ pub enum Command {
     Drill(DrillArgs),
     /// Apply the retention policy ([retention]): delete the backups, WAL and debris it does not keep.
     Prune(PruneArgs),
-    /// Show the repository's state (not built yet).
-    Status(NotBuilt),
-    /// Monitoring check: 0 OK / 1 WARNING / 2 CRITICAL (not built yet).
-    Check(NotBuilt),
+    /// The repository's state: the last good backup of each kind and database (age, size,
+    /// duration, count), the newest archived WAL per timeline, the last drill, the size.
+    Status(StatusArgs),
+    /// Monitoring check (Nagios/Icinga plugin): one line per finding, performance data after
+    /// `|`; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    ///
+    /// Thresholds default to [check] in the configuration; an absent one is not checked. Exit 3
+    /// (UNKNOWN) for every failure of the check itself: unreadable repository, bad flag or
+    /// configuration, no threshold at all.
+    #[command(after_help = CHECK_EXIT_CODES)]
+    Check(CheckArgs),
     /// Run the schedules in the config (not built yet).
     Daemon(NotBuilt),
     /// Throwaway cluster → encrypted backup → restore → every table compared → report.
@@ -445,6 +454,49 @@ pub struct PruneArgs {
     /// plans such a deletion and exits 1).
     #[arg(long)]
     pub yes: bool,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+/// `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Also write the state as Prometheus metrics to FILE (a node-exporter textfile: written
+    /// to a temporary file, then renamed; mode 0644).
+    #[arg(long, value_name = "FILE")]
+    pub prometheus: Option<PathBuf>,
+    /// Read the WAL archive lag from this server's pg_stat_archiver (URL or key/value string,
+    /// no password here) instead of the newest archived segment's age.
+    #[arg(long = "db", value_name = "URL")]
+    pub database: Option<String>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+/// `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// WARNING when the newest good backup of a kind and database finished longer ago (26h).
+    #[arg(long, value_name = "D")]
+    pub max_age: Option<ecobackup_core::monitor::Span>,
+    /// CRITICAL when the newest good backup of a kind and database stores less (1KB; KB = 1000
+    /// bytes, KiB = 1024).
+    #[arg(long, value_name = "S")]
+    pub min_size: Option<ecobackup_core::monitor::ByteSize>,
+    /// WARNING when the newest good backup of a kind and database took longer (1h).
+    #[arg(long, value_name = "D")]
+    pub max_duration: Option<ecobackup_core::monitor::Span>,
+    /// WARNING when the last drill that passed started longer ago, or none is stored (35d).
+    #[arg(long, value_name = "D")]
+    pub max_drill_age: Option<ecobackup_core::monitor::Span>,
+    /// WARNING when completed WAL has waited longer to be archived (10m). Without --db, the
+    /// age of the newest archived segment, which an idle server also ages.
+    #[arg(long, value_name = "D")]
+    pub max_wal_lag: Option<ecobackup_core::monitor::Span>,
+    /// Measure the WAL lag on this server (pg_stat_archiver; any role can read it): an idle
+    /// database then raises no alarm.
+    #[arg(long = "db", value_name = "URL")]
+    pub database: Option<String>,
     #[command(flatten)]
     pub trust: TrustArgs,
 }

@@ -28,6 +28,9 @@ pub struct Config {
     pub wal: WalConfig,
     /// `[retention]`: what `prune` keeps; absent, prune deletes nothing.
     pub retention: Option<ecobackup_core::retention::RetentionPolicy>,
+    /// `[check]`: the thresholds `check` applies when no flag says otherwise.
+    #[serde(default)]
+    pub check: ecobackup_core::monitor::Thresholds,
 }
 
 /// `[wal]`: `wal-fetch`'s prefetch.
@@ -297,6 +300,23 @@ mod tests {
         );
         assert_eq!(config.wal.spool_dir, Some(dir.join("spool")));
         assert_eq!(config.database[0].url_file, Some(dir.join("shop.url")));
+    }
+
+    #[test]
+    fn the_readme_check_example_is_the_seeds_thresholds() {
+        let readme = include_str!("../../README.md");
+        let block = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split("```").next())
+            .find(|block| block.contains("[check]"))
+            .expect("a [check] example in the README");
+        let config: Config = toml::from_str(block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        assert_eq!(config.check, ecobackup_core::monitor::Thresholds::seeds());
+        let bad = toml::from_str::<Config>("[check]\nmax_age = \"26 hours\"\n").unwrap_err();
+        assert!(bad.message().contains("invalid duration"), "{bad}");
+        let bad = toml::from_str::<Config>("[check]\nmax_size = \"1KB\"\n").unwrap_err();
+        assert!(bad.message().contains("unknown field `max_size`"), "{bad}");
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub struct CliError {
 /// recovery with a FATAL instead of taking the failure for the end of the archive.
 pub const WAL_FETCH_FATAL: u8 = 255;
 
+/// check's status for every failure of the check itself (UNKNOWN, by the Nagios plugin
+/// convention): 2 would read as CRITICAL.
+pub const CHECK_UNKNOWN: u8 = 3;
+
 impl CliError {
     /// Bad usage or configuration (exit 2).
     pub fn usage(message: impl Into<String>) -> Self {
@@ -56,9 +60,24 @@ impl CliError {
 
     /// Any other failure of wal-fetch: exit [`WAL_FETCH_FATAL`].
     fn fatal(self) -> Self {
+        self.or_code(WAL_FETCH_FATAL)
+    }
+
+    /// This failure with exit status `code`, unless the command chose its own.
+    fn or_code(self, code: u8) -> Self {
         CliError {
-            code: Some(self.code.unwrap_or(WAL_FETCH_FATAL)),
+            code: Some(self.code.unwrap_or(code)),
             ..self
+        }
+    }
+
+    /// Exit with `code` and print nothing more: the command printed its own result (`check`'s
+    /// WARNING and CRITICAL).
+    pub fn exit_status(code: u8) -> Self {
+        CliError {
+            message: String::new(),
+            usage: false,
+            code: Some(code),
         }
     }
 
@@ -118,6 +137,16 @@ fn main() -> ExitCode {
             eprintln!("{} (wal-fetch)", line.trim());
             return ExitCode::from(WAL_FETCH_FATAL);
         }
+        // A monitoring system reads 2 as CRITICAL: check's bad flags are UNKNOWN.
+        Err(e) if subcommand().as_deref() == Some("check") && e.use_stderr() => {
+            let line = e.to_string();
+            let line = line.lines().next().unwrap_or("invalid arguments");
+            println!(
+                "ECOBACKUP UNKNOWN - {}",
+                line.trim().trim_start_matches("error: ")
+            );
+            return ExitCode::from(CHECK_UNKNOWN);
+        }
         Err(e) => e.exit(),
     };
     if matches!(cli.command, Command::WalFetch(_)) {
@@ -151,9 +180,25 @@ fn main() -> ExitCode {
 }
 
 fn fail(e: &CliError) -> ExitCode {
-    let line = e.message.replace('\n', " ");
-    eprintln!("error: {line}");
+    if !e.message.is_empty() {
+        let line = e.message.replace('\n', " ");
+        eprintln!("error: {line}");
+    }
     ExitCode::from(e.code.unwrap_or(if e.usage { 2 } else { 1 }))
+}
+
+/// The subcommand named by the arguments, read before they could be parsed: the first word
+/// that is neither a flag nor the value of a global flag that takes one.
+fn subcommand() -> Option<String> {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--config" || arg == "--repo" {
+            args.next();
+        } else if !arg.starts_with('-') {
+            return Some(arg);
+        }
+    }
+    None
 }
 
 /// Whether the arguments name the wal-fetch command (read before they could be parsed).
@@ -181,6 +226,17 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     if let Command::WalFetch(_) = cli.command {
         return Box::pin(run_command(cli)).await.map_err(CliError::fatal);
     }
+    if let Command::Check(_) = cli.command {
+        // The check's own failures (repository, configuration) are UNKNOWN, never CRITICAL,
+        // and a monitoring system reads the first line of stdout.
+        let json = cli.json;
+        return Box::pin(run_command(cli)).await.map_err(|e| {
+            if e.code.is_none() {
+                commands::monitor::print_unknown(json, e.message());
+            }
+            e.or_code(CHECK_UNKNOWN)
+        });
+    }
     run_command(cli).await
 }
 
@@ -203,6 +259,8 @@ async fn run_command(cli: Cli) -> Result<(), CliError> {
         Command::Verify(args) => commands::verify::verify(&ctx, args).await,
         Command::Drill(args) => commands::drill::drill(&ctx, args).await,
         Command::Prune(args) => commands::prune::prune(&ctx, args).await,
+        Command::Status(args) => commands::monitor::status(&ctx, args).await,
+        Command::Check(args) => commands::monitor::check(&ctx, args).await,
         Command::Backup(cli::BackupCommand::Logical(args)) => {
             commands::logical::backup(&ctx, args).await
         }
@@ -228,8 +286,6 @@ fn not_built(command: &Command) -> CliError {
     let name = match command {
         Command::Backup(B::Files(_)) => "backup files",
         Command::Restore(R::Files(_)) => "restore files",
-        Command::Status(_) => "status",
-        Command::Check(_) => "check",
         Command::Daemon(_) => "daemon",
         Command::Backup(B::Logical(_) | B::Physical(_))
         | Command::Restore(R::Logical(_) | R::Physical(_))
@@ -237,6 +293,8 @@ fn not_built(command: &Command) -> CliError {
         | Command::Verify(_)
         | Command::Drill(_)
         | Command::Prune(_)
+        | Command::Status(_)
+        | Command::Check(_)
         | Command::Init
         | Command::List(_)
         | Command::Show(_)
@@ -248,6 +306,6 @@ fn not_built(command: &Command) -> CliError {
         | Command::WalPrefetch(_) => "this command",
     };
     CliError::usage(format!(
-        "`ecobackup {name}` is not built yet in this version; nothing was done (working today: init, list, show, backup logical|physical, restore logical|physical, wal-push, wal-fetch, verify, drill, prune, demo, key generate, encrypt, decrypt)"
+        "`ecobackup {name}` is not built yet in this version; nothing was done (working today: init, list, show, backup logical|physical, restore logical|physical, wal-push, wal-fetch, verify, drill, prune, status, check, demo, key generate, encrypt, decrypt)"
     ))
 }

@@ -54,8 +54,8 @@ fn a_command_not_built_yet_refuses_to_run() {
     let dir = tempfile::tempdir().unwrap();
     for args in [
         vec!["backup", "files", "--path", "/etc"],
-        vec!["status"],
-        vec!["check"],
+        vec!["restore", "files", "latest", "--to", "x"],
+        vec!["daemon"],
     ] {
         let out = ecobackup(dir.path()).args(&args).assert().code(2);
         let line = one_error_line(&out.get_output().stderr);

@@ -189,6 +189,25 @@ run = "exit 3"
         .unwrap()
         .contains("exit status 3"));
     assert_eq!(seen.lock().unwrap().as_slice(), ["/ping/abc/fail"]);
+
+    // The drill is stored in the repository: status sees it failed, and check warns.
+    let out = world.run(&["--json", "status"]).assert().success();
+    let status: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let last = &status["drills"]["last"];
+    assert_eq!(last["passed"], false, "{status}");
+    assert_eq!(last["checks_failed"], 3, "{status}");
+    assert_eq!(last["backup_id"], report["backup_id"], "{status}");
+    let sealed = last["report"].as_str().unwrap();
+    assert!(
+        sealed.starts_with("drills/") && sealed.ends_with(".json.zst.age"),
+        "{sealed}"
+    );
+    let out = world.run(&["check", "--max-age", "1d"]).assert().code(1);
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(
+        stdout.starts_with("ECOBACKUP WARNING - drill: the last drill"),
+        "{stdout}"
+    );
 }
 
 #[test]

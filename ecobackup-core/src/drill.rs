@@ -20,8 +20,12 @@
 mod checks;
 mod command;
 mod physical;
+mod stored;
 
 pub use physical::ROOT_REFUSAL;
+pub use stored::{
+    drill_history, store_report, DrillHistory, DrillSummary, DRILL_FOLDER, SUMMARY_FORMAT,
+};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -18,6 +18,7 @@
 //! - [`artifact`]: one artifact into and out of a repository, digests checked.
 //! - [`backup`], [`restore`]: logical backups and restores; [`verify`]: every stored byte
 //!   checked; [`drill`]: restore drills with checks, RTO and RPO.
+//! - [`monitor`]: `status` and `check` (Nagios/Icinga findings, Prometheus metrics).
 //! - [`retention`]: which backups `prune` keeps (grandfather-father-son, tags) as a pure plan,
 //!   and [`retention::prune`], which carries it out under the repository lock.
 //! - [`physical`]: base backups and point-in-time restores.
@@ -36,6 +37,7 @@ pub mod crypto;
 pub mod drill;
 pub mod error;
 pub mod io;
+pub mod monitor;
 pub mod physical;
 pub mod pipeline;
 pub mod postgres;

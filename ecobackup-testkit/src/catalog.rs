@@ -1,9 +1,11 @@
-//! Synthetic backups for retention tests: a manifest with the finish time a test needs and two
-//! small artifacts, written straight into a repository (no database involved).
+//! Synthetic backups for retention and monitoring tests: a manifest with the finish time (and,
+//! for monitoring, the duration and stored size) a test needs and small artifacts, written
+//! straight into a repository (no database involved).
 
 use chrono::{DateTime, Duration, Utc};
 use ecobackup_core::repository::{
-    new_backup_id, BackupKind, Manifest, PhysicalFacts, Repository, SourceFacts, MANIFEST_VERSION,
+    new_backup_id, ArtifactEntry, BackupKind, Manifest, PhysicalFacts, Repository, SourceFacts,
+    MANIFEST_VERSION,
 };
 
 /// The WAL segment size the synthetic physical backups record.
@@ -63,6 +65,53 @@ pub async fn synthetic_backup(
             ..SourceFacts::default()
         },
         artifacts: vec![],
+        written_by: "ecobackup-testkit".into(),
+    };
+    repo.write_manifest(&manifest)
+        .await
+        .expect("writing a synthetic manifest");
+    id
+}
+
+/// Writes a logical backup of `databases` that ran from `finished_at - took` to `finished_at`
+/// and stores `stored_bytes` in one artifact (`data.zst.age`, listed in its manifest with that
+/// size), with an unsigned manifest (signed when `repo` has a signer). Returns its id.
+pub async fn synthetic_logical_backup(
+    repo: &Repository,
+    databases: &[&str],
+    finished_at: DateTime<Utc>,
+    took: Duration,
+    stored_bytes: u64,
+) -> String {
+    let id = new_backup_id(BackupKind::Logical, finished_at);
+    let name = "data.zst.age";
+    repo.storage()
+        .put(
+            &Repository::artifact_key(&id, name),
+            vec![7u8; stored_bytes as usize],
+        )
+        .await
+        .expect("writing a synthetic artifact");
+    let manifest = Manifest {
+        manifest_version: MANIFEST_VERSION,
+        id: id.clone(),
+        kind: BackupKind::Logical,
+        tags: Default::default(),
+        started_at: finished_at - took,
+        finished_at,
+        source: SourceFacts {
+            databases: databases.iter().map(|d| (*d).to_owned()).collect(),
+            ..SourceFacts::default()
+        },
+        artifacts: vec![ArtifactEntry {
+            name: name.to_owned(),
+            stored_size: stored_bytes,
+            stored_sha256: "0".repeat(64),
+            raw_size: stored_bytes,
+            raw_sha256: "0".repeat(64),
+            compression: "zstd".into(),
+            recipients: vec![],
+        }],
         written_by: "ecobackup-testkit".into(),
     };
     repo.write_manifest(&manifest)

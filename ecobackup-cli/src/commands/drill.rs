@@ -3,11 +3,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use ecobackup_core::artifact::Sealing;
+use ecobackup_core::crypto::parse_recipients;
 use ecobackup_core::drill::{
-    drill as run_drill, Checks, DrillPlan, DrillReport, DrillTarget, PhysicalDrill,
+    drill as run_drill, store_report, Checks, DrillPlan, DrillReport, DrillTarget, PhysicalDrill,
 };
 use ecobackup_core::physical::RecoveryTarget;
-use ecobackup_core::repository::BackupKind;
+use ecobackup_core::repository::{BackupKind, Repository};
 
 use super::filter::load_keyring;
 use super::logical::url_from_argv;
@@ -68,6 +70,28 @@ async fn ping(url: &str, passed: bool) {
     }
 }
 
+/// Stores the report in the repository for `status` and `check`; a failure is a warning, never
+/// the drill's result. Sealed to the configured `[encryption] recipients`, else to the
+/// drill's own identities (their public halves): the restore side, who may read row data,
+/// can always read it; a drill host needs no recipient configured.
+async fn store(ctx: &Context, repo: &Repository, plan: &DrillPlan, report: &DrillReport) {
+    let recipients = match parse_recipients(&ctx.config.encryption.recipients) {
+        Ok(configured) if !configured.is_empty() => configured,
+        Ok(_) => plan.keyring.recipients(),
+        Err(e) => {
+            tracing::warn!(error = %e, "the drill report is not stored in the repository: the configured recipients are invalid");
+            return;
+        }
+    };
+    let sealing = Sealing {
+        level: ecobackup_core::transform::DEFAULT_LEVEL,
+        recipients,
+    };
+    if let Err(e) = store_report(repo, report, &sealing).await {
+        tracing::warn!(error = %e, "could not store the drill report in the repository; `ecobackup status` and `check` will not see this drill");
+    }
+}
+
 /// `drill`.
 pub async fn drill(ctx: &Context, args: DrillArgs) -> Result<(), CliError> {
     let checks_file = args.checks.clone().or(ctx.config.drill.checks.clone());
@@ -121,14 +145,18 @@ pub async fn drill(ctx: &Context, args: DrillArgs) -> Result<(), CliError> {
     let ping_url = args.ping.as_ref().or(ctx.config.drill.ping_url.as_ref());
     let started = async {
         let repo = open_trusted(ctx, &args.trust).await?;
-        under_shared_lock(&repo, "drill", async {
+        let report = under_shared_lock(&repo, "drill", async {
             Ok(run_drill(&repo, &plan, &Bars::new(ctx)).await?)
         })
-        .await
+        .await?;
+        Ok::<_, CliError>((repo, report))
     }
     .await;
     let report = match started {
-        Ok(report) => report,
+        Ok((repo, report)) => {
+            store(ctx, &repo, &plan, &report).await;
+            report
+        }
         Err(e) => {
             // A drill that cannot even start (no backup, no repository) is a failed drill.
             if let Some(url) = ping_url {

@@ -5,6 +5,7 @@ pub mod drill;
 pub mod filter;
 pub mod key;
 pub mod logical;
+pub mod monitor;
 pub mod physical;
 pub mod progress;
 pub mod prune;
