@@ -181,8 +181,9 @@ pub struct DrillRecovery {
     pub lsn: Option<String>,
     /// PostgreSQL's line saying where it stopped, for a target it reached.
     pub stopped: Option<String>,
-    /// The time `now()` means in SQL checks: the target time, the backup's end for a drill to
-    /// its end, else the drill's start.
+    /// The time `now()` means in SQL checks: the target time; else the time of the commit
+    /// recovery stopped at, as PostgreSQL logged it; else the backup's end for a drill to its
+    /// end, or the drill's start.
     pub data_as_of: DateTime<Utc>,
 }
 

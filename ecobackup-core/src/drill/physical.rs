@@ -152,19 +152,43 @@ pub(super) async fn restore(
     )
     .await;
     cluster.started();
-    let recovery = recovery?;
+    // The log is in the scratch directory, which goes with the drill: its last lines go into
+    // the report instead.
+    let recovery = recovery.map_err(|e| {
+        let log = data_dir.join("log/ecobackup-recovery.log");
+        let tail = std::fs::read_to_string(&log).unwrap_or_default();
+        let last: Vec<&str> = tail.lines().rev().take(5).collect();
+        let last: Vec<&str> = last.into_iter().rev().collect();
+        refuse(format!(
+            "recovery failed: {}; the server log's last lines: {}",
+            crate::error::one_line(&e),
+            last.join(" / ")
+        ))
+    })?;
     report.rto.replay_seconds = Some(seconds(clock.elapsed()));
     if recovery.end != RecoveryEnd::Promoted {
         return Err(refuse(format!(
-            "recovery ended {:?} instead of promoting; see {}",
-            recovery.end,
-            recovery.log.display()
+            "recovery ended ({}) instead of promoting: the drill asked for promotion, so the copy's settings override it (check recovery_target_action in its postgresql.auto.conf)",
+            match recovery.end {
+                RecoveryEnd::Paused => "paused at the target",
+                RecoveryEnd::ShutDown => "shut down at the target",
+                RecoveryEnd::Promoted => "promoted",
+            }
         )));
     }
-    let data_as_of = match &plan.physical.target {
-        RecoveryTarget::Time(time) => time.with_timezone(&Utc),
-        RecoveryTarget::Immediate => facts.backup_stopped_at,
-        _ => report.started_at,
+    // PostgreSQL names the time of the commit it stopped at (`recovery stopping before commit
+    // of transaction 745, time 2026-11-23 08:55:02.1+00`): the best answer for any target.
+    let stopped_at = recovery
+        .stopped
+        .as_deref()
+        .and_then(|line| line.rsplit_once(", time "))
+        .and_then(|(_, time)| RecoveryTarget::parse_time(time).ok())
+        .map(|time| time.with_timezone(&Utc));
+    let data_as_of = match (&plan.physical.target, stopped_at) {
+        (RecoveryTarget::Time(time), _) => time.with_timezone(&Utc),
+        (_, Some(time)) => time,
+        (RecoveryTarget::Immediate, None) => facts.backup_stopped_at,
+        (_, None) => report.started_at,
     };
     report.recovery = Some(DrillRecovery {
         target: describe(&plan.physical.target),

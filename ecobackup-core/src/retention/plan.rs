@@ -63,13 +63,33 @@ impl Candidate {
 
     /// The candidate a manifest describes, valid: a manifest that parsed, belongs to its folder
     /// and passed the signature check is what the repository's listing returns. Its group:
-    /// - logical: the databases dumped, joined by `,` in the manifest's order (`shop,crm`), so
-    ///   a backup of `shop` alone and one of `shop,crm` are pruned separately;
+    /// - logical: the databases dumped, joined by `,` in the manifest's order (`shop,crm`), and
+    ///   the system identifiers of their servers when recorded (`shop@7437…`), so a backup of
+    ///   `shop` alone and one of `shop,crm` are pruned separately, and so are `app` of staging
+    ///   and `app` of production;
     /// - physical: the cluster's system identifier (empty when it was not recorded);
     /// - files: empty (one group) until file backups record their source.
     pub fn from_manifest(manifest: &Manifest) -> Self {
         let group = match manifest.kind {
-            BackupKind::Logical => manifest.source.databases.join(","),
+            BackupKind::Logical => {
+                // Databases of the same name on different servers (every Supabase project's
+                // `postgres`, staging's and production's `app`) are different sources.
+                let mut servers: Vec<&str> = manifest
+                    .source
+                    .servers
+                    .iter()
+                    .filter_map(|s| s.system_identifier.as_deref())
+                    .chain(manifest.source.system_identifier.as_deref())
+                    .collect();
+                servers.sort_unstable();
+                servers.dedup();
+                let databases = manifest.source.databases.join(",");
+                if servers.is_empty() {
+                    databases
+                } else {
+                    format!("{databases}@{}", servers.join("+"))
+                }
+            }
             BackupKind::Physical => manifest
                 .source
                 .system_identifier

@@ -23,6 +23,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
+use futures::{StreamExt as _, TryStreamExt as _};
 use serde::Serialize;
 
 use super::{plan, Candidate, RetentionPlan, ValidatedPolicy};
@@ -34,6 +35,12 @@ use crate::repository::{
 };
 use crate::storage::Storage;
 use crate::wal::Segment;
+
+/// WAL files deleted at once.
+const WAL_DELETE_CONCURRENCY: usize = 16;
+
+/// WAL files deleted between two checks of the lock's lease.
+const WAL_BATCH: usize = 1000;
 
 /// How to prune.
 #[derive(Clone)]
@@ -246,15 +253,21 @@ async fn run(
         progress.note(&format!("deleting backup {id}"));
         delete_backup(repo, id).await?;
     }
-    if !wal_keys.is_empty() {
+    // Files at once (a first prune of months of WAL is many thousands of requests, during
+    // which backups wait); each file's own keys in order. The lease is checked between batches.
+    for batch in wal_keys.chunks(WAL_BATCH) {
         lock.ensure_held().await?;
-        progress.note(&format!(
-            "deleting {} expired WAL files",
-            report.wal.files.len()
-        ));
-        for key in &wal_keys {
-            repo.storage().delete(key).await?;
-        }
+        progress.note(&format!("deleting {} expired WAL files", batch.len()));
+        futures::stream::iter(batch)
+            .map(|keys| async move {
+                for key in keys {
+                    repo.storage().delete(key).await?;
+                }
+                Ok::<(), crate::error::Error>(())
+            })
+            .buffer_unordered(WAL_DELETE_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
     }
     for folder in &debris {
         lock.ensure_held().await?;
@@ -296,7 +309,7 @@ async fn expire_wal(
     storage: &Storage,
     kept: &[&Manifest],
     locked_until: &dyn Fn(DateTime<Utc>) -> Option<DateTime<Utc>>,
-) -> Result<(WalExpiry, Vec<String>)> {
+) -> Result<(WalExpiry, Vec<Vec<String>>)> {
     let untouched = |why: String| {
         Ok((
             WalExpiry {
@@ -401,7 +414,7 @@ async fn expire_wal(
     let mut keys = Vec::new();
     for (file, mut objects) in doomed {
         objects.sort();
-        keys.extend(objects.into_iter().map(|(_, key)| key));
+        keys.push(objects.into_iter().map(|(_, key)| key).collect());
         expiry.files.push(file);
     }
     expiry.bytes = bytes;

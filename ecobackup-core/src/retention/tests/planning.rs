@@ -380,7 +380,14 @@ fn candidates_come_from_manifests_grouped_by_database_or_cluster() {
     let candidate = Candidate::from_manifest(&manifest);
     assert_eq!(candidate.id, manifest.id);
     assert_eq!(candidate.kind, BackupKind::Logical);
-    assert_eq!(candidate.group, "shop,crm");
+    assert_eq!(candidate.group, "shop,crm@7301");
+    // The same database name on another server is another source.
+    let mut staging = manifest.clone();
+    staging.source.system_identifier = Some("9999".into());
+    assert_eq!(Candidate::from_manifest(&staging).group, "shop,crm@9999");
+    let mut unknown = manifest.clone();
+    unknown.source.system_identifier = None;
+    assert_eq!(Candidate::from_manifest(&unknown).group, "shop,crm");
     assert_eq!(candidate.finished_at, at("2026-03-12T03:04:00Z"));
     assert_eq!(candidate.tags["reason"], "pre-migration");
     assert!(candidate.valid);
