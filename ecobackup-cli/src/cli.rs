@@ -179,8 +179,10 @@ pub struct WalPushArgs {
     pub no_encryption: bool,
     #[command(flatten)]
     pub signing: SigningArgs,
-    /// zstd level (1–19).
-    #[arg(long, default_value_t = ecobackup_core::transform::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+    /// zstd level (1–19). 1 by default for WAL: on real segments it stores about what level 3
+    /// does (measured: 77.7 MB against 77.9 MB for 16 segments) in 30% less time, and
+    /// archive_command runs once per segment.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
 }
 

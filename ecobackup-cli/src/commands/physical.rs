@@ -105,6 +105,7 @@ pub async fn restore(ctx: &Context, args: RestorePhysicalArgs) -> Result<(), Cli
         extra_settings: settings,
         keyring: Some(Arc::new(load_keyring(ctx, &args.identities).await?)),
         pg_bin: args.pg_bin.clone(),
+        flush: true,
     };
     let repo = open_trusted(ctx, &args.trust).await?;
     // Held through recovery with --start: prune must not expire the WAL being replayed.

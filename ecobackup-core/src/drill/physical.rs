@@ -134,6 +134,7 @@ pub(super) async fn restore(
             extra_settings: settings,
             keyring: Some(plan.keyring.clone()),
             pg_bin: Some(bin_dir.clone()),
+            flush: plan.durable,
         },
         progress,
     )
