@@ -8,12 +8,17 @@ use ecobackup_core::verify::{verify_backup, BackupCheck};
 
 use super::filter::load_keyring;
 use super::progress::Bars;
-use super::repo::{human_bytes, open_trusted};
+use super::repo::{human_bytes, open_trusted, under_shared_lock};
 use crate::cli::VerifyArgs;
 use crate::{CliError, Context};
 
-/// `verify`.
+/// `verify`, under the repository's shared lock: prune does not delete what it reads.
 pub async fn verify(ctx: &Context, args: VerifyArgs) -> Result<(), CliError> {
+    let repo = open_trusted(ctx, &args.trust).await?;
+    under_shared_lock(&repo, "verify", verify_unlocked(ctx, args)).await
+}
+
+async fn verify_unlocked(ctx: &Context, args: VerifyArgs) -> Result<(), CliError> {
     let wal_failure = match args.wal {
         true => super::verify_wal::verify_wal(ctx, &args).await?,
         false => None,

@@ -135,9 +135,8 @@ pub async fn restore_physical(
         if plan.flush {
             let dir = std::fs::File::open(&plan.pgdata)
                 .map_err(|e| Error::io(format!("opening {}", plan.pgdata.display()), e))?;
-            nix::unistd::syncfs(&dir).map_err(|e| {
-                Error::io(format!("flushing {}", plan.pgdata.display()), e.into())
-            })?;
+            nix::unistd::syncfs(&dir)
+                .map_err(|e| Error::io(format!("flushing {}", plan.pgdata.display()), e.into()))?;
         }
         verify_files(&pg_verifybackup, &manifest_path, &plan.pgdata).await?;
         let settings = RecoverySettings {
