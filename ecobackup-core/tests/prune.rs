@@ -13,6 +13,7 @@ use ecobackup_core::progress::NoProgress;
 use ecobackup_core::repository::{BackupKind, Clock, Lock, LockMode, LockOptions, Repository};
 use ecobackup_core::retention::{prune, PruneOptions, RetentionPolicy, ValidatedPolicy};
 use ecobackup_core::storage::{Storage, StorageOptions};
+use ecobackup_core::verify::verify_backup;
 use ecobackup_core::Error;
 use ecobackup_testkit::catalog::{
     assert_no_manifest_without_artifacts, synthetic_backup as backup, wal_name,
@@ -163,6 +164,15 @@ async fn prune_deletes_exactly_the_plan_and_survives_a_failure_halfway() {
         assert!(halfway.contains(*key), "kept {key} was deleted: {err}");
     }
     assert_no_manifest_without_artifacts(&halfway);
+    // Every backup still listed verifies: all its bytes read back and match their digests.
+    let listing = repo.manifests().await.unwrap();
+    assert!(listing.bad.is_empty(), "{:?}", listing.bad);
+    for manifest in &listing.backups {
+        let check = verify_backup(&repo, manifest, None, &NoProgress)
+            .await
+            .unwrap();
+        assert!(check.ok && check.artifacts.len() == 2, "{check:?}");
+    }
 
     // The failed run could not release its lock either (the store refused the deletion): the
     // rerun comes after its lease expired, and finishes the job: exactly the planned objects

@@ -3,6 +3,8 @@
 //! straight into a repository (no database involved).
 
 use chrono::{DateTime, Duration, Utc};
+use ecobackup_core::artifact::{self, Sealing};
+use ecobackup_core::progress::NoProgress;
 use ecobackup_core::repository::{
     new_backup_id, ArtifactEntry, BackupKind, Manifest, PhysicalFacts, Repository, SourceFacts,
     MANIFEST_VERSION,
@@ -12,7 +14,7 @@ use ecobackup_core::repository::{
 pub const SEGMENT_SIZE: u64 = 16 << 20;
 
 /// The artifacts every synthetic backup holds.
-pub const ARTIFACTS: [&str; 2] = ["one.zst.age", "two.zst.age"];
+pub const ARTIFACTS: [&str; 2] = ["one.zst", "two.zst"];
 
 /// The name of WAL segment `number` on `timeline` (16 MiB segments).
 pub fn wal_name(timeline: u32, number: u64) -> String {
@@ -20,7 +22,8 @@ pub fn wal_name(timeline: u32, number: u64) -> String {
 }
 
 /// Writes a backup of `kind` that finished at `finished_at`, with the [`ARTIFACTS`] (100 bytes
-/// each) and an unsigned manifest; a physical one (database `shop` for a logical one) starts
+/// each, zstd-compressed and not encrypted, in the manifest with their digests: `verify` checks
+/// them) and an unsigned manifest (signed when `repo` has a signer); a physical one (database `shop` for a logical one) starts
 /// at WAL segment `start` = (timeline, number) and has its WAL archived. Returns its id.
 pub async fn synthetic_backup(
     repo: &Repository,
@@ -29,11 +32,18 @@ pub async fn synthetic_backup(
     start: Option<(u32, u64)>,
 ) -> String {
     let id = new_backup_id(kind, finished_at);
+    let sealing = Sealing {
+        level: 1,
+        recipients: Vec::new(),
+    };
+    let mut artifacts = Vec::new();
     for name in ARTIFACTS {
-        repo.storage()
-            .put(&Repository::artifact_key(&id, name), vec![7u8; 100])
-            .await
-            .expect("writing a synthetic artifact");
+        let source = crate::sources::ChunkedSource::new(vec![7u8; 100], vec![100]);
+        artifacts.push(
+            artifact::store(repo, &id, name, source, &sealing, &NoProgress)
+                .await
+                .expect("writing a synthetic artifact"),
+        );
     }
     let physical = start.map(|(timeline, number)| PhysicalFacts {
         wal_segment_size: SEGMENT_SIZE,
@@ -64,7 +74,7 @@ pub async fn synthetic_backup(
             physical,
             ..SourceFacts::default()
         },
-        artifacts: vec![],
+        artifacts,
         written_by: "ecobackup-testkit".into(),
     };
     repo.write_manifest(&manifest)
