@@ -40,6 +40,11 @@ fn server_owner() -> Option<(u32, u32)> {
 /// The binary, run as the database server's user (as a backup host runs it: ecobackup refuses
 /// key files another user owns), with a clean environment.
 fn as_server_user(dir: &Path) -> Command {
+    Command::from_std(server_user_command(dir))
+}
+
+/// [`as_server_user`] as a plain command, for a child to spawn and signal.
+fn server_user_command(dir: &Path) -> std::process::Command {
     let mut std = std::process::Command::new(env!("CARGO_BIN_EXE_ecobackup"));
     std.current_dir(dir)
         .env_clear()
@@ -47,7 +52,7 @@ fn as_server_user(dir: &Path) -> Command {
         .env("HOME", dir)
         .env("PGPASSFILE", dir.join("pgpass"));
     ecobackup_testkit::server_user::as_server_user(&mut std);
-    Command::from_std(std)
+    std
 }
 
 impl Lab {
@@ -487,6 +492,42 @@ fn drills(lab: &Lab, id: &str, t: &str) {
         "{report}"
     );
     assert_eq!(report["checks"][0]["actual"], "0 rows", "{report}");
+
+    // SIGTERM during the checks (cron's `timeout`, systemd): the scratch server is stopped and
+    // its copy of the data removed before the process ends.
+    let scratch = lab.empty_pgdata("scratch");
+    let slow = lab.dir.path().join("slow.toml");
+    std::fs::write(&slow, "[command]\nrun = \"sleep 60\"\n").unwrap();
+    hand_over(&slow);
+    let mut child = server_user_command(lab.dir.path())
+        .args(["--config", lab.config.to_str().unwrap()])
+        .args(["drill", "latest", "--kind", "physical"])
+        .args(["--pg-bin", lab.cluster().bin_dir().to_str().unwrap()])
+        .args(["--checks", slow.to_str().unwrap()])
+        .args(["--scratch-dir", scratch.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let running = || {
+        std::fs::read_dir(&scratch)
+            .unwrap()
+            .flatten()
+            .any(|e| e.path().join("data/postmaster.pid").exists())
+    };
+    let started = std::time::Instant::now();
+    while !running() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(running(), "the drill's server never started");
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
     assert!(
         String::from_utf8_lossy(&out.get_output().stderr)
             .contains("expected >= 1 rows, got 0 rows"),

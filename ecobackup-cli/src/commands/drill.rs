@@ -47,6 +47,21 @@ fn write_report(path: &Path, report: &DrillReport) -> Result<(), CliError> {
     )?)
 }
 
+/// Resolves on SIGINT or SIGTERM, with the signal's name.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
 /// Pings the monitoring URL; a failed ping is a warning, never the drill's result.
 async fn ping(url: &str, passed: bool) {
     let url = if passed {
@@ -150,8 +165,16 @@ pub async fn drill(ctx: &Context, args: DrillArgs) -> Result<(), CliError> {
         })
         .await?;
         Ok::<_, CliError>((repo, report))
-    }
-    .await;
+    };
+    // Stopped by cron's `timeout`, systemd or Ctrl-C: dropping the drill stops its scratch
+    // server and removes the copy of production data (the runtime waits for that before the
+    // process ends) instead of leaving them behind.
+    let started = tokio::select! {
+        outcome = started => outcome,
+        signal = interrupted() => Err(CliError::failure(format!(
+            "the drill was interrupted by {signal}: its scratch cluster is stopped and removed"
+        ))),
+    };
     let report = match started {
         Ok((repo, report)) => {
             store(ctx, &repo, &plan, &report).await;
