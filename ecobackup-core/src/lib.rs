@@ -20,7 +20,7 @@
 //!   checked; [`drill`]: restore drills with checks, RTO and RPO.
 //! - [`monitor`]: `status` and `check` (Nagios/Icinga findings, Prometheus metrics).
 //! - [`retention`]: which backups `prune` keeps (grandfather-father-son, tags) as a pure plan,
-//!   and [`retention::prune`], which carries it out under the repository lock.
+//!   and [`retention::prune()`], which carries it out under the repository lock.
 //! - [`physical`]: base backups and point-in-time restores.
 //! - [`wal`]: WAL archiving (`wal-push`, `wal-fetch`), segment and timeline names.
 //! - [`postgres`]: connections, server facts, programs of the right version, throwaway clusters

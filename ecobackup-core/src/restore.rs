@@ -9,7 +9,7 @@
 //! `--create` creates the target database itself rather than through pg_restore's `--create`
 //! (which would use the archive's name and needs a connection to another database): from the
 //! database properties recorded in the backup's encrypted catalog
-//! ([`DatabaseProperties`](crate::postgres::DatabaseProperties): encoding, locale provider and
+//! ([`crate::postgres::DatabaseProperties`]: encoding, locale provider and
 //! locales, tablespace when it exists here), under the target's name. Once pg_restore succeeded,
 //! the connection limit, `ALTER DATABASE … SET` settings, the comment and — unless
 //! `no_privileges` — `ALTER ROLE … IN DATABASE … SET` settings and GRANTs follow, in one

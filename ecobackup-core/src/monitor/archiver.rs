@@ -7,7 +7,7 @@
 //! current write position (`pg_current_wal_lsn()`) is in the segment being written, and every
 //! segment before it is complete; `pg_stat_archiver.last_archived_wal` says how far the
 //! archiver got. Nothing is waiting when the last archived segment is the one just before the
-//! current one, however long ago that was ([`ArchiverState::waiting_since`]).
+//! current one, however long ago that was ([`ArchiverState::waiting`]).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

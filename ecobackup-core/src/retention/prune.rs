@@ -58,7 +58,9 @@ pub struct PruneOptions {
 }
 
 impl Default for PruneOptions {
-    /// Deletes, refuses large plans, now, [`DEBRIS_MARGIN`], the default lock.
+    /// Deletes, refuses large plans, [`DEBRIS_MARGIN`], the default lock, and `now` read when
+    /// this is built: build one per run (a long-lived value would apply the policy at a time
+    /// long past).
     fn default() -> Self {
         PruneOptions {
             dry_run: false,
@@ -130,7 +132,10 @@ pub struct DebrisRemoved {
     pub bytes: u64,
 }
 
-/// Applies `policy` to `repo`.
+/// Applies `policy` to `repo` under the repository's exclusive lock ([`Error::Locked`](crate::Error::Locked)
+/// while a backup, restore, drill or verify holds the shared one); a dry run takes no lock and
+/// deletes nothing. Deletions stop at the first failed request, leaving the repository
+/// consistent: run it again to finish.
 pub async fn prune(
     repo: &Repository,
     policy: &ValidatedPolicy,

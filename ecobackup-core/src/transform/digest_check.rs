@@ -31,7 +31,7 @@ use crate::pipeline::{blocking_stage, ByteStream, StageMeter, Transform};
 use crate::transform::DigestResult;
 
 /// A pass-through stage that checks length and SHA-256 against expected values and holds back
-/// the last chunk until they match. See the [module docs](self).
+/// the last chunk until they match. See the module docs of `transform::digest_check`.
 pub struct DigestCheck {
     artifact: String,
     what: &'static str,
