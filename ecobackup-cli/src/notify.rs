@@ -13,7 +13,8 @@ use std::time::Duration;
 use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::cli::{BackupCommand, Command, TrustArgs};
+use crate::cli::{BackupCommand, Command, SigningArgs, TrustArgs};
+use crate::commands::repo::load_signer;
 use crate::{CliError, Context};
 
 /// The longest body a ping or the `error` of an event carries (healthchecks.io keeps 10 KB).
@@ -52,12 +53,18 @@ impl Job {
     pub fn of(ctx: &Context, command: &Command) -> Option<Job> {
         let notify = &ctx.config.notify;
         let (name, job, trust, ping) = match command {
-            Command::Backup(BackupCommand::Logical(a)) => {
-                ("backup logical", &a.job, TrustArgs::default(), None)
-            }
-            Command::Backup(BackupCommand::Physical(a)) => {
-                ("backup physical", &a.job, TrustArgs::default(), None)
-            }
+            Command::Backup(BackupCommand::Logical(a)) => (
+                "backup logical",
+                &a.job,
+                backup_trust(ctx, &a.signing),
+                None,
+            ),
+            Command::Backup(BackupCommand::Physical(a)) => (
+                "backup physical",
+                &a.job,
+                backup_trust(ctx, &a.signing),
+                None,
+            ),
             Command::Prune(a) => ("prune", &a.job, a.trust.clone(), None),
             Command::Verify(a) => ("verify", &a.job, a.trust.clone(), None),
             // The drill's own URL (flag, then [drill]) wins over [notify]'s.
@@ -179,6 +186,22 @@ impl Job {
             finished_at: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
         }
     }
+}
+
+/// Whom a backup host trusts when it reads the repository's state for `--prometheus`: the
+/// configured signers, else its own signing key (a backup host often has no
+/// `trusted_signers`), and unsigned manifests when it writes them itself (`--no-signing`).
+fn backup_trust(ctx: &Context, signing: &SigningArgs) -> TrustArgs {
+    let mut trust = TrustArgs {
+        allow_unsigned: signing.no_signing,
+        ..TrustArgs::default()
+    };
+    if ctx.config.encryption.trusted_signers.is_empty() {
+        if let Ok(Some(signer)) = load_signer(ctx, signing.signing_key.as_deref()) {
+            trust.trusted_signers.push(signer.public_key().to_string());
+        }
+    }
+    trust
 }
 
 /// The HTTP client of the notifications, or `None` (with a warning) when none can be built.

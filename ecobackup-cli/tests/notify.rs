@@ -5,10 +5,12 @@
 mod common;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
-use common::{ecobackup, one_error_line};
+use common::{ecobackup, key, one_error_line};
+use ecobackup_core::crypto::Signer;
 use ecobackup_core::repository::{BackupKind, Repository};
 use ecobackup_core::storage::{RepoUrl, Storage, StorageOptions};
 use ecobackup_testkit::catalog::synthetic_backup;
@@ -339,4 +341,101 @@ fn prometheus_after_a_job_writes_the_status_textfile() {
         stderr.contains("could not write the Prometheus textfile"),
         "{stderr}"
     );
+}
+
+/// A backup host with a signing key but no `trusted_signers` (the usual case): a backup that
+/// cannot reach its server pings `/fail` with the connection error and posts the event, and
+/// `--prometheus` still writes the textfile, trusting the host's own key.
+#[test]
+fn a_failed_backup_notifies_and_still_writes_the_textfile() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(HttpRecorder::start(Answer::Ok));
+    let dir = tempfile::tempdir().unwrap();
+    let (_, recipient) = key(dir.path(), "restore.key");
+    let signer = Signer::generate();
+    signer
+        .write_file(&dir.path().join("signing.key"), false)
+        .unwrap();
+    std::fs::write(
+        dir.path().join("ecobackup.toml"),
+        format!(
+            "[repository]\nurl = \"file://{}/repo\"\n\n[encryption]\nrecipients = [\"{recipient}\"]\n\
+             signing_key_file = \"signing.key\"\n\n[notify]\nping_url = \"{}\"\nwebhook_url = \"{}\"\n",
+            dir.path().display(),
+            server.url("/ping/abc"),
+            server.url("/hook")
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let mut cmd = ecobackup(dir.path());
+        cmd.args(["--config", "ecobackup.toml"]).args(args);
+        cmd
+    };
+    run(&["init"])
+        .env("ECOBACKUP_SIGNING_KEY_FILE", "signing.key")
+        .assert()
+        .success();
+    let storage = Storage::open(
+        &RepoUrl::File(dir.path().join("repo")),
+        &StorageOptions::default(),
+    )
+    .unwrap();
+    runtime.block_on(async {
+        let repo = Repository::open(storage)
+            .await
+            .unwrap()
+            .with_signer(Arc::new(signer));
+        for n in 1..=2 {
+            let finished = Utc.with_ymd_and_hms(2026, 10, n, 4, 0, 0).unwrap();
+            synthetic_backup(&repo, BackupKind::Logical, finished, None).await;
+        }
+    });
+    // Nothing listens on port 1.
+    let out = run(&[
+        "backup",
+        "logical",
+        "--db",
+        "postgres://backup@127.0.0.1:1/shop",
+        "--prometheus",
+        "ecobackup.prom",
+    ])
+    .assert()
+    .code(1);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    let error = stderr
+        .lines()
+        .last()
+        .unwrap()
+        .strip_prefix("error: ")
+        .unwrap();
+    assert!(error.contains("connecting to"), "{stderr}");
+    assert!(!stderr.contains("could not write"), "{stderr}");
+
+    let requests = server.requests();
+    let fail = requests
+        .iter()
+        .find(|r| r.path == "/ping/abc/fail")
+        .unwrap();
+    assert_eq!(fail.body, error);
+    assert_eq!(requests[0].path, "/ping/abc/start");
+    let hook = requests.iter().find(|r| r.path == "/hook").unwrap();
+    let event: serde_json::Value = serde_json::from_str(&hook.body).unwrap();
+    assert_eq!(event["command"], "backup logical", "{event}");
+    assert!(
+        event["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("ecobackup backup logical failed on "),
+        "{event}"
+    );
+
+    let text = std::fs::read_to_string(dir.path().join("ecobackup.prom")).unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let backups = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "ecobackup_backups")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(backups.value, prometheus_parse::Value::Gauge(2.0), "{text}");
 }
