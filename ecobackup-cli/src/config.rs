@@ -340,6 +340,32 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_notify_example_parses() {
+        let readme = include_str!("../../README.md");
+        let block = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split("```").next())
+            .find(|block| block.contains("[notify]"))
+            .expect("a [notify] example in the README");
+        let config: Config = toml::from_str(block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        let notify = config.notify;
+        assert!(notify.ping_url.unwrap().starts_with("https://hc-ping.com/"));
+        assert!(notify
+            .webhook_url
+            .unwrap()
+            .starts_with("https://hooks.slack.com/"));
+        assert!(!notify.webhook_on_success);
+        assert_eq!(notify.timeout_seconds, Some(10));
+        let bad = toml::from_str::<Config>(
+            "[notify]
+ping = \"x\"\n",
+        )
+        .unwrap_err();
+        assert!(bad.message().contains("unknown field `ping`"), "{bad}");
+    }
+
+    #[test]
     fn the_readme_retention_examples_are_valid_policies() {
         let readme = include_str!("../../README.md");
         let blocks: Vec<&str> = readme
