@@ -107,7 +107,7 @@ impl Job {
                 ping_url(url, "/start"),
                 String::new(),
                 "text/plain; charset=utf-8",
-                "ping ([notify] ping_url /start)",
+                "start ping",
             ))),
             _ => None,
         };
@@ -136,7 +136,7 @@ impl Job {
                     ping_url(url, suffix),
                     body,
                     "text/plain; charset=utf-8",
-                    "ping ([notify] ping_url)",
+                    "ping",
                 )
                 .await;
             }
