@@ -164,6 +164,8 @@ pub struct BackupLogicalArgs {
     /// Directory holding pg_dump of the server's major version.
     #[arg(long, value_name = "DIR", env = "ECOBACKUP_PG_BIN")]
     pub pg_bin: Option<PathBuf>,
+    #[command(flatten)]
+    pub job: JobArgs,
 }
 
 /// `wal-push`.
@@ -260,6 +262,8 @@ pub struct BackupPhysicalArgs {
     /// Directory holding pg_basebackup of the server's major version.
     #[arg(long, value_name = "DIR", env = "ECOBACKUP_PG_BIN")]
     pub pg_bin: Option<PathBuf>,
+    #[command(flatten)]
+    pub job: JobArgs,
 }
 
 /// Where recovery of a physical backup stops: at most one of these.
@@ -346,6 +350,8 @@ pub struct VerifyArgs {
     pub identities: IdentityArgs,
     #[command(flatten)]
     pub trust: TrustArgs,
+    #[command(flatten)]
+    pub job: JobArgs,
 }
 
 /// `drill`.
@@ -386,7 +392,8 @@ pub struct DrillArgs {
     /// copy is as large as the cluster: pick a filesystem with room, not a tmpfs.
     #[arg(long, value_name = "DIR")]
     pub scratch_dir: Option<PathBuf>,
-    /// Ping this URL when the drill passes, URL/fail when it fails (healthchecks.io style).
+    /// Ping URL/start when the drill begins, URL when it passes, URL/fail when it fails
+    /// (healthchecks.io style; default: [drill] ping_url, else [notify] ping_url).
     #[arg(long, value_name = "URL", env = "ECOBACKUP_DRILL_PING")]
     pub ping: Option<String>,
     #[command(flatten)]
@@ -396,6 +403,8 @@ pub struct DrillArgs {
     /// Directory holding the PostgreSQL server and client programs.
     #[arg(long, value_name = "DIR", env = "ECOBACKUP_PG_BIN")]
     pub pg_bin: Option<PathBuf>,
+    #[command(flatten)]
+    pub job: JobArgs,
 }
 
 /// `demo`.
@@ -458,6 +467,8 @@ pub struct PruneArgs {
     pub yes: bool,
     #[command(flatten)]
     pub trust: TrustArgs,
+    #[command(flatten)]
+    pub job: JobArgs,
 }
 
 /// `status`.
@@ -551,6 +562,17 @@ pub struct KeyGenerateArgs {
     pub force: bool,
 }
 
+/// What the long-running commands (`backup`, `prune`, `verify`, `drill`) leave for monitoring
+/// besides their `[notify]` pings and webhooks.
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// After the job, whatever its result, write the repository's state as Prometheus metrics
+    /// to FILE, as `status --prometheus` does (a node-exporter textfile, written to a temporary
+    /// file, then renamed). A failure to write it is a warning.
+    #[arg(long, value_name = "FILE")]
+    pub prometheus: Option<PathBuf>,
+}
+
 /// Signing settings of the commands that write backups.
 #[derive(Debug, Args)]
 pub struct SigningArgs {
@@ -564,7 +586,7 @@ pub struct SigningArgs {
 }
 
 /// Which manifests the commands that read backups trust.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct TrustArgs {
     /// Trust manifests signed by this public signing key (ecosign1…); repeat for several.
     /// Overrides [encryption] trusted_signers.

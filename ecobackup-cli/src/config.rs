@@ -31,6 +31,25 @@ pub struct Config {
     /// `[check]`: the thresholds `check` applies when no flag says otherwise.
     #[serde(default)]
     pub check: ecobackup_core::monitor::Thresholds,
+    /// `[notify]`: pings and webhooks of the long-running commands.
+    #[serde(default)]
+    pub notify: NotifyConfig,
+}
+
+/// `[notify]`: what `backup`, `prune`, `verify` and `drill` tell the outside world.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// A healthchecks-style URL: `<url>/start` when a job begins, `<url>` when it succeeds,
+    /// `<url>/fail` (with the error line as the body) when it fails.
+    pub ping_url: Option<String>,
+    /// A URL that gets a JSON event (with a Slack-compatible `text`) when a job fails.
+    pub webhook_url: Option<String>,
+    /// Also post the event when a job succeeds.
+    #[serde(default)]
+    pub webhook_on_success: bool,
+    /// How long one request may take, in seconds (default 10).
+    pub timeout_seconds: Option<u64>,
 }
 
 /// `[wal]`: `wal-fetch`'s prefetch.
@@ -49,7 +68,8 @@ pub struct WalConfig {
 pub struct DrillConfig {
     /// The checks file.
     pub checks: Option<PathBuf>,
-    /// A healthchecks-style URL: pinged on success, `<url>/fail` on failure.
+    /// A healthchecks-style URL for the drill (`<url>/start`, `<url>`, `<url>/fail`), instead
+    /// of `[notify] ping_url`.
     pub ping_url: Option<String>,
     /// Restore into a scratch cluster that flushes to disk like production (`drill --durable`).
     #[serde(default)]
@@ -317,6 +337,32 @@ mod tests {
         assert!(bad.message().contains("invalid duration"), "{bad}");
         let bad = toml::from_str::<Config>("[check]\nmax_size = \"1KB\"\n").unwrap_err();
         assert!(bad.message().contains("unknown field `max_size`"), "{bad}");
+    }
+
+    #[test]
+    fn the_readme_notify_example_parses() {
+        let readme = include_str!("../../README.md");
+        let block = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split("```").next())
+            .find(|block| block.contains("[notify]"))
+            .expect("a [notify] example in the README");
+        let config: Config = toml::from_str(block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        let notify = config.notify;
+        assert!(notify.ping_url.unwrap().starts_with("https://hc-ping.com/"));
+        assert!(notify
+            .webhook_url
+            .unwrap()
+            .starts_with("https://hooks.slack.com/"));
+        assert!(!notify.webhook_on_success);
+        assert_eq!(notify.timeout_seconds, Some(10));
+        let bad = toml::from_str::<Config>(
+            "[notify]
+ping = \"x\"\n",
+        )
+        .unwrap_err();
+        assert!(bad.message().contains("unknown field `ping`"), "{bad}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod config;
+mod notify;
 
 use std::process::ExitCode;
 
@@ -125,6 +126,21 @@ pub struct Context {
     pub config: Config,
     /// Where it was loaded from (`--config` / `ECOBACKUP_CONFIG`).
     pub config_path: Option<std::path::PathBuf>,
+    /// The backup the command made or checked, once known (for the `[notify]` webhook).
+    backup_id: std::sync::OnceLock<String>,
+}
+
+impl Context {
+    /// Records the backup the command made or checked, for the notifications (the first one
+    /// recorded stays).
+    pub fn set_backup_id(&self, id: &str) {
+        let _ = self.backup_id.set(id.to_owned());
+    }
+
+    /// The backup recorded by [`Context::set_backup_id`].
+    pub fn backup_id(&self) -> Option<String> {
+        self.backup_id.get().cloned()
+    }
 }
 
 fn main() -> ExitCode {
@@ -247,35 +263,43 @@ async fn run_command(cli: Cli) -> Result<(), CliError> {
         repo: cli.repo,
         config: Config::load(cli.config.as_deref())?,
         config_path: cli.config,
+        backup_id: std::sync::OnceLock::new(),
     };
-    match cli.command {
-        Command::Key(cli::KeyCommand::Generate(args)) => commands::key::generate(&ctx, args),
-        Command::Init => commands::repo::init(&ctx).await,
-        Command::List(args) => commands::repo::list(&ctx, args).await,
-        Command::Show(args) => commands::repo::show(&ctx, args).await,
-        Command::Encrypt(args) => commands::filter::encrypt(&ctx, args).await,
-        Command::Decrypt(args) => commands::filter::decrypt(&ctx, args).await,
-        Command::Demo(args) => commands::demo::demo(&ctx, args).await,
-        Command::Verify(args) => commands::verify::verify(&ctx, args).await,
-        Command::Drill(args) => commands::drill::drill(&ctx, args).await,
-        Command::Prune(args) => commands::prune::prune(&ctx, args).await,
-        Command::Status(args) => commands::monitor::status(&ctx, args).await,
-        Command::Check(args) => commands::monitor::check(&ctx, args).await,
+    match notify::Job::of(&ctx, &cli.command) {
+        Some(job) => job.run(&ctx, dispatch(&ctx, cli.command)).await,
+        None => dispatch(&ctx, cli.command).await,
+    }
+}
+
+async fn dispatch(ctx: &Context, command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Key(cli::KeyCommand::Generate(args)) => commands::key::generate(ctx, args),
+        Command::Init => commands::repo::init(ctx).await,
+        Command::List(args) => commands::repo::list(ctx, args).await,
+        Command::Show(args) => commands::repo::show(ctx, args).await,
+        Command::Encrypt(args) => commands::filter::encrypt(ctx, args).await,
+        Command::Decrypt(args) => commands::filter::decrypt(ctx, args).await,
+        Command::Demo(args) => commands::demo::demo(ctx, args).await,
+        Command::Verify(args) => commands::verify::verify(ctx, args).await,
+        Command::Drill(args) => commands::drill::drill(ctx, args).await,
+        Command::Prune(args) => commands::prune::prune(ctx, args).await,
+        Command::Status(args) => commands::monitor::status(ctx, args).await,
+        Command::Check(args) => commands::monitor::check(ctx, args).await,
         Command::Backup(cli::BackupCommand::Logical(args)) => {
-            commands::logical::backup(&ctx, args).await
+            commands::logical::backup(ctx, args).await
         }
         Command::Restore(cli::RestoreCommand::Logical(args)) => {
-            commands::logical::restore(&ctx, args).await
+            commands::logical::restore(ctx, args).await
         }
         Command::Backup(cli::BackupCommand::Physical(args)) => {
-            commands::physical::backup(&ctx, args).await
+            commands::physical::backup(ctx, args).await
         }
         Command::Restore(cli::RestoreCommand::Physical(args)) => {
-            commands::physical::restore(&ctx, args).await
+            commands::physical::restore(ctx, args).await
         }
-        Command::WalPush(args) => commands::wal::wal_push(&ctx, args).await,
-        Command::WalFetch(args) => commands::wal::wal_fetch(&ctx, args).await,
-        Command::WalPrefetch(args) => commands::wal::wal_prefetch(&ctx, args).await,
+        Command::WalPush(args) => commands::wal::wal_push(ctx, args).await,
+        Command::WalFetch(args) => commands::wal::wal_fetch(ctx, args).await,
+        Command::WalPrefetch(args) => commands::wal::wal_prefetch(ctx, args).await,
         other => Err(not_built(&other)),
     }
 }

@@ -1,5 +1,6 @@
 //! `ecobackup drill`: restore into a scratch cluster or a named server, run the checks, report
-//! RTO and RPO, clean up; exit 0 only when everything passed; ping a monitoring URL.
+//! RTO and RPO, clean up; exit 0 only when everything passed; ping a monitoring URL (`/start`, then the
+//! result).
 
 mod common;
 
@@ -140,7 +141,10 @@ run = "test -n \"$DATABASE_URL\" && psql -X -tA \"$ECOBACKUP_DRILL_DATABASE_URL\
         .as_str()
         .unwrap()
         .contains(">= 7000 rows"));
-    assert_eq!(seen.lock().unwrap().as_slice(), ["/ping/abc"]);
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        ["/ping/abc/start", "/ping/abc"]
+    );
 }
 
 #[test]
@@ -188,7 +192,10 @@ run = "exit 3"
         .as_str()
         .unwrap()
         .contains("exit status 3"));
-    assert_eq!(seen.lock().unwrap().as_slice(), ["/ping/abc/fail"]);
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        ["/ping/abc/start", "/ping/abc/fail"]
+    );
 
     // The drill is stored in the repository: status sees it failed, and check warns.
     let out = world.run(&["--json", "status"]).assert().success();

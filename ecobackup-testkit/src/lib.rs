@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod data;
+pub mod http_recorder;
 pub mod majors;
 pub mod pg;
 pub mod s3;

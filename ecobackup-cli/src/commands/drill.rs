@@ -62,29 +62,6 @@ async fn interrupted() -> &'static str {
     }
 }
 
-/// Pings the monitoring URL; a failed ping is a warning, never the drill's result.
-async fn ping(url: &str, passed: bool) {
-    let url = if passed {
-        url.to_owned()
-    } else {
-        format!("{}/fail", url.trim_end_matches('/'))
-    };
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .build();
-    let result = match client {
-        Ok(client) => client
-            .get(&url)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status()),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "could not ping the drill monitoring URL");
-    }
-}
-
 /// Stores the report in the repository for `status` and `check`; a failure is a warning, never
 /// the drill's result. Sealed to the configured `[encryption] recipients`, else to the
 /// drill's own identities (their public halves): the restore side, who may read row data,
@@ -157,7 +134,6 @@ pub async fn drill(ctx: &Context, args: DrillArgs) -> Result<(), CliError> {
             .clone()
             .or(ctx.config.drill.scratch_dir.clone()),
     };
-    let ping_url = args.ping.as_ref().or(ctx.config.drill.ping_url.as_ref());
     let started = async {
         let repo = open_trusted(ctx, &args.trust).await?;
         let report = under_shared_lock(&repo, "drill", async {
@@ -175,24 +151,13 @@ pub async fn drill(ctx: &Context, args: DrillArgs) -> Result<(), CliError> {
             "the drill was interrupted by {signal}: its scratch cluster is stopped and removed"
         ))),
     };
-    let report = match started {
-        Ok((repo, report)) => {
-            store(ctx, &repo, &plan, &report).await;
-            report
-        }
-        Err(e) => {
-            // A drill that cannot even start (no backup, no repository) is a failed drill.
-            if let Some(url) = ping_url {
-                ping(url, false).await;
-            }
-            return Err(e);
-        }
-    };
+    // A drill that cannot even start (no backup, no repository) is a failed drill: its error
+    // reaches the `[notify]` ping like any other.
+    let (repo, report) = started?;
+    ctx.set_backup_id(&report.backup_id);
+    store(ctx, &repo, &plan, &report).await;
     if let Some(path) = &args.report {
         write_report(path, &report)?;
-    }
-    if let Some(url) = ping_url {
-        ping(url, report.passed).await;
     }
     print_report(ctx, &report);
     if report.passed {

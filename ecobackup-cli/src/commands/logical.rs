@@ -284,6 +284,7 @@ pub async fn backup(ctx: &Context, args: BackupLogicalArgs) -> Result<(), CliErr
 }
 
 pub fn print_backup(ctx: &Context, manifest: &Manifest, seconds: f64) {
+    ctx.set_backup_id(&manifest.id);
     if ctx.json {
         let out = serde_json::json!({ "ok": true, "seconds": seconds, "manifest": manifest });
         println!("{out}");

@@ -15,7 +15,7 @@ use crate::{CliError, Context};
 
 /// The status, with the server's archiver when `--db` names one (its failure is recorded, not
 /// fatal: the repository's findings still count).
-async fn read(
+pub(crate) async fn read(
     ctx: &Context,
     trust: &TrustArgs,
     database: Option<&str>,
