@@ -312,6 +312,20 @@ async fn object_lock_is_requested_on_writes_and_respected_by_prune() {
         single.header("x-amz-checksum-sha256").is_some(),
         "{single:?}"
     );
+    // Reads and listings go without them: S3 refuses unsigned x-amz-* headers, and object_store
+    // signs default headers on writes only.
+    s3.clear_requests();
+    locked.list("").await.unwrap();
+    locked.get("small").await.unwrap();
+    let reads = s3.requests();
+    assert_eq!(reads.len(), 2, "{reads:?}");
+    for request in &reads {
+        assert_eq!(
+            request.header("x-amz-object-lock-mode"),
+            None,
+            "{request:?}"
+        );
+    }
 
     // Two backups older than the lock and three within it; keep_last = 1.
     let storage = s3_storage(s3.bucket(), "prune", &s3_options(&s3));

@@ -13,6 +13,9 @@ use super::repo::{human_bytes, open_trusted};
 use crate::cli::{CheckArgs, StatusArgs, TrustArgs};
 use crate::{CliError, Context};
 
+/// How long `--db` may take to answer.
+const SERVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The status, with the server's archiver when `--db` names one (its failure is recorded, not
 /// fatal: the repository's findings still count).
 pub(crate) async fn read(
@@ -25,7 +28,19 @@ pub(crate) async fn read(
     let repo = open_trusted(ctx, trust).await?;
     let mut status = read_status(&repo, Utc::now()).await?;
     if let Some(db) = db {
-        status.server = Some(ServerArchive::from_read(ArchiverState::read(&db).await));
+        // A host that drops packets or a stalled server must not hold the check until the
+        // monitoring system kills it and loses every other finding: UNKNOWN after 15 s.
+        let read = match tokio::time::timeout(SERVER_TIMEOUT, ArchiverState::read(&db)).await {
+            Ok(read) => read,
+            Err(_) => Err(ecobackup_core::Error::Postgres {
+                context: format!("reading the archiver of {}", db.redacted()),
+                detail: format!(
+                    "no answer within {} s: check that the server is reachable",
+                    SERVER_TIMEOUT.as_secs()
+                ),
+            }),
+        };
+        status.server = Some(ServerArchive::from_read(read));
     }
     Ok(status)
 }

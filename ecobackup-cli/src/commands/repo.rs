@@ -154,8 +154,8 @@ pub async fn open_trusted(ctx: &Context, args: &TrustArgs) -> Result<Repository,
 /// Runs `work` under the repository's shared lock, named `owner`: prune (which takes the
 /// exclusive lock) cannot delete a backup or WAL while a restore, drill or verify reads it.
 /// The lock is released whatever `work` returns. A running prune stops the command; a lock
-/// that cannot be written (a restore host with read-only credentials) is a warning, and the
-/// work goes on unprotected.
+/// the store refuses to write (access denied: a restore host with read-only credentials) is a
+/// warning, and the work goes on unprotected; any other failure to take it stops the command.
 pub async fn under_shared_lock<T>(
     repo: &Repository,
     owner: &str,
@@ -170,11 +170,15 @@ pub async fn under_shared_lock<T>(
     .await
     {
         Ok(lock) => Some(lock),
-        Err(e @ ecobackup_core::Error::Locked { .. }) => return Err(e.into()),
-        Err(e) => {
+        // Only a refused write (read-only credentials) lets the work go on unprotected; a
+        // store that is down or failing stops it, as it would stop the work anyway.
+        Err(e @ ecobackup_core::Error::Storage { .. })
+            if e.to_string().contains("access denied") =>
+        {
             tracing::warn!(error = %e, "could not take the repository's shared lock (read-only credentials?): a prune running meanwhile could delete what this reads");
             None
         }
+        Err(e) => return Err(e.into()),
     };
     let outcome = work.await;
     if let Some(Err(e)) = match lock {

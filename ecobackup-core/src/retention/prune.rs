@@ -186,7 +186,17 @@ async fn run(
             .map(|length| written + length)
             .filter(|until| *until > options.now)
     };
-    let kept: BTreeSet<&str> = plan.keep.iter().map(|d| d.id.as_str()).collect();
+    // Backups still under lock stay listed this run: their WAL stays too.
+    let kept: BTreeSet<&str> = plan
+        .keep
+        .iter()
+        .chain(
+            plan.delete
+                .iter()
+                .filter(|d| locked_until(d.finished_at).is_some()),
+        )
+        .map(|d| d.id.as_str())
+        .collect();
     let kept_physical: Vec<&Manifest> = listing
         .backups
         .iter()

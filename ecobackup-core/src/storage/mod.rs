@@ -85,6 +85,9 @@ impl Default for StorageOptions {
 #[derive(Clone, Debug)]
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
+    /// The store objects are written through when they are locked (S3 Object Lock); reads,
+    /// listings and deletions go through `store`.
+    writer: Option<Arc<dyn ObjectStore>>,
     url: String,
     prefix: String,
     part_concurrency: usize,
@@ -117,6 +120,7 @@ impl Storage {
             url: display.clone(),
             detail,
         };
+        let mut writer: Option<Arc<dyn ObjectStore>> = None;
         let (store, prefix): (Arc<dyn ObjectStore>, String) = match url {
             RepoUrl::File(_) | RepoUrl::Memory(_) if options.object_lock.is_some() => {
                 return Err(invalid(
@@ -158,16 +162,11 @@ impl Storage {
                         max_retries: options.max_retries,
                         retry_timeout: options.retry_timeout,
                     });
-                let mut client = ClientOptions::new()
+                let client = ClientOptions::new()
                     .with_allow_http(options.allow_http)
                     .with_connect_timeout(Duration::from_secs(10))
                     .with_timeout(Duration::from_secs(300));
-                if let Some(lock) = &options.object_lock {
-                    client = client.with_default_headers(lock.headers()?);
-                    // S3 refuses a PUT with Object Lock headers that carries no checksum.
-                    builder = builder.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
-                }
-                builder = builder.with_client_options(client);
+
                 if let Some(endpoint) = &options.endpoint {
                     builder = builder.with_endpoint(endpoint);
                 }
@@ -183,12 +182,29 @@ impl Storage {
                 if let Some(secret) = &options.secret_access_key {
                     builder = builder.with_secret_access_key(secret.expose_secret());
                 }
-                let store = builder.build().map_err(|e| invalid(e.to_string()))?;
+                // Object Lock headers go only on the store that writes: object_store signs
+                // default headers on writes, not on listings, and S3 refuses a request with
+                // unsigned x-amz-* headers.
+                if let Some(lock) = &options.object_lock {
+                    let locking = builder
+                        .clone()
+                        .with_client_options(client.clone().with_default_headers(lock.headers()?))
+                        // S3 refuses a PUT with Object Lock headers that carries no checksum.
+                        .with_checksum_algorithm(object_store::aws::Checksum::SHA256)
+                        .build()
+                        .map_err(|e| invalid(e.to_string()))?;
+                    writer = Some(Arc::new(locking));
+                }
+                let store = builder
+                    .with_client_options(client)
+                    .build()
+                    .map_err(|e| invalid(e.to_string()))?;
                 (Arc::new(store), prefix.clone())
             }
         };
         Ok(Storage {
             store,
+            writer,
             url: display,
             prefix,
             part_concurrency: options.part_concurrency.max(1),
@@ -203,6 +219,7 @@ impl Storage {
     pub fn from_store(store: Arc<dyn ObjectStore>, url: impl Into<String>) -> Storage {
         Storage {
             store,
+            writer: None,
             url: url.into(),
             prefix: String::new(),
             part_concurrency: 4,
@@ -252,7 +269,7 @@ impl Storage {
     /// Writes a small object whole; readers see the old object or the new one, never a part.
     pub async fn put(&self, key: &str, data: impl Into<Bytes>) -> Result<()> {
         self.before_local_write(key)?;
-        self.store
+        self.write_store()
             .put(&self.path(key), PutPayload::from_bytes(data.into()))
             .await
             .map(drop)
@@ -347,6 +364,11 @@ impl Storage {
 
     pub(crate) fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
+    }
+
+    /// The store that writes (with the Object Lock headers, when locked).
+    pub(crate) fn write_store(&self) -> &Arc<dyn ObjectStore> {
+        self.writer.as_ref().unwrap_or(&self.store)
     }
 }
 

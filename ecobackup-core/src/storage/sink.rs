@@ -78,7 +78,7 @@ impl ObjectSink {
         let path = self.storage.path(&self.key);
         self.storage.before_local_write(&self.key)?;
         self.storage
-            .store()
+            .write_store()
             .put(&path, payload)
             .await
             .map_err(|e| self.storage.error("uploading", &self.key, e))?;
@@ -91,7 +91,7 @@ impl ObjectSink {
         self.storage.before_local_write(&self.key)?;
         let upload = self
             .storage
-            .store()
+            .write_store()
             .put_multipart(&path)
             .await
             .map_err(|e| self.storage.error("starting the upload of", &self.key, e))?;
