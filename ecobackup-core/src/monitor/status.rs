@@ -11,7 +11,7 @@ use crate::drill::{drill_history, DrillHistory};
 use crate::error::Result;
 use crate::repository::{BackupKind, BadBackup, Manifest, Repository};
 use crate::retention::Candidate;
-use crate::wal::archive::{newest_segments, parse_object_key, record_key, ArchivedWal};
+use crate::wal::archive::{archived, newest_segments};
 
 /// The state of a repository at one moment.
 #[derive(Clone, Debug, Serialize)]
@@ -167,27 +167,11 @@ pub async fn status(repo: &Repository, now: DateTime<Utc>) -> Result<RepositoryS
         })
         .collect();
 
-    let keys: std::collections::BTreeSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
-    let mut archived: Vec<ArchivedWal> = objects
-        .iter()
-        .filter_map(|o| {
-            let file = parse_object_key(&o.key)?;
-            Some(ArchivedWal {
-                recorded: keys.contains(record_key(&file).as_str()),
-                file,
-                key: o.key.clone(),
-                stored_size: o.size,
-                modified: o.modified,
-            })
-        })
-        .collect();
+    let archived = archived(&objects);
     let mut counts: BTreeMap<u32, usize> = BTreeMap::new();
     for a in archived.iter().filter(|a| a.file.is_segment()) {
         *counts.entry(a.file.timeline()).or_default() += 1;
     }
-    archived.sort_by(|a, b| {
-        (a.file.timeline(), a.file.name()).cmp(&(b.file.timeline(), b.file.name()))
-    });
     let wal = newest_segments(&archived)
         .into_iter()
         .map(|(timeline, newest)| TimelineWal {

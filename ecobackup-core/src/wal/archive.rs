@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::names::WalFile;
 use crate::crypto::SIGNATURE_SUFFIX;
 use crate::error::{Error, Result};
-use crate::storage::Storage;
+use crate::storage::{ObjectInfo, Storage};
 
 /// The folder of the archive in a repository.
 pub const WAL_FOLDER: &str = "wal/";
@@ -147,7 +147,12 @@ pub async fn cluster_identity(storage: &Storage) -> Result<Option<ClusterIdentit
 /// Every archived file, sorted by timeline, then name. One listing of `wal/`; records are not
 /// read (see [`read_record`]). Objects whose key is not one this version writes are left out.
 pub async fn list(storage: &Storage) -> Result<Vec<ArchivedWal>> {
-    let objects = storage.list(WAL_FOLDER).await?;
+    Ok(archived(&storage.list(WAL_FOLDER).await?))
+}
+
+/// The archived files among `objects` (a listing of `wal/`, or of the whole repository), sorted
+/// by timeline, then name; each marked recorded when its record is in the listing too.
+pub fn archived(objects: &[ObjectInfo]) -> Vec<ArchivedWal> {
     let keys: std::collections::BTreeSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
     let mut files: Vec<ArchivedWal> = objects
         .iter()
@@ -165,7 +170,7 @@ pub async fn list(storage: &Storage) -> Result<Vec<ArchivedWal>> {
     files.sort_by(|a, b| {
         (a.file.timeline(), a.file.name(), &a.key).cmp(&(b.file.timeline(), b.file.name(), &b.key))
     });
-    Ok(files)
+    files
 }
 
 /// The newest archived segment of each timeline (by segment number), from a [`list`].
