@@ -9,93 +9,35 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use common::{ecobackup, key, one_error_line};
+use common::signed_s3::SignedS3;
+use common::{ecobackup, one_error_line};
 use ecobackup_core::artifact::Sealing;
-use ecobackup_core::crypto::{generate_identity, Signer};
+use ecobackup_core::crypto::generate_identity;
 use ecobackup_core::drill::{store_report, DrillReport, RtoParts};
-use ecobackup_core::repository::{BackupKind, Repository};
-use ecobackup_core::storage::{RepoUrl, Storage, StorageOptions};
+use ecobackup_core::repository::BackupKind;
 use ecobackup_testkit::catalog::synthetic_logical_backup;
-use ecobackup_testkit::{Fault, FaultRule, S3TestServer};
+use ecobackup_testkit::{Fault, FaultRule};
 
-/// The S3 server and a configuration trusting the signer of the repository's backups.
+/// [`SignedS3`] with `check` in its configuration.
 struct World {
-    runtime: tokio::runtime::Runtime,
-    s3: S3TestServer,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    repo: Repository,
+    inner: SignedS3,
     /// When the world was made: the backups' ages are measured from here.
     now: DateTime<Utc>,
 }
 
+impl std::ops::Deref for World {
+    type Target = SignedS3;
+    fn deref(&self) -> &SignedS3 {
+        &self.inner
+    }
+}
+
 impl World {
     fn new(check: &str) -> World {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let s3 = runtime.block_on(S3TestServer::start());
-        let dir = tempfile::tempdir().unwrap();
-        let (_, recipient) = key(dir.path(), "restore.key");
-        let signer = Signer::generate();
-        signer
-            .write_file(&dir.path().join("signing.key"), false)
-            .unwrap();
-        let secret = |name: &str, value: &str| {
-            use std::os::unix::fs::PermissionsExt as _;
-            let path = dir.path().join(name);
-            std::fs::write(&path, value).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-            path
-        };
-        let id_file = secret("s3.id", s3.access_key_id());
-        let secret_file = secret("s3.secret", s3.secret_access_key());
-        let config = secret(
-            "ecobackup.toml",
-            &format!(
-                "[repository]\nurl = \"s3://{}/prod\"\nendpoint = \"{}\"\nregion = \"{}\"\nallow_http = true\n\
-                 max_retries = 1\naccess_key_id_file = \"{}\"\nsecret_access_key_file = \"{}\"\n\n\
-                 [encryption]\nrecipients = [\"{recipient}\"]\nsigning_key_file = \"signing.key\"\n\
-                 trusted_signers = [\"{}\"]\n\n{check}",
-                s3.bucket(),
-                s3.endpoint(),
-                s3.region(),
-                id_file.display(),
-                secret_file.display(),
-                signer.public_key()
-            ),
-        );
-        let storage = Storage::open(
-            &RepoUrl::S3 {
-                bucket: s3.bucket().to_owned(),
-                prefix: "prod".to_owned(),
-            },
-            &StorageOptions {
-                endpoint: Some(s3.endpoint()),
-                region: Some(s3.region().to_owned()),
-                allow_http: true,
-                access_key_id: Some(s3.access_key_id().to_owned().into()),
-                secret_access_key: Some(s3.secret_access_key().to_owned().into()),
-                ..StorageOptions::default()
-            },
-        )
-        .unwrap();
-        ecobackup(dir.path())
-            .args(["--config", config.to_str().unwrap(), "init"])
-            .assert()
-            .success();
-        let repo = runtime
-            .block_on(Repository::open(storage))
-            .unwrap()
-            .with_signer(Arc::new(signer));
         World {
-            runtime,
-            s3,
-            dir,
-            config,
-            repo,
+            inner: SignedS3::new(check),
             now: Utc::now(),
         }
     }

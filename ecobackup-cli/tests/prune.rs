@@ -3,93 +3,32 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use common::{ecobackup, key, one_error_line};
-use ecobackup_core::crypto::Signer;
-use ecobackup_core::repository::{BackupKind, Repository};
-use ecobackup_core::storage::{RepoUrl, Storage, StorageOptions};
+use common::signed_s3::SignedS3;
+use common::{ecobackup, one_error_line};
+use ecobackup_core::repository::BackupKind;
 use ecobackup_testkit::catalog::{assert_no_manifest_without_artifacts, synthetic_backup};
-use ecobackup_testkit::{Fault, FaultRule, S3TestServer};
+use ecobackup_testkit::{Fault, FaultRule};
 
-/// The S3 server, a configuration (with `retention`) trusting the signer of `n` daily logical
-/// backups already in the repository.
-struct World {
-    runtime: tokio::runtime::Runtime,
-    s3: S3TestServer,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    storage: Storage,
+/// [`SignedS3`] with `retention` in its configuration and `n` daily logical backups.
+struct World(SignedS3);
+
+impl std::ops::Deref for World {
+    type Target = SignedS3;
+    fn deref(&self) -> &SignedS3 {
+        &self.0
+    }
 }
 
 impl World {
     fn new(retention: &str, backups: u32) -> World {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let s3 = runtime.block_on(S3TestServer::start());
-        let dir = tempfile::tempdir().unwrap();
-        let (_, recipient) = key(dir.path(), "restore.key");
-        let signer = Signer::generate();
-        signer
-            .write_file(&dir.path().join("signing.key"), false)
-            .unwrap();
-        let secret = |name: &str, value: &str| {
-            use std::os::unix::fs::PermissionsExt as _;
-            let path = dir.path().join(name);
-            std::fs::write(&path, value).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-            path
-        };
-        let id_file = secret("s3.id", s3.access_key_id());
-        let secret_file = secret("s3.secret", s3.secret_access_key());
-        let config = secret(
-            "ecobackup.toml",
-            &format!(
-                "[repository]\nurl = \"s3://{}/prod\"\nendpoint = \"{}\"\nregion = \"{}\"\nallow_http = true\n\
-                 max_retries = 1\naccess_key_id_file = \"{}\"\nsecret_access_key_file = \"{}\"\n\n\
-                 [encryption]\nrecipients = [\"{recipient}\"]\nsigning_key_file = \"signing.key\"\n\
-                 trusted_signers = [\"{}\"]\n\n{retention}",
-                s3.bucket(),
-                s3.endpoint(),
-                s3.region(),
-                id_file.display(),
-                secret_file.display(),
-                signer.public_key()
-            ),
-        );
-        let world_storage = Storage::open(
-            &RepoUrl::S3 {
-                bucket: s3.bucket().to_owned(),
-                prefix: "prod".to_owned(),
-            },
-            &StorageOptions {
-                endpoint: Some(s3.endpoint()),
-                region: Some(s3.region().to_owned()),
-                allow_http: true,
-                access_key_id: Some(s3.access_key_id().to_owned().into()),
-                secret_access_key: Some(s3.secret_access_key().to_owned().into()),
-                ..StorageOptions::default()
-            },
-        )
-        .unwrap();
-        let world = World {
-            runtime,
-            s3,
-            dir,
-            config,
-            storage: world_storage,
-        };
-        world.run(&["init"]).assert().success();
+        let world = World(SignedS3::new(retention));
         world.runtime.block_on(async {
-            let repo = Repository::open(world.storage.clone())
-                .await
-                .unwrap()
-                .with_signer(Arc::new(signer));
             for n in 1..=backups {
                 let finished = Utc.with_ymd_and_hms(2026, 10, n, 4, 0, 0).unwrap();
-                synthetic_backup(&repo, BackupKind::Logical, finished, None).await;
+                synthetic_backup(&world.repo, BackupKind::Logical, finished, None).await;
             }
         });
         world
@@ -104,7 +43,8 @@ impl World {
 
     fn keys(&self) -> Vec<String> {
         self.runtime.block_on(async {
-            self.storage
+            self.repo
+                .storage()
                 .list("")
                 .await
                 .unwrap()

@@ -79,6 +79,7 @@ pub fn one_error_line(stderr: &[u8]) -> String {
     text
 }
 pub mod archive;
+pub mod signed_s3;
 pub mod world;
 
 /// A test run once on each PostgreSQL version CI installs ([`ecobackup_testkit::TESTED_MAJORS`]):
