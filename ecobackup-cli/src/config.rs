@@ -102,6 +102,14 @@ pub struct RepositoryConfig {
     pub max_retries: Option<usize>,
     /// Multipart parts uploaded at once (default 4).
     pub part_concurrency: Option<usize>,
+    /// `[[repository.mirror]]`: other repositories every logical and files backup is also
+    /// written to (same keys as `[repository]`, but not `mirror` or `min_targets`; nothing is
+    /// taken from `[repository]` or the `ECOBACKUP_S3_*` variables).
+    #[serde(default)]
+    pub mirror: Vec<RepositoryConfig>,
+    /// How many of the targets (this repository and its mirrors) must hold a backup for it to
+    /// succeed; default: all of them.
+    pub min_targets: Option<usize>,
 }
 
 /// `[encryption]`.
@@ -174,6 +182,7 @@ impl Config {
             ))
         })?;
         config.check_no_inline_secrets(path)?;
+        config.check_mirrors(path)?;
         let mut config = config;
         config.anchor_paths(path.parent().unwrap_or(Path::new("")));
         Ok(config)
@@ -205,12 +214,43 @@ impl Config {
         {
             anchor(path);
         }
+        for mirror in &mut repository.mirror {
+            for path in [
+                &mut mirror.access_key_id_file,
+                &mut mirror.secret_access_key_file,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                anchor(path);
+            }
+        }
         encryption.identity_files.iter_mut().for_each(anchor);
         for db in &mut self.database {
             if let Some(path) = &mut db.url_file {
                 anchor(path);
             }
         }
+    }
+
+    fn check_mirrors(&self, path: &Path) -> Result<(), CliError> {
+        let invalid = |detail: &str| {
+            Err(CliError::usage(format!(
+                "configuration file {}: [[repository.mirror]] {detail}",
+                path.display()
+            )))
+        };
+        for mirror in &self.repository.mirror {
+            if mirror.url.is_none() {
+                return invalid("needs a url");
+            }
+            if !mirror.mirror.is_empty() || mirror.min_targets.is_some() {
+                return invalid(
+                    "cannot have mirrors or min_targets of its own: set them in [repository]",
+                );
+            }
+        }
+        Ok(())
     }
 
     fn check_no_inline_secrets(&self, path: &Path) -> Result<(), CliError> {

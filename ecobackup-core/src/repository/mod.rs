@@ -15,6 +15,7 @@ mod id;
 mod listing;
 mod lock;
 mod manifest;
+mod targets;
 
 use std::sync::Arc;
 
@@ -28,6 +29,7 @@ pub use lock::{Clock, Lock, LockInfo, LockMode, LockOptions, SystemClock, LOCK_F
 pub use manifest::{
     ArtifactEntry, BackupKind, Manifest, PhysicalFacts, ServerFacts, SourceFacts, MANIFEST_VERSION,
 };
+pub use targets::{TargetLocks, TargetReport, Targets};
 
 use crate::crypto::{Signer, TrustedSigners, SIGNATURE_SUFFIX};
 use crate::error::{Error, Result};
