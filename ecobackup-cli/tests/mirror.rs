@@ -6,6 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use ecobackup_testkit::http_recorder::{Answer, HttpRecorder};
 use ecobackup_testkit::{Fault, FaultRule, S3TestServer};
 
 use common::one_error_line;
@@ -21,6 +22,11 @@ struct Mirrored {
 
 impl Mirrored {
     fn new() -> Mirrored {
+        Self::with_config("")
+    }
+
+    /// With `extra` appended to the configuration file.
+    fn with_config(extra: &str) -> Mirrored {
         let mut world = World::new();
         let a = world.runtime.block_on(S3TestServer::start());
         let b = world.runtime.block_on(S3TestServer::start());
@@ -39,7 +45,7 @@ impl Mirrored {
             "ecobackup.toml",
             &format!(
                 "[[repository.mirror]]\nurl = \"s3://{}/prod\"\nendpoint = \"{}\"\nregion = \"{}\"\n\
-                 allow_http = true\nmax_retries = 1\naccess_key_id_file = \"{}\"\nsecret_access_key_file = \"{}\"\n",
+                 allow_http = true\nmax_retries = 1\naccess_key_id_file = \"{}\"\nsecret_access_key_file = \"{}\"\n\n{extra}",
                 b.bucket(),
                 b.endpoint(),
                 b.region(),
@@ -192,7 +198,12 @@ fn a_target_failing_for_good_fails_the_backup_with_no_manifest_anywhere() {
 
 #[test]
 fn with_min_targets_1_the_healthy_target_carries_the_backup_and_the_failure_is_loud() {
-    let m = Mirrored::new();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let hook = runtime.block_on(HttpRecorder::start(Answer::Ok));
+    let m = Mirrored::with_config(&format!(
+        "[notify]\nwebhook_url = \"{}\"\n",
+        hook.url("/hook")
+    ));
     mirror_fails_for_good(&m);
     let out = m.backup(&["--min-targets", "1"]).success();
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
@@ -216,6 +227,24 @@ fn with_min_targets_1_the_healthy_target_carries_the_backup_and_the_failure_is_l
         "what reached the failed target is removed"
     );
     m.world.run(&["--json", "show", id]).assert().success();
+
+    // The webhook hears of it although webhook_on_success is off: someone must look.
+    let events = hook.requests();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event: serde_json::Value = serde_json::from_str(&events[0].body).unwrap();
+    assert_eq!(event["ok"], true);
+    let warnings = event["warnings"].to_string();
+    assert!(
+        warnings.contains("FAILED") && warnings.contains(&m.b.endpoint()),
+        "{event}"
+    );
+    assert!(
+        event["text"]
+            .as_str()
+            .unwrap()
+            .contains("succeeded with warnings"),
+        "{event}"
+    );
 }
 
 #[test]

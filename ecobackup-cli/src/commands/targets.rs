@@ -101,9 +101,6 @@ pub async fn open_targets(
             failures.join("; ")
         )));
     }
-    for failure in &failures {
-        eprintln!("warning: backup target left out: {failure}");
-    }
     Ok(BackupTargets {
         targets: Targets::new(primary, opened, Some(required))?,
         left_out: failures,
@@ -118,14 +115,16 @@ pub fn report_targets(ctx: &Context, targets: &BackupTargets) {
     }
     let held = report.iter().filter(|t| t.failure.is_none()).count();
     for failure in &targets.left_out {
-        eprintln!("warning: backup target FAILED and does not hold this backup: {failure}");
+        ctx.warn(format!(
+            "backup target FAILED and does not hold this backup: {failure}"
+        ));
     }
     for target in &report {
         if let Some(failure) = &target.failure {
-            eprintln!(
-                "warning: backup target {} FAILED and does not hold this backup: {failure}",
+            ctx.warn(format!(
+                "backup target {} FAILED and does not hold this backup: {failure}",
                 target.url
-            );
+            ));
         }
     }
     if !ctx.quiet && !ctx.json {
