@@ -182,7 +182,7 @@ impl Config {
             ))
         })?;
         config.check_no_inline_secrets(path)?;
-        config.check_mirrors(path)?;
+        config.check_settings(path)?;
         let mut config = config;
         config.anchor_paths(path.parent().unwrap_or(Path::new("")));
         Ok(config)
@@ -233,13 +233,20 @@ impl Config {
         }
     }
 
-    fn check_mirrors(&self, path: &Path) -> Result<(), CliError> {
+    /// Settings that parse but cannot work.
+    fn check_settings(&self, path: &Path) -> Result<(), CliError> {
         let invalid = |detail: &str| {
             Err(CliError::usage(format!(
                 "configuration file {}: [[repository.mirror]] {detail}",
                 path.display()
             )))
         };
+        if self.notify.timeout_seconds == Some(0) {
+            return Err(CliError::usage(format!(
+                "configuration file {}: [notify] timeout_seconds = 0 would fail every ping and webhook: give at least 1 (default 10)",
+                path.display()
+            )));
+        }
         for mirror in &self.repository.mirror {
             if mirror.url.is_none() {
                 return invalid("needs a url");
@@ -288,6 +295,24 @@ fn url_has_password(url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zero_notify_timeout_and_a_mirror_without_url_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ecobackup.toml");
+        for (text, wanted) in [
+            ("[notify]\ntimeout_seconds = 0\n", "timeout_seconds = 0"),
+            ("[[repository.mirror]]\nregion = \"x\"\n", "needs a url"),
+            (
+                "[[repository.mirror]]\nurl = \"s3://b/p\"\nmin_targets = 1\n",
+                "cannot have mirrors or min_targets",
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let error = Config::load(Some(&path)).unwrap_err();
+            assert!(error.message().contains(wanted), "{}", error.message());
+        }
+    }
 
     #[test]
     fn passwords_in_urls_are_spotted() {
