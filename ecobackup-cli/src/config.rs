@@ -102,6 +102,8 @@ pub struct RepositoryConfig {
     pub max_retries: Option<usize>,
     /// Multipart parts uploaded at once (default 4).
     pub part_concurrency: Option<usize>,
+    /// A mirror's name, for `--repo mirror:NAME` (letters, digits, `-` and `_`).
+    pub name: Option<String>,
     /// `[[repository.mirror]]`: other repositories every logical and files backup is also
     /// written to (same keys as `[repository]`, but not `mirror` or `min_targets`; nothing is
     /// taken from `[repository]` or the `ECOBACKUP_S3_*` variables).
@@ -247,9 +249,31 @@ impl Config {
                 path.display()
             )));
         }
+        if self.repository.name.is_some() {
+            return Err(CliError::usage(format!(
+                "configuration file {}: [repository] name: only a [[repository.mirror]] has a name",
+                path.display()
+            )));
+        }
+        let mut names = Vec::new();
         for mirror in &self.repository.mirror {
             if mirror.url.is_none() {
                 return invalid("needs a url");
+            }
+            if mirror.access_key_id_file.is_some() != mirror.secret_access_key_file.is_some() {
+                return invalid("has only one of access_key_id_file and secret_access_key_file: give both (the other half would come from the environment, maybe another provider's)");
+            }
+            if let Some(name) = &mirror.name {
+                let valid = !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                if !valid || names.contains(name) {
+                    return invalid(&format!(
+                        "name {name:?} must be unique and made of letters, digits, - and _"
+                    ));
+                }
+                names.push(name.clone());
             }
             if !mirror.mirror.is_empty() || mirror.min_targets.is_some() {
                 return invalid(

@@ -44,7 +44,7 @@ impl Mirrored {
         let config = secret(
             "ecobackup.toml",
             &format!(
-                "[[repository.mirror]]\nurl = \"s3://{}/prod\"\nendpoint = \"{}\"\nregion = \"{}\"\n\
+                "[[repository.mirror]]\nname = \"b\"\nurl = \"s3://{}/prod\"\nendpoint = \"{}\"\nregion = \"{}\"\n\
                  allow_http = true\nmax_retries = 1\naccess_key_id_file = \"{}\"\nsecret_access_key_file = \"{}\"\n\n{extra}",
                 b.bucket(),
                 b.endpoint(),
@@ -114,7 +114,7 @@ fn manifest_json(s3: &S3TestServer, id: &str) -> serde_json::Value {
 
 #[test]
 fn both_targets_hold_the_same_backup_and_each_restores_alone() {
-    let mut m = Mirrored::new();
+    let m = Mirrored::new();
     let out = m.backup(&["--globals"]).success();
     let result: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     let id = result["manifest"]["id"].as_str().unwrap().to_owned();
@@ -153,21 +153,25 @@ fn both_targets_hold_the_same_backup_and_each_restores_alone() {
         0
     );
 
-    // The mirror alone restores it, as if the first provider were gone.
-    m.world.on_s3(&m.b);
+    // The mirror alone restores it, as if the first provider were gone: `--repo mirror:b`
+    // reaches it with the mirror's own settings (the environment points at a).
     let target = m.world.database("from_mirror");
-    m.world
-        .run(&["restore", "logical", &id, "--db", &target, "--create"])
-        .assert()
-        .success();
+    m.a.add_fault(FaultRule::new(Fault::Status(503)).forever());
+    m.run(&[
+        "--repo", "mirror:b", "restore", "logical", &id, "--db", &target, "--create",
+    ])
+    .assert()
+    .success();
+    m.a.clear_faults();
     m.world.assert_identical(&m.world.shop, &target);
 }
 
-fn mirror_fails_for_good(m: &Mirrored) {
+/// Every upload to the mirror of an object whose key contains `what` fails.
+fn mirror_fails_for_good(m: &Mirrored, what: &str) {
     m.b.add_fault(
         FaultRule::new(Fault::Status(500))
             .method("PUT")
-            .path_contains(".dump.zst.age")
+            .path_contains(what)
             .forever(),
     );
 }
@@ -175,7 +179,7 @@ fn mirror_fails_for_good(m: &Mirrored) {
 #[test]
 fn a_target_failing_for_good_fails_the_backup_with_no_manifest_anywhere() {
     let m = Mirrored::new();
-    mirror_fails_for_good(&m);
+    mirror_fails_for_good(&m, ".dump.zst.age");
     let out = m.backup(&["--globals"]).failure();
     let line = one_error_line(&out.get_output().stderr);
     assert!(
@@ -204,8 +208,9 @@ fn with_min_targets_1_the_healthy_target_carries_the_backup_and_the_failure_is_l
         "[notify]\nwebhook_url = \"{}\"\n",
         hook.url("/hook")
     ));
-    mirror_fails_for_good(&m);
-    let out = m.backup(&["--min-targets", "1"]).success();
+    // The catalog is stored last: the dump and the globals reached the mirror before it failed.
+    mirror_fails_for_good(&m, "catalog.json");
+    let out = m.backup(&["--globals", "--min-targets", "1"]).success();
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
     assert!(
         stderr.contains("FAILED") && stderr.contains(&m.b.endpoint()),
@@ -213,6 +218,10 @@ fn with_min_targets_1_the_healthy_target_carries_the_backup_and_the_failure_is_l
     );
     let result: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     let id = result["manifest"]["id"].as_str().unwrap();
+    assert!(
+        result["warnings"].to_string().contains("FAILED"),
+        "--json carries the warning: {result}"
+    );
     assert_eq!(
         result["manifest"]["targets"],
         serde_json::json!([format!("s3://{}/prod at {}", m.a.bucket(), m.a.endpoint())]),
@@ -267,4 +276,95 @@ fn impossible_min_targets_and_an_uninitialised_mirror_are_refused_before_any_dum
         "{line}"
     );
     assert_eq!(manifests(&m.a), Vec::<String>::new());
+}
+
+#[test]
+fn a_mirror_failing_in_the_middle_of_a_multipart_upload_leaves_no_part_anywhere() {
+    let m = Mirrored::new();
+    // About 13 MB of incompressible-enough rows: the dump goes up in several 8 MiB parts.
+    m.world.runtime.block_on(async {
+        let client = m.world.pg.client(&m.world.shop_name()).await;
+        client
+            .batch_execute(
+                "SELECT setseed(0.42); CREATE TABLE noise AS SELECT md5(random()::text) || md5(random()::text) AS v FROM generate_series(1, 400000)",
+            )
+            .await
+            .unwrap();
+    });
+    m.b.add_fault(
+        FaultRule::new(Fault::Status(500))
+            .method("PUT")
+            .query_contains("partNumber=2")
+            .forever(),
+    );
+    let out = m.backup(&[]).failure();
+    let line = one_error_line(&out.get_output().stderr);
+    assert!(line.contains("only 1 of 2"), "{line}");
+    m.b.clear_faults();
+    assert!(
+        m.a.requests()
+            .iter()
+            .any(|r| r.query.contains("partNumber=2")),
+        "the healthy target did upload in parts"
+    );
+    assert_eq!(
+        m.a.pending_multipart_uploads(),
+        0,
+        "aborted on the healthy target"
+    );
+    assert_eq!(
+        m.b.pending_multipart_uploads(),
+        0,
+        "aborted on the failed one"
+    );
+    assert_eq!(manifests(&m.a).len() + manifests(&m.b).len(), 0);
+    assert_eq!(backup_keys(&m.a), Vec::<String>::new());
+}
+
+#[test]
+fn a_manifest_that_one_target_refuses_leaves_that_target_empty_and_says_so() {
+    let m = Mirrored::new();
+    mirror_fails_for_good(&m, "manifest.json");
+    let out = m.backup(&["--min-targets", "1"]).success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("FAILED") && stderr.contains("writing the manifest"),
+        "{stderr}"
+    );
+    m.b.clear_faults();
+    assert_eq!(manifests(&m.a).len(), 1);
+    assert_eq!(
+        backup_keys(&m.b),
+        Vec::<String>::new(),
+        "the artifacts that reached the mirror are removed with its failed manifest"
+    );
+}
+
+#[test]
+fn the_same_repository_under_two_names_is_refused() {
+    let world = World::new();
+    world.init();
+    let repo = world
+        .env
+        .iter()
+        .find(|(k, _)| *k == "ECOBACKUP_REPO")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    // A symlink to the repository: another name, the same place.
+    let alias = world.dir.path().join("alias");
+    std::os::unix::fs::symlink(repo.trim_start_matches("file://"), &alias).unwrap();
+    let out = world
+        .run(&[
+            "backup",
+            "logical",
+            "--db",
+            &world.shop,
+            "--mirror",
+            &format!("file://{}", alias.display()),
+        ])
+        .assert()
+        .failure();
+    let line = one_error_line(&out.get_output().stderr);
+    assert!(line.contains("same repository under two names"), "{line}");
+    assert_eq!(world.listed_backups(), 0);
 }

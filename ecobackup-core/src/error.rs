@@ -372,6 +372,25 @@ pub enum Error {
         detail: String,
     },
 
+    /// A backup written to several repositories at once that too few of them took.
+    #[error(
+        "only {held} of {total} backup targets could take {}, {required} required: {}",
+        one_line(what),
+        one_line(detail)
+    )]
+    TooFewTargets {
+        /// What could not be stored (an artifact, the manifest, the backup).
+        what: String,
+        /// Targets that took it.
+        held: usize,
+        /// Targets of the backup.
+        total: usize,
+        /// Targets that must take it (`--min-targets`).
+        required: usize,
+        /// Each failed target and why.
+        detail: String,
+    },
+
     /// The operation was cancelled before it finished (nothing was committed).
     #[error("cancelled: {}; nothing was committed", one_line(.0))]
     Cancelled(String),
@@ -601,6 +620,13 @@ mod tests {
                 detail: text(),
             },
             Error::Cancelled(text()),
+            Error::TooFewTargets {
+                what: text(),
+                held: 1,
+                total: 2,
+                required: 2,
+                detail: text(),
+            },
             Error::Refused {
                 context: text(),
                 detail: text(),
@@ -649,6 +675,7 @@ mod tests {
                 | Error::Refused { .. }
                 | Error::Config { .. }
                 | Error::Wal { .. }
+                | Error::TooFewTargets { .. }
                 | Error::Cancelled(_) => {}
             }
         }

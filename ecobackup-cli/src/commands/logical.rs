@@ -14,7 +14,7 @@ use ecobackup_core::restore::{restore_logical, LogicalRestore, RestoreOutcome};
 use super::filter::load_keyring;
 use super::progress::Bars;
 use super::repo::{human_bytes, open_trusted, under_shared_lock};
-use super::targets::{open_targets, report_targets};
+use super::targets::{open_targets, print_held, warn_failed_targets};
 use crate::cli::{BackupLogicalArgs, RestoreLogicalArgs};
 use crate::{CliError, Context};
 
@@ -268,12 +268,13 @@ pub async fn backup(ctx: &Context, args: BackupLogicalArgs) -> Result<(), CliErr
         pg_bin: args.pg_bin.clone(),
     };
     let started = std::time::Instant::now();
-    let manifest = match backup_logical(&to.targets, &plan, &Bars::new(ctx)).await {
+    let manifest = match backup_logical(&to, &plan, &Bars::new(ctx)).await {
         Ok(manifest) => manifest,
         Err(e) => return Err(run_after(after, None, e.into()).await),
     };
+    warn_failed_targets(ctx, &to);
     print_backup(ctx, &manifest, started.elapsed().as_secs_f64());
-    report_targets(ctx, &to);
+    print_held(ctx, &to);
     run_after_commands(after, Some(&manifest.id))
         .await
         .map_err(|e| {
@@ -288,7 +289,11 @@ pub async fn backup(ctx: &Context, args: BackupLogicalArgs) -> Result<(), CliErr
 pub fn print_backup(ctx: &Context, manifest: &Manifest, seconds: f64) {
     ctx.set_backup_id(&manifest.id);
     if ctx.json {
-        let out = serde_json::json!({ "ok": true, "seconds": seconds, "manifest": manifest });
+        let mut out = serde_json::json!({ "ok": true, "seconds": seconds, "manifest": manifest });
+        let warnings = ctx.warnings();
+        if !warnings.is_empty() {
+            out["warnings"] = serde_json::json!(warnings);
+        }
         println!("{out}");
         return;
     }

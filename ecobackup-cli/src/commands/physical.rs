@@ -36,7 +36,7 @@ pub async fn backup(ctx: &Context, args: BackupPhysicalArgs) -> Result<(), CliEr
         None => configured_url(ctx)?,
     };
     let repo = open_for_backup(ctx, &args.signing).await?;
-    if !ctx.config.repository.mirror.is_empty() {
+    if !ctx.config.repository.mirror.is_empty() && !ctx.quiet {
         eprintln!("note: [[repository.mirror]] is not written by physical backups: a base backup is restorable only beside its archived WAL, which wal-push writes to the repository alone");
     }
     let plan = PhysicalBackup {

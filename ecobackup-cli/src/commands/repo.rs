@@ -18,12 +18,38 @@ use crate::{CliError, Context};
 
 /// The repository URL: `--repo` / `ECOBACKUP_REPO`, then the file, then `./ecobackup-repo`.
 pub fn repo_url(ctx: &Context) -> Result<RepoUrl, CliError> {
+    if let Some(mirror) = named_mirror(ctx)? {
+        return Ok(RepoUrl::parse(
+            mirror.url.as_deref().expect("checked at load"),
+        )?);
+    }
     let url = ctx
         .repo
         .clone()
         .or_else(|| ctx.config.repository.url.clone())
         .unwrap_or_else(|| DEFAULT_REPOSITORY.to_owned());
     Ok(RepoUrl::parse(&url)?)
+}
+
+/// The `[[repository.mirror]]` that `--repo mirror:NAME` names, if it names one: restore,
+/// list or verify the second provider's copy, with that mirror's own settings, when the first
+/// is down.
+fn named_mirror(ctx: &Context) -> Result<Option<&RepositoryConfig>, CliError> {
+    let Some(name) = ctx.repo.as_deref().and_then(|r| r.strip_prefix("mirror:")) else {
+        return Ok(None);
+    };
+    let mirrors = &ctx.config.repository.mirror;
+    match mirrors.iter().find(|m| m.name.as_deref() == Some(name)) {
+        Some(mirror) => Ok(Some(mirror)),
+        None => Err(CliError::usage(format!(
+            "--repo mirror:{name}: no [[repository.mirror]] has name = {name:?} (named: {})",
+            mirrors
+                .iter()
+                .filter_map(|m| m.name.as_deref())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
 }
 
 fn env_flag(name: &str) -> Result<Option<bool>, CliError> {
@@ -71,7 +97,11 @@ pub fn object_lock(ctx: &Context) -> Result<Option<ObjectLock>, CliError> {
 }
 
 fn storage_with(ctx: &Context, object_lock: Option<ObjectLock>) -> Result<Storage, CliError> {
-    storage_from(&ctx.config.repository, &repo_url(ctx)?, true, object_lock)
+    let url = repo_url(ctx)?;
+    match named_mirror(ctx)? {
+        Some(mirror) => storage_from(mirror, &url, false, object_lock),
+        None => storage_from(&ctx.config.repository, &url, true, object_lock),
+    }
 }
 
 /// The storage of the repository at `url` with the S3 settings of `repo` (`[repository]` or a
@@ -114,6 +144,10 @@ pub fn storage_from(
             .map(read_secret_file)
             .transpose()?,
         object_lock,
+        // A mirror given its own keys reads nothing of the environment (no AWS_SESSION_TOKEN
+        // or AWS_ENDPOINT meant for another provider); one without takes it, as any AWS client.
+        environment: from_env
+            || (repo.access_key_id_file.is_none() && repo.secret_access_key_file.is_none()),
         ..defaults
     };
     Ok(Storage::open(url, &options)?)

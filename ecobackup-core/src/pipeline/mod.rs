@@ -35,7 +35,7 @@ use serde::Serialize;
 
 pub use channel::{blocking_stage, StageReader, StageWriter};
 pub use meter::{StageMeter, StageReport};
-pub use tee::{BranchOutcome, Tee, TeeOutcome, BRANCH_DEPTH};
+pub use tee::{BranchEnd, BranchOutcome, Tee, TeeOutcome, BRANCH_DEPTH, BRANCH_STALL};
 
 use crate::error::Result;
 

@@ -9,11 +9,13 @@
 //! fails and its caller removes what was committed, as after any failed backup.)
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::{ByteStream, Sink, SinkReceipt};
 use crate::error::{Error, Result};
@@ -21,10 +23,16 @@ use crate::error::{Error, Result};
 /// Chunks queued per branch: a slow branch holds back the others after this many.
 pub const BRANCH_DEPTH: usize = 4;
 
+/// How long a branch may take no data before it is stopped as hung (a hung mount, a store
+/// that accepts connections and never answers): as long as one S3 request may take.
+pub const BRANCH_STALL: Duration = Duration::from_secs(300);
+
 /// A [`Sink`] that writes one stream into every branch.
 pub struct Tee {
     branches: Vec<Branch>,
     required: usize,
+    stall: Duration,
+    what: String,
     outcome: TeeOutcome,
 }
 
@@ -42,8 +50,19 @@ pub struct TeeOutcome(Arc<Mutex<Vec<BranchOutcome>>>);
 pub struct BranchOutcome {
     /// The label the branch was added with.
     pub label: String,
-    /// `None`: the sink committed; otherwise why it failed (or was stopped).
-    pub failure: Option<String>,
+    /// How it ended.
+    pub end: BranchEnd,
+}
+
+/// How a branch ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BranchEnd {
+    /// Its sink committed.
+    Committed,
+    /// Its sink failed, or took no data for too long; why.
+    Failed(String),
+    /// It was healthy, and stopped uncommitted because the tee failed.
+    Stopped,
 }
 
 impl TeeOutcome {
@@ -54,11 +73,14 @@ impl TeeOutcome {
 }
 
 impl Tee {
-    /// A tee that succeeds when at least `required` of its branches commit.
-    pub fn new(required: usize) -> Tee {
+    /// A tee of `what` (an artifact's name, for messages) that succeeds when at least
+    /// `required` of its branches commit.
+    pub fn new(what: impl Into<String>, required: usize) -> Tee {
         Tee {
             branches: Vec::new(),
             required,
+            stall: BRANCH_STALL,
+            what: what.into(),
             outcome: TeeOutcome::default(),
         }
     }
@@ -72,69 +94,102 @@ impl Tee {
         self
     }
 
+    /// Stops a branch that takes no data for `stall` ([`BRANCH_STALL`] by default).
+    pub fn stall_after(mut self, stall: Duration) -> Tee {
+        self.stall = stall;
+        self
+    }
+
     /// The handle to read each branch's end from after the run.
     pub fn outcome(&self) -> TeeOutcome {
         self.outcome.clone()
     }
+}
 
-    fn record(&self, outcomes: Vec<BranchOutcome>) {
-        *self.outcome.0.lock().unwrap_or_else(|e| e.into_inner()) = outcomes;
+/// The stream a branch's sink reads: the chunks sent, or an error once `stop` is cancelled
+/// (never an end: a stopped branch must not commit).
+fn branch_stream(receiver: mpsc::Receiver<Result<Bytes>>, stop: CancellationToken) -> ByteStream {
+    Box::pin(futures::stream::unfold(
+        Some((receiver, stop)),
+        |state| async move {
+            let (mut receiver, stop) = state?;
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => Some((
+                    Err(Error::Cancelled("this backup target was stopped".to_owned())),
+                    None,
+                )),
+                item = receiver.recv() => item.map(|item| (item, Some((receiver, stop)))),
+            }
+        },
+    ))
+}
+
+/// One branch as the feeder sees it.
+struct Feed {
+    sender: Option<mpsc::Sender<Result<Bytes>>>,
+    stop: CancellationToken,
+    /// Why the feeder gave up on it (it stalled).
+    stalled: Option<String>,
+}
+
+impl Feed {
+    fn is_live(&self) -> bool {
+        self.sender.as_ref().is_some_and(|s| !s.is_closed())
+    }
+
+    /// Ends the branch with an error.
+    fn stop(&mut self) {
+        self.sender = None;
+        self.stop.cancel();
     }
 }
 
-/// The stream a branch's sink reads.
-fn branch_stream(receiver: mpsc::Receiver<Result<Bytes>>) -> ByteStream {
-    Box::pin(futures::stream::unfold(receiver, |mut receiver| async {
-        receiver.recv().await.map(|item| (item, receiver))
-    }))
-}
-
-/// Feeds `input` to every sender until it ends, fails, or fewer than `required` branches are
-/// left. Returns the input's error, if any; a stop for lack of branches is seen in the count.
+/// Feeds `input` to every branch until it ends, fails, or fewer than `required` branches are
+/// left. Returns the input's error, if any; a stop for lack of branches shows in the outcomes.
 async fn feed(
     mut input: ByteStream,
-    senders: &mut [Option<mpsc::Sender<Result<Bytes>>>],
+    branches: &mut [Feed],
     required: usize,
+    stall: Duration,
 ) -> Option<Error> {
-    // A closed channel: that branch's sink returned (with an error).
-    let live = |senders: &mut [Option<mpsc::Sender<Result<Bytes>>>]| {
-        for slot in senders.iter_mut() {
-            if slot.as_ref().is_some_and(|s| s.is_closed()) {
-                *slot = None;
-            }
-        }
-        senders.iter().flatten().count()
-    };
+    let live = |branches: &[Feed]| branches.iter().filter(|b| b.is_live()).count();
     let failure = loop {
         match input.next().await {
             Some(Ok(chunk)) => {
-                for slot in senders.iter_mut() {
-                    if let Some(sender) = slot {
-                        if sender.send(Ok(chunk.clone())).await.is_err() {
-                            *slot = None;
+                for branch in branches.iter_mut() {
+                    let Some(sender) = &branch.sender else {
+                        continue;
+                    };
+                    match tokio::time::timeout(stall, sender.send(Ok(chunk.clone()))).await {
+                        Ok(Ok(())) => {}
+                        // Its sink returned (with an error).
+                        Ok(Err(_)) => branch.sender = None,
+                        Err(_) => {
+                            branch.stalled =
+                                Some(format!("it took no data for {} s", stall.as_secs()));
+                            branch.stop();
                         }
                     }
                 }
-                if live(senders) < required {
+                if live(branches) < required {
                     break None;
                 }
             }
             Some(Err(e)) => break Some(e),
-            None => {
-                if live(senders) >= required {
-                    return None;
+            None if live(branches) >= required => {
+                // Dropping the senders ends each live branch's stream: it commits.
+                for branch in branches.iter_mut() {
+                    branch.sender = None;
                 }
-                break None;
+                return None;
             }
+            None => break None,
         }
     };
     // Stop every live branch with an error, never an end: none may commit.
-    for sender in senders.iter_mut().flatten() {
-        let _ = sender
-            .send(Err(Error::Cancelled(
-                "another branch of the stream failed".to_owned(),
-            )))
-            .await;
+    for branch in branches.iter_mut() {
+        branch.stop();
     }
     failure
 }
@@ -142,53 +197,64 @@ async fn feed(
 #[async_trait]
 impl Sink for Tee {
     async fn write(&mut self, input: ByteStream) -> Result<SinkReceipt> {
-        let mut senders = Vec::with_capacity(self.branches.len());
+        let mut feeds = Vec::with_capacity(self.branches.len());
         let mut writes = Vec::with_capacity(self.branches.len());
         for branch in &mut self.branches {
             let (sender, receiver) = mpsc::channel(BRANCH_DEPTH);
-            senders.push(Some(sender));
-            writes.push(branch.sink.write(branch_stream(receiver)));
+            let stop = CancellationToken::new();
+            writes.push(branch.sink.write(branch_stream(receiver, stop.clone())));
+            feeds.push(Feed {
+                sender: Some(sender),
+                stop,
+                stalled: None,
+            });
         }
-        let required = self.required;
-        let feeding = async {
-            let failure = feed(input, &mut senders, required).await;
-            // Dropping the senders ends each live branch's stream: it commits.
-            senders.clear();
-            failure
-        };
-        let (input_failure, results) = tokio::join!(feeding, futures::future::join_all(writes));
+        let (required, stall) = (self.required, self.stall);
+        let (input_failure, results) = tokio::join!(
+            feed(input, &mut feeds, required, stall),
+            futures::future::join_all(writes)
+        );
 
         let mut receipt = None;
         let mut outcomes = Vec::with_capacity(results.len());
-        for (branch, result) in self.branches.iter().zip(results) {
-            let failure = match result {
-                Ok(r) => {
+        for ((branch, result), feed) in self.branches.iter().zip(results).zip(&feeds) {
+            let end = match (result, &feed.stalled) {
+                (Ok(r), _) => {
                     receipt.get_or_insert(r);
-                    None
+                    BranchEnd::Committed
                 }
-                Err(e) => Some(e.to_string()),
+                (Err(_), Some(stalled)) => BranchEnd::Failed(stalled.clone()),
+                // A healthy branch the feeder stopped because the tee failed.
+                (Err(Error::Cancelled(_)), None) if feed.stop.is_cancelled() => BranchEnd::Stopped,
+                (Err(e), None) => BranchEnd::Failed(e.to_string()),
             };
             outcomes.push(BranchOutcome {
                 label: branch.label.clone(),
-                failure,
+                end,
             });
         }
-        let committed = outcomes.iter().filter(|o| o.failure.is_none()).count();
+        let committed = outcomes
+            .iter()
+            .filter(|o| o.end == BranchEnd::Committed)
+            .count();
         let failures: Vec<String> = outcomes
             .iter()
-            .filter_map(|o| o.failure.as_ref().map(|f| format!("{}: {f}", o.label)))
+            .filter_map(|o| match &o.end {
+                BranchEnd::Failed(why) => Some(format!("{}: {why}", o.label)),
+                _ => None,
+            })
             .collect();
-        self.record(outcomes);
+        *self.outcome.0.lock().unwrap_or_else(|e| e.into_inner()) = outcomes;
         if let Some(e) = input_failure {
             return Err(e);
         }
         match receipt {
             Some(receipt) if committed >= required => Ok(receipt),
-            _ => Err(Error::Refused {
-                context: format!(
-                    "only {committed} of {} targets could be written, {required} required",
-                    self.branches.len()
-                ),
+            _ => Err(Error::TooFewTargets {
+                what: self.what.clone(),
+                held: committed,
+                total: self.branches.len(),
+                required,
                 detail: failures.join("; "),
             }),
         }
@@ -259,7 +325,7 @@ mod tests {
     #[tokio::test]
     async fn every_branch_gets_every_byte() {
         let (a, b) = (memory(), memory());
-        let tee = Tee::new(2)
+        let tee = Tee::new("x", 2)
             .branch("a", a.sink("x", None))
             .branch("b", b.sink("x", None));
         let outcome = tee.outcome();
@@ -267,31 +333,33 @@ mod tests {
         let (x, y) = (a.get("x").await.unwrap(), b.get("x").await.unwrap());
         assert_eq!(x.as_ref().map(|b| b.len()), Some(TOTAL));
         assert_eq!(x, y);
-        assert!(outcome.branches().iter().all(|o| o.failure.is_none()));
+        assert!(outcome
+            .branches()
+            .iter()
+            .all(|o| o.end == BranchEnd::Committed));
     }
 
     #[tokio::test]
     async fn a_failed_branch_drops_out_when_enough_are_left() {
         let a = memory();
-        let tee = Tee::new(1)
+        let tee = Tee::new("x", 1)
             .branch("a", a.sink("x", None))
             .branch("b", Failing { after: 2 });
         let outcome = tee.outcome();
         Pipeline::new(Chunks(10)).into(tee).run().await.unwrap();
         assert_eq!(a.get("x").await.unwrap().map(|b| b.len()), Some(TOTAL));
         let branches = outcome.branches();
-        assert_eq!(branches[0].failure, None);
-        assert!(branches[1]
-            .failure
-            .as_deref()
-            .unwrap()
-            .contains("disk is full"));
+        assert_eq!(branches[0].end, BranchEnd::Committed);
+        assert!(
+            matches!(&branches[1].end, BranchEnd::Failed(why) if why.contains("disk is full")),
+            "{branches:?}"
+        );
     }
 
     #[tokio::test]
     async fn too_few_branches_commit_nothing() {
         let a = memory();
-        let tee = Tee::new(2)
+        let tee = Tee::new("x", 2)
             .branch("a", a.sink("x", None))
             .branch("b", Failing { after: 2 });
         let error = Pipeline::new(Chunks(10))
@@ -301,13 +369,47 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            error.contains("only 0 of 2 targets") && error.contains("b: "),
+            error.contains("only 0 of 2 backup targets could take x, 2 required: b: "),
             "{error}"
+        );
+        assert!(
+            !error.contains("a: "),
+            "the healthy branch did not fail: {error}"
         );
         assert_eq!(
             a.get("x").await.unwrap(),
             None,
             "the live branch must not commit"
+        );
+    }
+
+    /// A sink that takes one chunk and then never another.
+    struct Hung;
+
+    #[async_trait]
+    impl Sink for Hung {
+        async fn write(&mut self, mut input: ByteStream) -> Result<SinkReceipt> {
+            input.next().await.transpose()?;
+            futures::future::pending::<()>().await;
+            unreachable!()
+        }
+        async fn abort(&mut self) {}
+    }
+
+    #[tokio::test]
+    async fn a_hung_branch_is_stopped_and_the_others_go_on() {
+        let a = memory();
+        let tee = Tee::new("x", 1)
+            .branch("a", a.sink("x", None))
+            .branch("hung", Hung)
+            .stall_after(Duration::from_millis(200));
+        let outcome = tee.outcome();
+        Pipeline::new(Chunks(10)).into(tee).run().await.unwrap();
+        assert_eq!(a.get("x").await.unwrap().map(|b| b.len()), Some(TOTAL));
+        assert!(
+            matches!(&outcome.branches()[1].end, BranchEnd::Failed(why) if why.contains("took no data")),
+            "{:?}",
+            outcome.branches()
         );
     }
 }

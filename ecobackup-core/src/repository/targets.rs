@@ -2,27 +2,35 @@
 //! writes its pre-migration dumps to B2 and S3 at once).
 //!
 //! The source is read once and every artifact is teed to each live target ([`Tee`]). A
-//! target that fails (its lock, an upload, its manifest) drops out, with a warning; the backup
-//! succeeds when at least `required` targets hold all of it (by default, all of them). Each
-//! target that holds it gets the same signed manifest, whose `targets` names them all. When
-//! fewer than `required` do, no manifest is left anywhere and the artifacts are removed from
-//! every target.
+//! target that fails (its lock, an upload, its manifest) drops out; the backup succeeds when at
+//! least `required` targets hold all of it (by default, all of them), and [`Targets::report`]
+//! says which failed and why. Each target that holds it gets the same signed manifest, whose
+//! `targets` names the targets that held every artifact when the manifests were written. When
+//! fewer than `required` hold it, no manifest is left anywhere (or the error names the one that
+//! could not be removed) and the artifacts are removed from every target.
 
 use std::sync::Mutex;
 
 use super::commit::CommitFailure;
-use super::{signature_key, ArtifactEntry, Lock, LockMode, LockOptions, Manifest, Repository};
+use super::{
+    signature_key, ArtifactEntry, Lock, LockMode, LockOptions, Manifest, Repository, LOCK_FOLDER,
+};
 use crate::artifact::{self, Sealing};
 use crate::error::{Error, Result};
-use crate::pipeline::{Source, Tee};
+use crate::pipeline::{BranchEnd, Source, Tee};
 use crate::progress::Progress;
 
 /// Where one backup goes: see the module documentation.
 pub struct Targets {
     repos: Vec<Repository>,
+    /// Mirrors that could not even be opened: they take no part, but count.
+    unreachable: Vec<TargetReport>,
     required: usize,
-    /// Per target: why it dropped out, once it has.
+    /// Per target of `repos`: why it dropped out of the current backup, once it has.
     dropped: Mutex<Vec<Option<String>>>,
+    /// Per target of `repos`: the artifacts of the current backup it committed (what a
+    /// cleanup there must remove; a target that received nothing is not bothered).
+    received: Mutex<Vec<Vec<String>>>,
 }
 
 /// The shared locks a backup holds, one per target that could be locked.
@@ -42,22 +50,27 @@ impl From<Repository> for Targets {
     fn from(repo: Repository) -> Targets {
         Targets {
             repos: vec![repo],
+            unreachable: Vec::new(),
             required: 1,
             dropped: Mutex::new(vec![None]),
+            received: Mutex::new(vec![Vec::new()]),
         }
     }
 }
 
 impl Targets {
-    /// `primary` and `mirrors`; the backup succeeds when `required` of them hold it (`None`:
+    /// `primary` and `mirrors`, plus the mirrors that could not be opened (`unreachable`,
+    /// each with its failure); a backup succeeds when `required` of them all hold it (`None`:
     /// all of them).
     pub fn new(
         primary: Repository,
         mirrors: Vec<Repository>,
+        unreachable: Vec<TargetReport>,
         required: Option<usize>,
     ) -> Result<Targets> {
         let mut repos = vec![primary];
         repos.extend(mirrors);
+        let total = repos.len() + unreachable.len();
         let config = |detail: String| Error::Config {
             section: "repository".to_owned(),
             detail,
@@ -70,19 +83,21 @@ impl Targets {
                 )));
             }
         }
-        let required = required.unwrap_or(repos.len());
-        if required == 0 || required > repos.len() {
+        let required = required.unwrap_or(total);
+        if required == 0 || required > total {
             return Err(config(format!(
-                "min-targets {required} is impossible with {} targets: give 1 to {}",
-                repos.len(),
-                repos.len()
+                "min-targets {required} is impossible with {total} targets: give 1 to {total}"
             )));
         }
-        Ok(Targets {
+        let targets = Targets {
             dropped: Mutex::new(vec![None; repos.len()]),
+            received: Mutex::new(vec![Vec::new(); repos.len()]),
             repos,
+            unreachable,
             required,
-        })
+        };
+        targets.check_enough("the backup")?;
+        Ok(targets)
     }
 
     /// The first target: where `list`, `restore` and the others read by default.
@@ -90,9 +105,9 @@ impl Targets {
         &self.repos[0]
     }
 
-    /// How many targets there are.
+    /// How many targets there are, reachable or not.
     pub fn len(&self) -> usize {
-        self.repos.len()
+        self.repos.len() + self.unreachable.len()
     }
 
     /// Never: there is always a primary.
@@ -100,7 +115,11 @@ impl Targets {
         false
     }
 
-    /// Each target and whether it holds the backup (after [`Targets::finish_backup`]).
+    fn mirrored(&self) -> bool {
+        self.len() > 1
+    }
+
+    /// Each target and whether it holds the last backup (after it finished).
     pub fn report(&self) -> Vec<TargetReport> {
         let dropped = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
         self.repos
@@ -110,6 +129,7 @@ impl Targets {
                 url: repo.storage().location(),
                 failure: failure.clone(),
             })
+            .chain(self.unreachable.iter().cloned())
             .collect()
     }
 
@@ -120,61 +140,106 @@ impl Targets {
             .collect()
     }
 
-    /// Target `i` no longer takes part; an error when too few are left.
-    fn drop_out(&self, i: usize, reason: String) -> Result<()> {
-        let url = self.repos[i].storage().location();
-        self.dropped.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(reason.clone());
-        self.check_enough()?;
-        // When too few are left, the error says it all; otherwise the backup goes on without it.
-        tracing::warn!(target = %url, reason = %reason, "a backup target failed and is left out of this backup");
-        Ok(())
+    /// Target `i` no longer takes part; an error when too few are left to hold `what`.
+    fn drop_out(&self, i: usize, reason: String, what: &str) -> Result<()> {
+        tracing::debug!(target = %self.repos[i].storage().location(), reason = %reason, "a backup target dropped out");
+        self.dropped.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(reason);
+        self.check_enough(what)
     }
 
-    fn check_enough(&self) -> Result<()> {
-        let live = self.live().len();
-        if live >= self.required {
+    fn check_enough(&self, what: &str) -> Result<()> {
+        let held = self.live().len();
+        if held >= self.required {
             return Ok(());
         }
-        let reasons: Vec<String> = self
+        Err(self.too_few(what, held, Vec::new()))
+    }
+
+    fn too_few(&self, what: &str, held: usize, mut notes: Vec<String>) -> Error {
+        let mut reasons: Vec<String> = self
             .report()
             .into_iter()
             .filter_map(|t| t.failure.map(|f| format!("{}: {f}", t.url)))
             .collect();
-        Err(Error::Refused {
-            context: format!(
-                "only {live} of {} backup targets are left, {} required",
-                self.repos.len(),
-                self.required
-            ),
+        reasons.append(&mut notes);
+        Error::TooFewTargets {
+            what: what.to_owned(),
+            held,
+            total: self.len(),
+            required: self.required,
             detail: reasons.join("; "),
-        })
+        }
     }
 
-    /// Takes the shared lock of every target (prune waits). With one target its failure is
-    /// the error; with several, a target that cannot be locked drops out.
+    /// Takes the shared lock of every target (prune waits), starting a new backup. With one
+    /// target its failure is the error; with several, a target that cannot be locked drops
+    /// out. Refuses two targets that are the same place under two names (each would see the
+    /// other's lock): one copy would be counted twice.
     pub(crate) async fn lock(&self, owner: &str) -> Result<TargetLocks> {
+        *self.dropped.lock().unwrap_or_else(|e| e.into_inner()) = vec![None; self.repos.len()];
+        *self.received.lock().unwrap_or_else(|e| e.into_inner()) =
+            vec![Vec::new(); self.repos.len()];
         let mut locks = Vec::with_capacity(self.repos.len());
         for (i, repo) in self.repos.iter().enumerate() {
-            match Lock::acquire(
+            let taken = Lock::acquire(
                 repo.storage(),
                 LockMode::Shared,
                 owner,
                 &LockOptions::default(),
             )
-            .await
-            {
+            .await;
+            match taken {
                 Ok(lock) => locks.push(Some(lock)),
-                Err(e) if self.repos.len() == 1 => return Err(e),
+                Err(e) if !self.mirrored() => return Err(e),
                 Err(e) => {
                     locks.push(None);
-                    if let Err(too_few) = self.drop_out(i, e.to_string()) {
+                    if let Err(too_few) = self.drop_out(i, e.to_string(), "the backup") {
                         TargetLocks(locks).release().await;
                         return Err(too_few);
                     }
                 }
             }
         }
-        Ok(TargetLocks(locks))
+        let locks = TargetLocks(locks);
+        if self.mirrored() {
+            if let Err(e) = self.check_distinct(&locks).await {
+                locks.release().await;
+                return Err(e);
+            }
+        }
+        Ok(locks)
+    }
+
+    /// Fails when a target's lock folder shows another target's lock.
+    async fn check_distinct(&self, locks: &TargetLocks) -> Result<()> {
+        for (i, repo) in self.repos.iter().enumerate() {
+            if locks.0[i].is_none() {
+                continue;
+            }
+            let seen = match repo.storage().list(LOCK_FOLDER).await {
+                Ok(seen) => seen,
+                Err(e) => {
+                    self.drop_out(i, e.to_string(), "the backup")?;
+                    continue;
+                }
+            };
+            for (j, other) in locks.0.iter().enumerate() {
+                let Some(other) = other.as_ref().filter(|_| j != i) else {
+                    continue;
+                };
+                if seen.iter().any(|o| o.key == other.key()) {
+                    return Err(Error::Config {
+                        section: "repository".to_owned(),
+                        detail: format!(
+                            "{} and {} are the same repository under two names: a mirror must be another place, or the backup would be counted twice",
+                            self.repos[j].storage().location(),
+                            repo.storage().location()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// [`artifact::store`] into every live target at once; a target whose upload fails drops
@@ -187,13 +252,13 @@ impl Targets {
         sealing: &Sealing,
         progress: &dyn Progress,
     ) -> Result<ArtifactEntry> {
-        if self.repos.len() == 1 {
+        if !self.mirrored() {
             return artifact::store(&self.repos[0], id, name, source, sealing, progress).await;
         }
         let live = self.live();
         let mut outcome = None;
         let sink = |key: &str, size_hint| {
-            let tee = live.iter().fold(Tee::new(self.required), |tee, &i| {
+            let tee = live.iter().fold(Tee::new(name, self.required), |tee, &i| {
                 let storage = self.repos[i].storage();
                 tee.branch(storage.location(), storage.sink(key, size_hint))
             });
@@ -203,23 +268,20 @@ impl Targets {
         let stored = artifact::store_into(sink, id, name, source, sealing, progress).await;
         let branches = outcome.map(|o| o.branches()).unwrap_or_default();
         for (branch, &i) in branches.iter().zip(&live) {
-            if let Some(failure) = &branch.failure {
-                // Too few left is the tee's own error, returned below.
-                let _ = self.drop_out(i, format!("storing {name}: {failure}"));
-            }
-        }
-        if stored.is_err() {
-            // A target may have committed the object before another failed in its last step
-            // (a single PUT is sent at the end of the stream): the backup's cleanup only knows
-            // the artifacts that were stored everywhere.
-            let key = Repository::artifact_key(id, name);
-            for &i in &live {
-                let storage = self.repos[i].storage();
-                if let Err(e) = storage.delete(&key).await {
-                    tracing::warn!(target = %storage.location(), key = %key, error = %e, "could not delete an artifact of a failed backup; `prune` will report it as debris");
+            match &branch.end {
+                BranchEnd::Committed => {
+                    self.received.lock().unwrap_or_else(|e| e.into_inner())[i].push(name.to_owned())
                 }
+                // Too few left is the tee's own error, returned below.
+                BranchEnd::Failed(why) => {
+                    let _ = self.drop_out(i, format!("storing {name}: {why}"), name);
+                }
+                BranchEnd::Stopped => {}
             }
         }
+        // A failed tee may still have committed on some targets (a single PUT is sent at the
+        // end of the stream, after another target failed): those are in `received`, and go
+        // with the failed backup.
         stored
     }
 
@@ -231,13 +293,13 @@ impl Targets {
         work: Result<Manifest>,
         stored: &[ArtifactEntry],
     ) -> Result<Manifest> {
-        let outcome = if self.repos.len() == 1 {
+        let outcome = if self.mirrored() {
+            self.finish_mirrored(id, &locks, work).await
+        } else {
             let lock = locks.0[0]
                 .as_ref()
                 .expect("a single target is locked or failed");
             self.repos[0].finish_backup(id, lock, work, stored).await
-        } else {
-            self.finish_mirrored(id, &locks, work, stored).await
         };
         locks.release().await;
         outcome
@@ -248,12 +310,12 @@ impl Targets {
         id: &str,
         locks: &TargetLocks,
         work: Result<Manifest>,
-        stored: &[ArtifactEntry],
     ) -> Result<Manifest> {
+        let what = format!("backup {id}");
         let mut manifest = match work {
             Ok(manifest) => manifest,
             Err(e) => {
-                self.remove_artifacts(id, stored, &[]).await;
+                self.remove_artifacts(id, &[]).await;
                 return Err(e);
             }
         };
@@ -263,11 +325,17 @@ impl Targets {
                 None => Ok(()),
             };
             if let Err(e) = held {
-                let _ = self.drop_out(i, e.to_string());
+                let _ = self.drop_out(i, e.to_string(), &what);
             }
         }
+        // The signed manifest names the targets that hold every artifact now; one whose
+        // manifest write fails below is reported, its copy removed, and the manifests already
+        // written are left as they are (rewriting a signed object is not atomic).
         let holders = self.live();
-        manifest.targets = self.urls(&holders);
+        manifest.targets = holders
+            .iter()
+            .map(|&i| self.repos[i].storage().location())
+            .collect();
         let mut committed = Vec::new();
         // Targets where the manifest may or may not have landed: nothing there is touched.
         let mut unknown = Vec::new();
@@ -276,32 +344,28 @@ impl Targets {
                 match self.repos[i].commit_manifest(&manifest).await {
                     Ok(()) => committed.push(i),
                     Err(CommitFailure::NotStored(e)) => {
-                        let _ = self.drop_out(i, format!("writing the manifest: {e}"));
+                        let _ = self.drop_out(i, format!("writing the manifest: {e}"), &what);
                     }
                     Err(CommitFailure::Unknown(e)) => {
                         unknown.push(i);
-                        let _ = self.drop_out(i, format!("writing the manifest: {e}"));
+                        let _ = self.drop_out(
+                            i,
+                            format!("whether its manifest was stored is unknown, nothing there was removed: {e}"),
+                            &what,
+                        );
                     }
                 }
             }
         }
         if committed.len() >= self.required {
-            if committed.len() < holders.len() {
-                // The manifests written first name a target that failed after them.
-                manifest.targets = self.urls(&committed);
-                for &i in &committed {
-                    if let Err(e) = self.repos[i].write_manifest(&manifest).await {
-                        tracing::warn!(target = %self.repos[i].storage().url(), error = %e, "could not correct the manifest's list of targets; it names a target that does not hold the backup");
-                    }
-                }
-            }
             let mut keep = committed.clone();
             keep.extend(&unknown);
-            self.remove_artifacts(id, stored, &keep).await;
+            self.remove_artifacts(id, &keep).await;
             return Ok(manifest);
         }
         // Too few: no manifest may stay anywhere.
         let key = Repository::artifact_key(id, "manifest.json");
+        let mut notes = Vec::new();
         for &i in &committed {
             let storage = self.repos[i].storage();
             let removed = async {
@@ -309,35 +373,33 @@ impl Targets {
                 storage.delete(&signature_key(&key)).await
             };
             if let Err(e) = removed.await {
-                tracing::warn!(target = %storage.url(), error = %e, "could not remove the manifest of a backup that reached too few targets; delete it by hand");
+                notes.push(format!(
+                    "its manifest remains on {} ({e}): delete {key} there by hand",
+                    storage.location()
+                ));
                 unknown.push(i);
             }
         }
-        self.remove_artifacts(id, stored, &unknown).await;
-        Err(self
-            .check_enough()
-            .err()
-            .unwrap_or_else(|| Error::Cancelled("too few targets hold the backup".to_owned())))
+        self.remove_artifacts(id, &unknown).await;
+        Err(self.too_few(&what, committed.len(), notes))
     }
 
-    fn urls(&self, targets: &[usize]) -> Vec<String> {
-        targets
-            .iter()
-            .map(|&i| self.repos[i].storage().location())
-            .collect()
-    }
-
-    /// Removes the backup's artifacts from every target but `keep` (what cannot be removed is
-    /// left as debris for `prune`).
-    async fn remove_artifacts(&self, id: &str, stored: &[ArtifactEntry], keep: &[usize]) {
-        for (i, repo) in self.repos.iter().enumerate() {
+    /// Removes the artifacts each target but `keep` received in this backup (what cannot be
+    /// removed is left as debris for `prune`).
+    async fn remove_artifacts(&self, id: &str, keep: &[usize]) {
+        let received = self
+            .received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for ((i, repo), names) in self.repos.iter().enumerate().zip(received) {
             if keep.contains(&i) {
                 continue;
             }
-            for entry in stored {
-                let key = Repository::artifact_key(id, &entry.name);
+            for name in names {
+                let key = Repository::artifact_key(id, &name);
                 if let Err(e) = repo.storage().delete(&key).await {
-                    tracing::warn!(target = %repo.storage().url(), key = %key, error = %e, "could not delete an artifact of a failed backup; `prune` will report it as debris");
+                    tracing::warn!(target = %repo.storage().location(), key = %key, error = %e, "could not delete an artifact of a failed backup; `prune` will report it as debris");
                 }
             }
         }

@@ -61,6 +61,10 @@ pub struct StorageOptions {
     pub part_concurrency: usize,
     /// Lock every object written (S3 only; the bucket must have Object Lock enabled).
     pub object_lock: Option<ObjectLock>,
+    /// Read the `AWS_*` environment variables (credentials, session token, endpoint, region)
+    /// and fall back to them for what is not set here. `false`: only what is set here, and
+    /// the instance's own role when no key is given.
+    pub environment: bool,
 }
 
 impl Default for StorageOptions {
@@ -77,6 +81,7 @@ impl Default for StorageOptions {
             retry_timeout: Duration::from_secs(300),
             part_concurrency: 4,
             object_lock: None,
+            environment: true,
         }
     }
 }
@@ -144,7 +149,11 @@ impl Storage {
                 (store.clone(), String::new())
             }
             RepoUrl::S3 { bucket, prefix } => {
-                let mut builder = AmazonS3Builder::from_env()
+                let builder = match options.environment {
+                    true => AmazonS3Builder::from_env(),
+                    false => AmazonS3Builder::new(),
+                };
+                let mut builder = builder
                     .with_bucket_name(bucket)
                     .with_allow_http(options.allow_http)
                     .with_virtual_hosted_style_request(options.virtual_hosted_style)
@@ -175,7 +184,12 @@ impl Storage {
                 let region = options
                     .region
                     .clone()
-                    .or_else(|| std::env::var("AWS_REGION").ok())
+                    .or_else(|| {
+                        options
+                            .environment
+                            .then(|| std::env::var("AWS_REGION").ok())
+                            .flatten()
+                    })
                     .unwrap_or_else(|| "us-east-1".to_owned());
                 builder = builder.with_region(region);
                 if let Some(key) = &options.access_key_id {
