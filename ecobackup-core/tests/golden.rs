@@ -60,6 +60,7 @@ fn manifest_format() {
             stop_lsn: None,
             globals_without_role_passwords: true,
             physical: None,
+            files: None,
             servers: vec![ServerFacts {
                 server_version: "15.18".into(),
                 system_identifier: Some("7437170163312345678".into()),

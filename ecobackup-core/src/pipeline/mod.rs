@@ -32,7 +32,7 @@ use bytes::Bytes;
 use futures::Stream;
 use serde::Serialize;
 
-pub use channel::{blocking_stage, StageReader, StageWriter};
+pub use channel::{blocking_source, blocking_stage, StageReader, StageWriter};
 pub use meter::{StageMeter, StageReport};
 
 use crate::error::Result;

@@ -26,7 +26,8 @@ pub use id::{is_backup_id, new_backup_id};
 pub use listing::{BackupListing, BadBackup, Debris, DEBRIS_MARGIN};
 pub use lock::{Clock, Lock, LockInfo, LockMode, LockOptions, SystemClock, LOCK_FOLDER};
 pub use manifest::{
-    ArtifactEntry, BackupKind, Manifest, PhysicalFacts, ServerFacts, SourceFacts, MANIFEST_VERSION,
+    ArtifactEntry, BackupKind, FilesFacts, Manifest, PhysicalFacts, ServerFacts, SourceFacts,
+    MANIFEST_VERSION,
 };
 
 use crate::crypto::{Signer, TrustedSigners, SIGNATURE_SUFFIX};
