@@ -34,6 +34,32 @@ pub struct Config {
     /// `[notify]`: pings and webhooks of the long-running commands.
     #[serde(default)]
     pub notify: NotifyConfig,
+    /// `[[files]]`: the files sets `backup files --name NAME` runs.
+    #[serde(default)]
+    pub files: Vec<FilesConfig>,
+}
+
+/// `[[files]]`: a files set (uploads, keys, `.env`…).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesConfig {
+    /// The set's name: `backup files --name NAME`, and how retention and `status` group it.
+    pub name: String,
+    /// Directories and files to back up (relative paths are taken from the file's directory).
+    pub paths: Vec<PathBuf>,
+    /// Glob patterns to leave out, besides the default excludes.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Keys and other secrets: then `recipients` are required and may not include any of
+    /// `[encryption] recipients` (domain isolation).
+    #[serde(default)]
+    pub secrets: bool,
+    /// Recipients for this set instead of `[encryption] recipients`.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// Another repository URL for this set, opened with the `[repository]` settings
+    /// (endpoint, region, credentials).
+    pub repository: Option<String>,
 }
 
 /// `[notify]`: what `backup`, `prune`, `verify` and `drill` tell the outside world.
@@ -174,6 +200,7 @@ impl Config {
             ))
         })?;
         config.check_no_inline_secrets(path)?;
+        config.check_files_sets(path)?;
         let mut config = config;
         config.anchor_paths(path.parent().unwrap_or(Path::new("")));
         Ok(config)
@@ -211,6 +238,53 @@ impl Config {
                 anchor(path);
             }
         }
+        for set in &mut self.files {
+            set.paths.iter_mut().for_each(anchor);
+        }
+    }
+
+    /// The `[[files]]` entry `name`.
+    pub fn files_set(&self, name: &str) -> Option<&FilesConfig> {
+        self.files.iter().find(|set| set.name == name)
+    }
+
+    /// Refuses `[[files]]` entries that cannot run: a bad or repeated name, no paths, bad
+    /// recipients, and a secrets set whose recipients are missing or shared with the database
+    /// backups (domain isolation).
+    fn check_files_sets(&self, path: &Path) -> Result<(), CliError> {
+        let invalid = |detail: String| {
+            CliError::usage(format!(
+                "configuration file {} is invalid: {detail}",
+                path.display()
+            ))
+        };
+        for (i, set) in self.files.iter().enumerate() {
+            ecobackup_core::files::roots::check_set_name(&set.name)
+                .map_err(|e| invalid(e.to_string()))?;
+            if self.files[..i].iter().any(|other| other.name == set.name) {
+                return Err(invalid(format!(
+                    "[[files]] {:?} is defined twice",
+                    set.name
+                )));
+            }
+            if set.paths.is_empty() {
+                return Err(invalid(format!(
+                    "[[files]] {:?} has no paths: add `paths = [\"/srv/app/uploads\"]`",
+                    set.name
+                )));
+            }
+            ecobackup_core::crypto::parse_recipients(&set.recipients)
+                .map_err(|e| invalid(format!("[[files]] {:?}: {e}", set.name)))?;
+            if set.secrets {
+                ecobackup_core::files::secrets::check_secrets_recipients(
+                    &set.name,
+                    &set.recipients,
+                    &self.encryption.recipients,
+                )
+                .map_err(|e| invalid(e.to_string()))?;
+            }
+        }
+        Ok(())
     }
 
     fn check_no_inline_secrets(&self, path: &Path) -> Result<(), CliError> {

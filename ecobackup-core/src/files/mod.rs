@@ -40,6 +40,17 @@ pub use backup::{backup_files, latest_of_set, FilesBackup, FilesOutcome, FilesRe
 pub use excludes::{Excludes, DEFAULT_EXCLUDED_DIRS, DEFAULT_EXCLUDES_HELP, PG_DATA_MARKER};
 pub use restore::{restore_files, FilesRestore, FilesRestoreOutcome};
 
+/// Unpacks the tar stream `archive` into the empty directory `dir` with every check of a
+/// restore ([`extract`](self::extract)'s module docs), reading the stream to its end; returns
+/// how many entries were written. This is the first step of [`restore_files`] alone (no
+/// digests, no move into place): for tools that already hold an authenticated archive, and for
+/// the fuzz target. The first refused entry is an error naming it; what was written before it
+/// stays in `dir`.
+pub fn unpack_checked(archive: impl std::io::Read, dir: &std::path::Path) -> crate::Result<u64> {
+    let done = extract::extract(archive, dir, &extract::Includes::default())?;
+    Ok(done.files + done.directories + done.symlinks + done.hard_links)
+}
+
 /// The archive artifact's name, before the sealing suffix (`files.tar.zst.age`).
 pub const ARCHIVE_ARTIFACT: &str = "files.tar";
 

@@ -165,6 +165,8 @@ pub async fn restore_files(
         }
         Err(e) => return Err(Error::io(format!("reading {}", to.display()), e)),
     };
+    // The staging directory comes and goes inside `to`: a failed restore puts its time back.
+    let to_mtime = std::fs::metadata(&to).and_then(|m| m.modified()).ok();
     let result = async {
         let staging = tempfile::Builder::new()
             .prefix(".ecobackup-restore-")
@@ -217,6 +219,9 @@ pub async fn restore_files(
         Err(e) => {
             if created {
                 let _ = std::fs::remove_dir(&to);
+            } else if let Some(mtime) = to_mtime {
+                let _ = std::fs::File::open(&to)
+                    .and_then(|dir| dir.set_times(std::fs::FileTimes::new().set_modified(mtime)));
             }
             return Err(e);
         }
