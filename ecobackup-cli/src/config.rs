@@ -440,6 +440,69 @@ ping = \"x\"\n",
     }
 
     #[test]
+    fn the_readme_files_example_is_the_runbooks_table() {
+        let readme = include_str!("../../README.md");
+        let block = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split("```").next())
+            .find(|block| block.contains("[[files]]") && !block.contains("[repository]"))
+            .expect("a [[files]] example in the README");
+        let config: Config = toml::from_str(block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        let sets: Vec<(&str, bool, bool)> = config
+            .files
+            .iter()
+            .map(|s| (s.name.as_str(), s.secrets, s.repository.is_some()))
+            .collect();
+        assert_eq!(
+            sets,
+            [
+                ("uploads", false, false),
+                ("keys", true, true),
+                ("config", true, true)
+            ]
+        );
+    }
+
+    #[test]
+    fn files_sets_are_checked_when_the_file_is_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ecobackup.toml");
+        let database = ecobackup_core::crypto::generate_identity().1.to_string();
+        let keys = ecobackup_core::crypto::generate_identity().1.to_string();
+        let load = |sets: &str| {
+            std::fs::write(
+                &path,
+                format!("[encryption]\nrecipients = [\"{database}\"]\n{sets}"),
+            )
+            .unwrap();
+            Config::load(Some(&path)).map_err(|e| e.message().to_owned())
+        };
+        let config = load(&format!(
+            "[[files]]\nname = \"keys\"\npaths = [\"keys\"]\nsecrets = true\nrecipients = [\"{keys}\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(config.files[0].paths, [dir.path().join("keys")], "anchored");
+        let shared = load(&format!(
+            "[[files]]\nname = \"keys\"\npaths = [\"k\"]\nsecrets = true\nrecipients = [\"{database}\"]\n"
+        ))
+        .unwrap_err();
+        assert!(shared.contains("domain isolation"), "{shared}");
+        let twice = load(
+            "[[files]]\nname = \"a\"\npaths = [\"x\"]\n[[files]]\nname = \"a\"\npaths = [\"y\"]\n",
+        )
+        .unwrap_err();
+        assert!(
+            twice.contains("[[files]] \"a\" is defined twice"),
+            "{twice}"
+        );
+        let empty = load("[[files]]\nname = \"a\"\npaths = []\n").unwrap_err();
+        assert!(empty.contains("has no paths"), "{empty}");
+        let bad_name = load("[[files]]\nname = \"a b\"\npaths = [\"x\"]\n").unwrap_err();
+        assert!(bad_name.contains("cannot name a files set"), "{bad_name}");
+    }
+
+    #[test]
     fn the_readme_retention_examples_are_valid_policies() {
         let readme = include_str!("../../README.md");
         let blocks: Vec<&str> = readme
