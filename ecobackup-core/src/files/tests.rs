@@ -333,3 +333,29 @@ fn crafted_archives_are_refused_and_write_nothing_outside() {
         super::super::physical::unpack::empty_dir(&staging).unwrap();
     }
 }
+
+#[test]
+fn the_fuzz_seeds_are_refused_but_the_good_one() {
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/files_entries");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&seeds).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let bytes = std::fs::read(&path).unwrap();
+        let (selector, rest) = bytes.split_first().unwrap();
+        if *selector % 2 == 0 {
+            let checked = super::entry_path::entry_path(rest);
+            assert_eq!(checked.is_ok(), name == "name-plain", "{name}: {checked:?}");
+            seen += 1;
+            continue;
+        }
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("a/b/to");
+        std::fs::create_dir_all(&dir).unwrap();
+        let unpacked = super::unpack_checked(rest, &dir);
+        assert_eq!(unpacked.is_ok(), name == "archive-good", "{name}: {unpacked:?}");
+        assert_eq!(std::fs::read_dir(base.path().join("a")).unwrap().count(), 1);
+        seen += 1;
+    }
+    assert_eq!(seen, 9);
+}
