@@ -420,7 +420,10 @@ fn seal_crafted(env: &Env, archive: Vec<u8>) -> String {
 
 /// A tar of raw entries (name, type, link target, contents): names written as bytes, as an
 /// attacker would, past the checks of the tar crate's builder.
-fn crafted(entries: &[(&[u8], tar::EntryType, &[u8], &[u8])]) -> Vec<u8> {
+/// One raw entry: name, type, link target, contents.
+type RawEntry<'a> = (&'a [u8], tar::EntryType, &'a [u8], &'a [u8]);
+
+fn crafted(entries: &[RawEntry<'_>]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     for (name, kind, link, body) in entries {
         let mut header = tar::Header::new_gnu();
@@ -450,7 +453,7 @@ fn crafted_archives_are_refused_and_nothing_lands_outside_the_directory() {
     let outside = env.path("outside");
     std::fs::create_dir(&outside).unwrap();
     let link_target = outside.to_str().unwrap().as_bytes();
-    let harmless: (&[u8], T, &[u8], &[u8]) = (b"fine.txt", T::Regular, b"", b"fine");
+    let harmless: RawEntry<'_> = (b"fine.txt", T::Regular, b"", b"fine");
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (
             crafted(&[harmless, (b"../../etc/passwd", T::Regular, b"", b"pwned::0:0::/:/bin/sh\n")]),

@@ -65,7 +65,7 @@ impl FilesBackup {
 #[derive(Clone, Debug)]
 pub enum FilesOutcome {
     /// A backup was stored.
-    Stored(FilesReport),
+    Stored(Box<FilesReport>),
     /// `if_changed`, and nothing changed since `latest`: nothing was stored.
     Unchanged {
         /// The set's latest backup, whose tree digest equals the tree's.
@@ -237,9 +237,9 @@ pub async fn backup_files(
         tracing::warn!(error = %e, "could not release the backup lock; it expires by itself");
     }
     let (warnings, more_warnings) = warnings;
-    Ok(FilesOutcome::Stored(FilesReport {
+    Ok(FilesOutcome::Stored(Box::new(FilesReport {
         manifest: outcome?,
         warnings,
         more_warnings,
-    }))
+    })))
 }

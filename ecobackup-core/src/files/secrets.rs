@@ -76,8 +76,13 @@ mod tests {
     #[test]
     fn own_recipients_pass_and_shared_ones_are_refused() {
         let (db, keys) = (recipient(), recipient());
-        check_secrets_recipients("keys", &[keys.clone()], &[db.clone()]).unwrap();
-        let err = check_secrets_recipients("keys", &[keys, db.clone()], &[db.clone()])
+        check_secrets_recipients(
+            "keys",
+            std::slice::from_ref(&keys),
+            std::slice::from_ref(&db),
+        )
+        .unwrap();
+        let err = check_secrets_recipients("keys", &[keys, db.clone()], std::slice::from_ref(&db))
             .unwrap_err()
             .to_string();
         assert!(

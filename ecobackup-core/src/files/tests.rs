@@ -221,7 +221,10 @@ fn an_archive_unpacks_to_the_same_tree() {
 
 /// An archive of raw entries: (name, type, link target, contents); names are written as
 /// bytes, bypassing the checks of the tar crate's builder.
-fn crafted(entries: &[(&[u8], tar::EntryType, &[u8], &[u8])]) -> Vec<u8> {
+/// One raw entry: name, type, link target, contents.
+type RawEntry<'a> = (&'a [u8], tar::EntryType, &'a [u8], &'a [u8]);
+
+fn crafted(entries: &[RawEntry<'_>]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     for (name, kind, link, body) in entries {
         let mut header = tar::Header::new_gnu();
@@ -353,7 +356,11 @@ fn the_fuzz_seeds_are_refused_but_the_good_one() {
         let dir = base.path().join("a/b/to");
         std::fs::create_dir_all(&dir).unwrap();
         let unpacked = super::unpack_checked(rest, &dir);
-        assert_eq!(unpacked.is_ok(), name == "archive-good", "{name}: {unpacked:?}");
+        assert_eq!(
+            unpacked.is_ok(),
+            name == "archive-good",
+            "{name}: {unpacked:?}"
+        );
         assert_eq!(std::fs::read_dir(base.path().join("a")).unwrap().count(), 1);
         seen += 1;
     }
