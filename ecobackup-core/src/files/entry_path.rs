@@ -6,7 +6,8 @@
 //! `..`, no NUL. `.` components and repeated or trailing slashes are dropped (`./a//b/` is
 //! `a/b`). What such a name may still do — go through a symbolic link that an earlier entry
 //! of the same archive made — is checked against the directory being written
-//! ([`super::extract`]), since only the filesystem knows what exists.
+//! (the unpacker, [`unpack_checked`](super::unpack_checked)), since only the filesystem knows
+//! what exists.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt as _;

@@ -3,12 +3,12 @@
 //! `backups/<id>/files.tar.zst.age`; and their restore, checked entry by entry before anything
 //! lands in the target directory.
 //!
-//! - [`backup_files`]: walk ([`walk`](self::walk)'s order: each directory before its contents,
+//! - [`backup_files`]: walk (each directory before its contents,
 //!   names sorted), tar on a blocking thread feeding the pipeline through a bounded channel (a
 //!   file is never loaded whole), manifest written last with [`FilesFacts`]. The default
 //!   excludes leave out what is regenerated (`node_modules`, `dist`, `.next`, `.astro`) and
 //!   PostgreSQL data directories ([`excludes`]).
-//! - [`restore_files`]: staging directory, entry checks ([`entry_path`], [`extract`]), moves
+//! - [`restore_files`]: staging directory, entry checks ([`entry_path`], [`unpack_checked`]), moves
 //!   into place only after the digests passed, all or nothing ([`restore`]).
 //! - [`secrets`]: the secrets profile's domain isolation.
 //!
@@ -41,7 +41,7 @@ pub use excludes::{Excludes, DEFAULT_EXCLUDED_DIRS, DEFAULT_EXCLUDES_HELP, PG_DA
 pub use restore::{restore_files, FilesRestore, FilesRestoreOutcome};
 
 /// Unpacks the tar stream `archive` into the empty directory `dir` with every check of a
-/// restore ([`extract`](self::extract)'s module docs), reading the stream to its end; returns
+/// restore (docs/FORMAT.md, "Files backups"), reading the stream to its end; returns
 /// how many entries were written. This is the first step of [`restore_files`] alone (no
 /// digests, no move into place): for tools that already hold an authenticated archive, and for
 /// the fuzz target. The first refused entry is an error naming it; what was written before it

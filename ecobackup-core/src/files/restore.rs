@@ -2,7 +2,7 @@
 //!
 //! 1. The archive is unpacked into a private staging directory (mode 0700) inside the target
 //!    directory — the same filesystem, so moving an entry into place is a `rename` — with every
-//!    entry checked ([`super::extract`]). The artifact pipeline holds back the last chunk until
+//!    entry checked ([`unpack_checked`](super::unpack_checked)). The artifact pipeline holds back the last chunk until
 //!    both digests passed, so a tampered or truncated artifact ends in an error, never in a
 //!    complete-looking archive.
 //! 2. Only when the whole archive was unpacked and authenticated is the target looked at: every
