@@ -338,6 +338,35 @@ fn crafted_archives_are_refused_and_write_nothing_outside() {
 }
 
 #[test]
+fn a_root_named_by_a_link_is_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Caddyfile.real"), b"shop.example {}\n").unwrap();
+    std::os::unix::fs::symlink("Caddyfile.real", dir.path().join("Caddyfile")).unwrap();
+    std::fs::create_dir(dir.path().join("real-dir")).unwrap();
+    std::fs::write(dir.path().join("real-dir/a"), b"a").unwrap();
+    std::os::unix::fs::symlink("real-dir", dir.path().join("linked-dir")).unwrap();
+    let roots =
+        resolve_roots(&[dir.path().join("Caddyfile"), dir.path().join("linked-dir")]).unwrap();
+    let mut tar = TarWriter::new(Vec::new(), None);
+    walk(&roots, &Excludes::default(), &mut tar).unwrap();
+    let (archive, report) = tar.finish().unwrap();
+    assert_eq!(
+        (report.facts.files, report.facts.skipped),
+        (2, 0),
+        "{report:?}"
+    );
+    let found: Vec<(String, u64, u64)> = entries(&archive);
+    assert_eq!(
+        found,
+        [
+            ("Caddyfile".to_owned(), 16, 16),
+            ("linked-dir".to_owned(), 0, 0),
+            ("linked-dir/a".to_owned(), 1, 1)
+        ]
+    );
+}
+
+#[test]
 fn the_fuzz_seeds_are_refused_but_the_good_one() {
     let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/files_entries");
     let mut seen = 0;

@@ -91,9 +91,17 @@ pub(crate) fn walk(roots: &[Root], excludes: &Excludes, visitor: &mut dyn Visito
                 detail: "it is no longer a directory or a regular file".to_owned(),
             });
         };
+        // A root file named by a link is read through its target: files are opened without
+        // following a link.
+        let is_link = std::fs::symlink_metadata(&root.path).is_ok_and(|m| m.is_symlink());
+        let fs_path = match kind {
+            Kind::File if is_link => std::fs::canonicalize(&root.path)
+                .map_err(|e| Error::io(format!("reading {}", root.path.display()), e))?,
+            _ => root.path.clone(),
+        };
         let entry = Entry {
             archive_path: PathBuf::from(&root.name),
-            fs_path: root.path.clone(),
+            fs_path,
             kind,
             meta,
         };
