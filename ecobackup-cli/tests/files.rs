@@ -689,6 +689,10 @@ fn if_changed_skips_an_unchanged_tree_and_backs_up_a_changed_one() {
         .map(|g| g["group"].as_str().unwrap())
         .collect();
     assert_eq!(groups, [".env+Caddyfile", "Caddyfile"], "{status}");
+    // `drill latest` means the newest database backup: files backups are not drilled.
+    let out = env.run(&["drill"]).assert().failure();
+    let line = one_error_line(&out.get_output().stderr);
+    assert!(line.contains("no backup latest (logical or physical)"), "{line}");
 }
 
 #[test]
