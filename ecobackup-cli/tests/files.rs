@@ -848,3 +848,53 @@ fn secrets_sets_must_not_share_the_database_recipients() {
     );
     assert_eq!(env.backups(), 1);
 }
+
+/// `backup files` tells `[notify]` like the other backups, and `--prometheus` describes the
+/// repository the set was stored in (its own, here), not the configured one.
+#[test]
+fn backup_files_notifies_and_writes_the_textfile_of_its_repository() {
+    use ecobackup_testkit::http_recorder::{Answer, HttpRecorder};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(HttpRecorder::start(Answer::Ok));
+    let env = Env::new();
+    let uploads = env.path("uploads");
+    std::fs::create_dir(&uploads).unwrap();
+    std::fs::write(uploads.join("a.jpg"), "jpeg").unwrap();
+    let own_repo = format!("file://{}", env.path("uploads-repo").display());
+    let config = env.path("ecobackup.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[files]]\nname = \"uploads\"\npaths = [\"uploads\"]\nrepository = \"{own_repo}\"\n\n\
+             [notify]\nping_url = \"{}\"\nwebhook_url = \"{}\"\nwebhook_on_success = true\n",
+            server.url("/ping/abc"),
+            server.url("/hook")
+        ),
+    )
+    .unwrap();
+    env.run(&["--repo", &own_repo, "init"]).assert().success();
+    let prom = env.path("uploads.prom");
+    env.run(&["backup", "files", "--name", "uploads", "--prometheus"])
+        .arg(&prom)
+        .arg("--config")
+        .arg(&config)
+        .assert()
+        .success();
+    let requests = server.requests();
+    let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
+    assert!(
+        paths.contains(&"/ping/abc/start") && paths.contains(&"/ping/abc"),
+        "{paths:?}"
+    );
+    let event = requests.iter().find(|r| r.path == "/hook").unwrap();
+    let event: serde_json::Value = serde_json::from_str(&event.body).unwrap();
+    assert_eq!(event["command"], "backup files");
+    assert_eq!(event["ok"], true);
+    assert!(event["backup_id"].as_str().unwrap().contains("-files-"), "{event}");
+    let textfile = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        textfile.contains("ecobackup_backups{kind=\"files\",database=\"uploads\"} 1"),
+        "{textfile}"
+    );
+    assert_eq!(env.backups(), 0, "the configured repository holds nothing");
+}
