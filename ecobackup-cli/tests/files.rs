@@ -692,7 +692,10 @@ fn if_changed_skips_an_unchanged_tree_and_backs_up_a_changed_one() {
     // `drill latest` means the newest database backup: files backups are not drilled.
     let out = env.run(&["drill"]).assert().failure();
     let line = one_error_line(&out.get_output().stderr);
-    assert!(line.contains("no backup latest (logical or physical)"), "{line}");
+    assert!(
+        line.contains("no backup latest (logical or physical)"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -890,11 +893,46 @@ fn backup_files_notifies_and_writes_the_textfile_of_its_repository() {
     let event: serde_json::Value = serde_json::from_str(&event.body).unwrap();
     assert_eq!(event["command"], "backup files");
     assert_eq!(event["ok"], true);
-    assert!(event["backup_id"].as_str().unwrap().contains("-files-"), "{event}");
+    assert!(
+        event["backup_id"].as_str().unwrap().contains("-files-"),
+        "{event}"
+    );
     let textfile = std::fs::read_to_string(&prom).unwrap();
     assert!(
         textfile.contains("ecobackup_backups{kind=\"files\",database=\"uploads\"} 1"),
         "{textfile}"
     );
     assert_eq!(env.backups(), 0, "the configured repository holds nothing");
+}
+
+/// The archive restores with stock tools alone (age, zstd, GNU tar), times to the nanosecond
+/// included (pax records).
+#[test]
+fn stock_age_zstd_and_tar_restore_a_files_backup() {
+    let env = Env::new();
+    let root = env.path("conf");
+    std::fs::create_dir_all(root.join("sites")).unwrap();
+    std::fs::write(root.join("sites/shop.conf"), "shop").unwrap();
+    std::fs::write(root.join(".env"), "SECRET=1\n").unwrap();
+    std::fs::set_permissions(root.join(".env"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink("sites/shop.conf", root.join("current")).unwrap();
+    set_mtime(&root.join(".env"), 1_700_000_000, 5);
+    set_mtime(&root.join("sites"), 1_700_000_001, 999_999_999);
+    set_mtime(&root, 1_700_000_002, 1);
+    let manifest = env.backup(&[&root], &[]);
+    let id = manifest["id"].as_str().unwrap();
+    let artifact = env.path(&format!("repo/backups/{id}/files.tar.zst.age"));
+    let out = env.path("stock");
+    std::fs::create_dir(&out).unwrap();
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("age -d -i \"$1\" \"$2\" | zstd -d | tar -xpf - -C \"$3\"")
+        .arg("sh")
+        .arg(env.path("restore.key"))
+        .arg(&artifact)
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_same_tree(&root, &out.join("conf"));
 }
