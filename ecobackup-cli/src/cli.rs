@@ -167,6 +167,8 @@ pub struct BackupLogicalArgs {
     pub no_encryption: bool,
     #[command(flatten)]
     pub signing: SigningArgs,
+    #[command(flatten)]
+    pub targets: TargetArgs,
     /// zstd level (1–19).
     #[arg(long, default_value_t = ecobackup_core::transform::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
@@ -650,6 +652,21 @@ pub struct JobArgs {
     /// file, then renamed). A failure to write it is a warning.
     #[arg(long, value_name = "FILE")]
     pub prometheus: Option<PathBuf>,
+}
+
+/// Where a logical or files backup goes besides the repository.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Also write the backup to the repository at URL, streaming once (e.g. B2 and S3 at
+    /// once); repeat for several. A URL that a [[repository.mirror]] names uses that entry's
+    /// settings, any other the [repository] ones. The configured mirrors are always written.
+    #[arg(long = "mirror", value_name = "URL")]
+    pub mirrors: Vec<String>,
+    /// Succeed when N of the targets (the repository and its mirrors) hold the backup; the
+    /// targets that failed are reported, and the manifest names those that hold it. Default:
+    /// [repository] min_targets, else all of them.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub min_targets: Option<u16>,
 }
 
 /// Signing settings of the commands that write backups.

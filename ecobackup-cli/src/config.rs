@@ -128,6 +128,14 @@ pub struct RepositoryConfig {
     pub max_retries: Option<usize>,
     /// Multipart parts uploaded at once (default 4).
     pub part_concurrency: Option<usize>,
+    /// `[[repository.mirror]]`: other repositories every logical and files backup is also
+    /// written to (same keys as `[repository]`, but not `mirror` or `min_targets`; nothing is
+    /// taken from `[repository]` or the `ECOBACKUP_S3_*` variables).
+    #[serde(default)]
+    pub mirror: Vec<RepositoryConfig>,
+    /// How many of the targets (this repository and its mirrors) must hold a backup for it to
+    /// succeed; default: all of them.
+    pub min_targets: Option<usize>,
 }
 
 /// `[encryption]`.
@@ -200,6 +208,7 @@ impl Config {
             ))
         })?;
         config.check_no_inline_secrets(path)?;
+        config.check_settings(path)?;
         config.check_files_sets(path)?;
         let mut config = config;
         config.anchor_paths(path.parent().unwrap_or(Path::new("")));
@@ -231,6 +240,17 @@ impl Config {
         .flatten()
         {
             anchor(path);
+        }
+        for mirror in &mut repository.mirror {
+            for path in [
+                &mut mirror.access_key_id_file,
+                &mut mirror.secret_access_key_file,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                anchor(path);
+            }
         }
         encryption.identity_files.iter_mut().for_each(anchor);
         for db in &mut self.database {
@@ -287,6 +307,33 @@ impl Config {
         Ok(())
     }
 
+    /// Settings that parse but cannot work.
+    fn check_settings(&self, path: &Path) -> Result<(), CliError> {
+        let invalid = |detail: &str| {
+            Err(CliError::usage(format!(
+                "configuration file {}: [[repository.mirror]] {detail}",
+                path.display()
+            )))
+        };
+        if self.notify.timeout_seconds == Some(0) {
+            return Err(CliError::usage(format!(
+                "configuration file {}: [notify] timeout_seconds = 0 would fail every ping and webhook: give at least 1 (default 10)",
+                path.display()
+            )));
+        }
+        for mirror in &self.repository.mirror {
+            if mirror.url.is_none() {
+                return invalid("needs a url");
+            }
+            if !mirror.mirror.is_empty() || mirror.min_targets.is_some() {
+                return invalid(
+                    "cannot have mirrors or min_targets of its own: set them in [repository]",
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn check_no_inline_secrets(&self, path: &Path) -> Result<(), CliError> {
         for db in &self.database {
             if let Some(url) = &db.url {
@@ -322,6 +369,24 @@ fn url_has_password(url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zero_notify_timeout_and_a_mirror_without_url_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ecobackup.toml");
+        for (text, wanted) in [
+            ("[notify]\ntimeout_seconds = 0\n", "timeout_seconds = 0"),
+            ("[[repository.mirror]]\nregion = \"x\"\n", "needs a url"),
+            (
+                "[[repository.mirror]]\nurl = \"s3://b/p\"\nmin_targets = 1\n",
+                "cannot have mirrors or min_targets",
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let error = Config::load(Some(&path)).unwrap_err();
+            assert!(error.message().contains(wanted), "{}", error.message());
+        }
+    }
 
     #[test]
     fn passwords_in_urls_are_spotted() {

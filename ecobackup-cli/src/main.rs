@@ -128,6 +128,9 @@ pub struct Context {
     pub config_path: Option<std::path::PathBuf>,
     /// The backup the command made or checked, once known (for the `[notify]` webhook).
     backup_id: std::sync::OnceLock<String>,
+    /// What went wrong in a job that still succeeded (a backup target that failed), for the
+    /// `[notify]` ping and webhook.
+    warnings: std::sync::Mutex<Vec<String>>,
 }
 
 impl Context {
@@ -140,6 +143,24 @@ impl Context {
     /// The backup recorded by [`Context::set_backup_id`].
     pub fn backup_id(&self) -> Option<String> {
         self.backup_id.get().cloned()
+    }
+
+    /// Prints `line` on stderr as a warning and keeps it for the notifications: the job
+    /// succeeded, but someone should look.
+    pub fn warn(&self, line: String) {
+        eprintln!("warning: {line}");
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line);
+    }
+
+    /// The warnings given with [`Context::warn`].
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -264,6 +285,7 @@ async fn run_command(cli: Cli) -> Result<(), CliError> {
         config: Config::load(cli.config.as_deref())?,
         config_path: cli.config,
         backup_id: std::sync::OnceLock::new(),
+        warnings: std::sync::Mutex::new(Vec::new()),
     };
     match notify::Job::of(&ctx, &cli.command) {
         Some(job) => job.run(&ctx, dispatch(&ctx, cli.command)).await,

@@ -45,6 +45,9 @@ struct Event<'a> {
     ok: bool,
     host: &'a str,
     error: Option<String>,
+    /// What went wrong in a job that still succeeded (a backup target that failed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     backup_id: Option<String>,
     finished_at: String,
@@ -139,12 +142,14 @@ impl Job {
             return result;
         };
         let error = result.as_ref().err().map(error_line);
+        let warnings = ctx.warnings();
         let host = hostname();
         let finish = async {
             if let Some(url) = &self.ping_url {
+                // A success with warnings is a success: healthchecks shows the body.
                 let (suffix, body) = match &error {
                     Some(line) => ("/fail", line.clone()),
-                    None => ("", String::new()),
+                    None => ("", truncate(warnings.join("\n"), MAX_BODY)),
                 };
                 post(
                     client.clone(),
@@ -158,8 +163,16 @@ impl Job {
         };
         let webhook = async {
             match &self.webhook_url {
-                Some(url) if error.is_some() || self.webhook_on_success => {
-                    let event = self.event(&host, error.as_deref(), ctx.backup_id());
+                Some(url) if error.is_some() || !warnings.is_empty() || self.webhook_on_success => {
+                    let mut event = self.event(&host, error.as_deref(), ctx.backup_id());
+                    if error.is_none() && !warnings.is_empty() {
+                        event.text = slack_escape(&format!(
+                            "ecobackup {} succeeded with warnings on {host}: {}",
+                            self.command,
+                            warnings.join("; ")
+                        ));
+                        event.warnings = warnings.clone();
+                    }
                     let body = serde_json::to_string(&event).unwrap_or_default();
                     post(
                         client.clone(),
@@ -197,6 +210,7 @@ impl Job {
             ok: error.is_none(),
             host,
             error: error.map(str::to_owned),
+            warnings: Vec::new(),
             backup_id,
             finished_at: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
         }

@@ -412,6 +412,7 @@ fn seal_crafted(env: &Env, archive: Vec<u8>) -> String {
             },
             artifacts: vec![entry],
             written_by: "a test".into(),
+            targets: Vec::new(),
         };
         repo.write_manifest(&manifest).await.unwrap();
         id

@@ -42,6 +42,7 @@ fn manifest(id: &str, kind: BackupKind, finished: &str) -> Manifest {
             recipients: vec!["sha256:0123456789abcdef".into()],
         }],
         written_by: "ecobackup test".into(),
+        targets: Vec::new(),
     }
 }
 

@@ -53,6 +53,20 @@ pub async fn store(
     sealing: &Sealing,
     progress: &dyn Progress,
 ) -> Result<ArtifactEntry> {
+    let sink = |key: &str, size_hint| repo.storage().sink(key, size_hint);
+    store_into(sink, id, name, source, sealing, progress).await
+}
+
+/// [`store`] into the sink `sink(key, size_hint)` makes: one repository's object, or a
+/// [`crate::pipeline::Tee`] of several.
+pub async fn store_into<S: Sink>(
+    sink: impl FnOnce(&str, Option<u64>) -> S,
+    id: &str,
+    name: &str,
+    source: impl Source + 'static,
+    sealing: &Sealing,
+    progress: &dyn Progress,
+) -> Result<ArtifactEntry> {
     let size_hint = source.describe().size_hint;
     let (raw, raw_digest) = Digest::new();
     let (stored, stored_digest) = Digest::new();
@@ -64,9 +78,7 @@ pub async fn store(
         pipeline = pipeline.then(Encrypt::to(sealing.recipients.clone())?);
     }
     let key = Repository::artifact_key(id, name);
-    let mut runnable = pipeline
-        .then(stored)
-        .into(repo.storage().sink(&key, size_hint));
+    let mut runnable = pipeline.then(stored).into(sink(&key, size_hint));
     progress.begin(name, size_hint, runnable.meters()[0].clone());
     let result = runnable.run().await;
     progress.end(name);

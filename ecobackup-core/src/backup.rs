@@ -3,7 +3,7 @@
 //!
 //! A backup is its manifest. Artifacts are stored first, under a shared repository lock (prune
 //! waits); the manifest is written only when every artifact is complete and the lock is still
-//! held ([`Repository::finish_backup`]). When any step fails, the artifacts already stored are
+//! held ([`Targets`]). When any step fails, the artifacts already stored are
 //! deleted (or, if that fails too, left as debris that `prune` reports), and no manifest is
 //! written: the failed backup never shows up in `list` and is never restored.
 
@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
-use crate::artifact::{self, Sealing};
+use crate::artifact::Sealing;
 use crate::error::{Error, Result};
 use crate::io::ReaderSource;
 use crate::postgres::binaries::find_program;
@@ -35,8 +35,8 @@ async fn is_superuser(client: &tokio_postgres::Client, url: &DbUrl) -> Result<bo
 use crate::process::{ChildCommand, ChildSource};
 use crate::progress::Progress;
 use crate::repository::{
-    new_backup_id, ArtifactEntry, BackupKind, Lock, LockMode, LockOptions, Manifest, Repository,
-    ServerFacts, SourceFacts, MANIFEST_VERSION,
+    new_backup_id, ArtifactEntry, BackupKind, Manifest, ServerFacts, SourceFacts, Targets,
+    MANIFEST_VERSION,
 };
 
 /// The encrypted artifact holding what the plaintext manifest must not: per database, its size
@@ -122,9 +122,10 @@ pub fn dump_artifact_name(database: &str, sealing: &Sealing) -> String {
     format!("{database}.dump{}", sealing.suffix())
 }
 
-/// Runs a logical backup into `repo`; returns the manifest that was written.
+/// Runs a logical backup into `targets` (a [`crate::repository::Repository`] converts into one target with
+/// `.into()`); returns the manifest that was written.
 pub async fn backup_logical(
-    repo: &Repository,
+    targets: &Targets,
     plan: &LogicalBackup,
     progress: &dyn Progress,
 ) -> Result<Manifest> {
@@ -219,13 +220,7 @@ pub async fn backup_logical(
 
     let started_at = Utc::now();
     let id = new_backup_id(BackupKind::Logical, started_at);
-    let lock = Lock::acquire(
-        repo.storage(),
-        LockMode::Shared,
-        "backup logical",
-        &LockOptions::default(),
-    )
-    .await?;
+    let locks = targets.lock("backup logical").await?;
     let mut stored: Vec<ArtifactEntry> = Vec::new();
     let outcome = async {
         for ((target, facts), pg_dump) in pinned.iter().zip(&facts).zip(&pg_dumps) {
@@ -240,7 +235,11 @@ pub async fn backup_logical(
             let source = ChildSource::new(command, format!("pg_dump {}", facts.name))
                 .with_size_hint(Some(facts.size_bytes));
             let name = dump_artifact_name(&facts.name, &plan.sealing);
-            stored.push(artifact::store(repo, &id, &name, source, &plan.sealing, progress).await?);
+            stored.push(
+                targets
+                    .store(&id, &name, source, &plan.sealing, progress)
+                    .await?,
+            );
         }
         for (n, ((_, first, server), pg_dumpall)) in
             servers.iter_mut().zip(&pg_dumpalls).enumerate()
@@ -269,7 +268,11 @@ pub async fn backup_logical(
                 ),
             };
             server.globals = Some(name.clone());
-            stored.push(artifact::store(repo, &id, &name, source, &plan.sealing, progress).await?);
+            stored.push(
+                targets
+                    .store(&id, &name, source, &plan.sealing, progress)
+                    .await?,
+            );
         }
         let catalog = serde_json::to_vec_pretty(&Catalog {
             databases: facts.clone(),
@@ -280,7 +283,11 @@ pub async fn backup_logical(
         let source =
             ReaderSource::new(CATALOG_ARTIFACT, std::io::Cursor::new(catalog)).with_size_hint(size);
         let name = format!("{CATALOG_ARTIFACT}{}", plan.sealing.suffix());
-        stored.push(artifact::store(repo, &id, &name, source, &plan.sealing, progress).await?);
+        stored.push(
+            targets
+                .store(&id, &name, source, &plan.sealing, progress)
+                .await?,
+        );
 
         let manifest = Manifest {
             manifest_version: MANIFEST_VERSION,
@@ -301,14 +308,11 @@ pub async fn backup_logical(
             },
             artifacts: stored.clone(),
             written_by: format!("ecobackup {}", env!("CARGO_PKG_VERSION")),
+            targets: Vec::new(),
         };
         Ok(manifest)
     }
     .await;
-    // Checks the lock, commits the manifest, or removes the artifacts when it is not stored.
-    let outcome = repo.finish_backup(&id, &lock, outcome, &stored).await;
-    if let Err(e) = lock.release().await {
-        tracing::warn!(error = %e, "could not release the backup lock; it expires by itself");
-    }
-    outcome
+    // Checks the locks, commits the manifest, or removes the artifacts where it is not stored.
+    targets.finish_backup(&id, locks, outcome, &stored).await
 }

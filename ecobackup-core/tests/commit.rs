@@ -62,6 +62,7 @@ fn manifest(id: &str, artifacts: Vec<ArtifactEntry>) -> Manifest {
         source: SourceFacts::default(),
         artifacts,
         written_by: "ecobackup test".into(),
+        targets: Vec::new(),
     }
 }
 

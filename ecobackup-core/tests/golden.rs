@@ -93,6 +93,7 @@ fn manifest_format() {
             },
         ],
         written_by: "ecobackup 0.1.0".into(),
+        targets: Vec::new(),
     };
     check("manifest.json", &manifest);
 

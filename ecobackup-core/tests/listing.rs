@@ -36,6 +36,7 @@ fn manifest(id: &str, finished: &str, artifacts: Vec<ArtifactEntry>) -> Manifest
         source: SourceFacts::default(),
         artifacts,
         written_by: "ecobackup test".into(),
+        targets: Vec::new(),
     }
 }
 

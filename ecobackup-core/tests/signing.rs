@@ -43,6 +43,7 @@ fn manifest(id: &str) -> Manifest {
             recipients: vec![],
         }],
         written_by: "ecobackup test".into(),
+        targets: Vec::new(),
     }
 }
 

@@ -170,6 +170,7 @@ fn manifest(id: &str, finished: &str) -> Manifest {
             recipients: vec!["sha256:0123456789abcdef".into()],
         }],
         written_by: "ecobackup test".into(),
+        targets: Vec::new(),
     }
 }
 

@@ -76,6 +76,7 @@ pub async fn synthetic_backup(
         },
         artifacts,
         written_by: "ecobackup-testkit".into(),
+        targets: Vec::new(),
     };
     repo.write_manifest(&manifest)
         .await
@@ -123,6 +124,7 @@ pub async fn synthetic_logical_backup(
             recipients: vec![],
         }],
         written_by: "ecobackup-testkit".into(),
+        targets: Vec::new(),
     };
     repo.write_manifest(&manifest)
         .await

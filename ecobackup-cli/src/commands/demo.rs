@@ -140,7 +140,7 @@ pub async fn demo(ctx: &Context, args: DemoArgs) -> Result<(), CliError> {
         },
         pg_bin: Some(cluster.bin_dir().to_owned()),
     };
-    let manifest = backup_logical(&repo, &plan, &bars).await?;
+    let manifest = backup_logical(&repo.clone().into(), &plan, &bars).await?;
     steps.record("backup", started);
 
     let started = Instant::now();

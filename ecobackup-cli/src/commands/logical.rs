@@ -13,7 +13,8 @@ use ecobackup_core::restore::{restore_logical, LogicalRestore, RestoreOutcome};
 
 use super::filter::load_keyring;
 use super::progress::Bars;
-use super::repo::{human_bytes, open_for_backup, open_trusted, under_shared_lock};
+use super::repo::{human_bytes, open_trusted, under_shared_lock};
+use super::targets::{open_targets, report_targets};
 use crate::cli::{BackupLogicalArgs, RestoreLogicalArgs};
 use crate::{CliError, Context};
 
@@ -250,7 +251,7 @@ pub async fn backup(ctx: &Context, args: BackupLogicalArgs) -> Result<(), CliErr
     // Command-line URLs are checked before anything else; url_commands (which may create a
     // database branch) run only once the repository is known to be usable.
     let argv = argv_targets(&args)?;
-    let repo = open_for_backup(ctx, &args.signing).await?;
+    let to = open_targets(ctx, &args.signing, &args.targets).await?;
     let Databases { targets, after } = if argv.is_empty() {
         configured_targets(ctx, &args).await?
     } else {
@@ -267,11 +268,12 @@ pub async fn backup(ctx: &Context, args: BackupLogicalArgs) -> Result<(), CliErr
         pg_bin: args.pg_bin.clone(),
     };
     let started = std::time::Instant::now();
-    let manifest = match backup_logical(&repo, &plan, &Bars::new(ctx)).await {
+    let manifest = match backup_logical(&to.targets, &plan, &Bars::new(ctx)).await {
         Ok(manifest) => manifest,
         Err(e) => return Err(run_after(after, None, e.into()).await),
     };
     print_backup(ctx, &manifest, started.elapsed().as_secs_f64());
+    report_targets(ctx, &to);
     run_after_commands(after, Some(&manifest.id))
         .await
         .map_err(|e| {

@@ -11,6 +11,7 @@ pub mod physical;
 pub mod progress;
 pub mod prune;
 pub mod repo;
+pub mod targets;
 pub mod verify;
 pub mod verify_wal;
 pub mod wal;

@@ -36,6 +36,9 @@ pub async fn backup(ctx: &Context, args: BackupPhysicalArgs) -> Result<(), CliEr
         None => configured_url(ctx)?,
     };
     let repo = open_for_backup(ctx, &args.signing).await?;
+    if !ctx.config.repository.mirror.is_empty() {
+        eprintln!("note: [[repository.mirror]] is not written by physical backups: a base backup is restorable only beside its archived WAL, which wal-push writes to the repository alone");
+    }
     let plan = PhysicalBackup {
         url,
         tags,

@@ -13,6 +13,7 @@ use ecobackup_core::repository::{
 use ecobackup_core::storage::{ObjectLock, RepoUrl, Storage, StorageOptions, DEFAULT_REPOSITORY};
 
 use crate::cli::{ListArgs, ShowArgs, SigningArgs, TrustArgs};
+use crate::config::RepositoryConfig;
 use crate::{CliError, Context};
 
 /// The repository URL: `--repo` / `ECOBACKUP_REPO`, then the file, then `./ecobackup-repo`.
@@ -23,13 +24,6 @@ pub fn repo_url(ctx: &Context) -> Result<RepoUrl, CliError> {
         .or_else(|| ctx.config.repository.url.clone())
         .unwrap_or_else(|| DEFAULT_REPOSITORY.to_owned());
     Ok(RepoUrl::parse(&url)?)
-}
-
-fn env_or(name: &str, file: Option<&String>) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .or_else(|| file.cloned())
 }
 
 fn env_flag(name: &str) -> Result<Option<bool>, CliError> {
@@ -68,26 +62,54 @@ pub fn storage_for_writing(ctx: &Context) -> Result<Storage, CliError> {
 /// [`storage_for_writing`] of the repository at `url` (a `[[files]] repository`) instead of
 /// the configured one, with the `[repository]` section's other settings.
 pub fn storage_for_writing_at(ctx: &Context, url: Option<&str>) -> Result<Storage, CliError> {
-    let lock = match &ctx.config.retention {
+    storage_with(ctx, url, object_lock(ctx)?)
+}
+
+/// The Object Lock every object written now gets, from `[retention] lock`.
+pub fn object_lock(ctx: &Context) -> Result<Option<ObjectLock>, CliError> {
+    Ok(match &ctx.config.retention {
         Some(policy) => policy.object_lock()?.map(|(mode, length)| ObjectLock {
             mode,
             retain_until: chrono::Utc::now() + length,
         }),
         None => None,
-    };
-    storage_with(ctx, url, lock)
+    })
 }
 
+/// The storage of the configured repository, or of the repository at `url` (a `[[files]]
+/// repository`) with the `[repository]` section's other settings.
 fn storage_with(
     ctx: &Context,
     url: Option<&str>,
     object_lock: Option<ObjectLock>,
 ) -> Result<Storage, CliError> {
-    let repo = &ctx.config.repository;
+    let url = match url {
+        Some(url) => RepoUrl::parse(url)?,
+        None => repo_url(ctx)?,
+    };
+    storage_from(&ctx.config.repository, &url, true, object_lock)
+}
+
+/// The storage of the repository at `url` with the S3 settings of `repo` (`[repository]` or a
+/// mirror's section), the `ECOBACKUP_S3_*` variables first when `from_env`.
+pub fn storage_from(
+    repo: &RepositoryConfig,
+    url: &RepoUrl,
+    from_env: bool,
+    object_lock: Option<ObjectLock>,
+) -> Result<Storage, CliError> {
     let defaults = StorageOptions::default();
+    let env = |name: &str| from_env.then(|| std::env::var(name).ok()).flatten();
+    let env_text = |name: &str, file: Option<&String>| {
+        env(name)
+            .filter(|v| !v.is_empty())
+            .or_else(|| file.cloned())
+    };
+    let env_flag = |name| if from_env { env_flag(name) } else { Ok(None) };
+    let env_number = |name| if from_env { env_number(name) } else { Ok(None) };
     let options = StorageOptions {
-        endpoint: env_or("ECOBACKUP_S3_ENDPOINT", repo.endpoint.as_ref()),
-        region: env_or("ECOBACKUP_S3_REGION", repo.region.as_ref()),
+        endpoint: env_text("ECOBACKUP_S3_ENDPOINT", repo.endpoint.as_ref()),
+        region: env_text("ECOBACKUP_S3_REGION", repo.region.as_ref()),
         allow_http: env_flag("ECOBACKUP_S3_ALLOW_HTTP")?.unwrap_or(repo.allow_http),
         virtual_hosted_style: env_flag("ECOBACKUP_S3_VIRTUAL_HOSTED_STYLE")?
             .unwrap_or(repo.virtual_hosted_style),
@@ -110,11 +132,7 @@ fn storage_with(
         object_lock,
         ..defaults
     };
-    let url = match url {
-        Some(url) => RepoUrl::parse(url)?,
-        None => repo_url(ctx)?,
-    };
-    Ok(Storage::open(&url, &options)?)
+    Ok(Storage::open(url, &options)?)
 }
 
 /// Opens the configured repository, checking no signature (`list`, `show`: they only display;
@@ -251,12 +269,29 @@ pub async fn init(ctx: &Context) -> Result<(), CliError> {
         Ok(list) => vec![list],
         Err(_) => ctx.config.encryption.recipients.clone(),
     };
-    let fingerprints = parse_recipients(&recipients)?
+    let fingerprints: Vec<String> = parse_recipients(&recipients)?
         .iter()
         .map(fingerprint)
         .collect();
-    let (created, repo) = match Repository::init_signed(storage(ctx)?, fingerprints, signer).await?
-    {
+    let mut stores = vec![storage(ctx)?];
+    for mirror in &ctx.config.repository.mirror {
+        let url = RepoUrl::parse(mirror.url.as_deref().expect("checked at load"))?;
+        stores.push(storage_from(mirror, &url, false, None)?);
+    }
+    for store in stores {
+        init_one(ctx, store, fingerprints.clone(), signer.clone()).await?;
+    }
+    Ok(())
+}
+
+/// `init` of one repository (the configured one, or a mirror).
+async fn init_one(
+    ctx: &Context,
+    storage: Storage,
+    fingerprints: Vec<String>,
+    signer: Option<Arc<Signer>>,
+) -> Result<(), CliError> {
+    let (created, repo) = match Repository::init_signed(storage, fingerprints, signer).await? {
         InitOutcome::Created(repo) => (true, repo),
         InitOutcome::AlreadyInitialized(repo) => (false, repo),
     };

@@ -229,6 +229,8 @@ pub async fn backup_files(
             },
             artifacts: stored.clone(),
             written_by: format!("ecobackup {}", env!("CARGO_PKG_VERSION")),
+            // One repository: mirrors (`[[repository.mirror]]`) do not take files backups yet.
+            targets: Vec::new(),
         })
     }
     .await;

@@ -261,6 +261,7 @@ async fn take(
         },
         artifacts: stored.clone(),
         written_by: format!("ecobackup {}", env!("CARGO_PKG_VERSION")),
+        targets: Vec::new(),
     })
 }
 

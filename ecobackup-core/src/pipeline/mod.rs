@@ -22,6 +22,7 @@
 
 mod channel;
 mod meter;
+mod tee;
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -34,6 +35,7 @@ use serde::Serialize;
 
 pub use channel::{blocking_source, blocking_stage, StageReader, StageWriter};
 pub use meter::{StageMeter, StageReport};
+pub use tee::{BranchOutcome, Tee, TeeOutcome, BRANCH_DEPTH};
 
 use crate::error::Result;
 

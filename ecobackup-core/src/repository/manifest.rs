@@ -78,6 +78,10 @@ pub struct Manifest {
     pub artifacts: Vec<ArtifactEntry>,
     /// The ecobackup version that wrote the backup.
     pub written_by: String,
+    /// The repositories holding this backup when it was written to several at once (mirrors):
+    /// each holds the same artifacts and this manifest. Empty: written to one repository.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
 }
 
 /// What the source server was, at backup time.

@@ -15,6 +15,7 @@ mod id;
 mod listing;
 mod lock;
 mod manifest;
+mod targets;
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ pub use manifest::{
     ArtifactEntry, BackupKind, FilesFacts, Manifest, PhysicalFacts, ServerFacts, SourceFacts,
     MANIFEST_VERSION,
 };
+pub use targets::{TargetLocks, TargetReport, Targets};
 
 use crate::crypto::{Signer, TrustedSigners, SIGNATURE_SUFFIX};
 use crate::error::{Error, Result};

@@ -89,6 +89,8 @@ pub struct Storage {
     /// listings and deletions go through `store`.
     writer: Option<Arc<dyn ObjectStore>>,
     url: String,
+    /// The S3 endpoint, when not AWS's.
+    endpoint: Option<String>,
     prefix: String,
     part_concurrency: usize,
     /// The directory of a `file://` repository: its objects are made private (0700/0600).
@@ -206,6 +208,10 @@ impl Storage {
             store,
             writer,
             url: display,
+            endpoint: match url {
+                RepoUrl::S3 { .. } => options.endpoint.clone(),
+                _ => None,
+            },
             prefix,
             part_concurrency: options.part_concurrency.max(1),
             local_root: match url {
@@ -221,6 +227,7 @@ impl Storage {
             store,
             writer: None,
             url: url.into(),
+            endpoint: None,
             prefix: String::new(),
             part_concurrency: 4,
             local_root: None,
@@ -230,6 +237,16 @@ impl Storage {
     /// The URL, for messages.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The URL and, for an S3 service other than AWS, its endpoint (`s3://b/prod at
+    /// https://s3.eu-central-003.backblazeb2.com`): two providers may have buckets of the same
+    /// name.
+    pub fn location(&self) -> String {
+        match &self.endpoint {
+            Some(endpoint) => format!("{} at {endpoint}", self.url),
+            None => self.url.clone(),
+        }
     }
 
     pub(crate) fn path(&self, key: &str) -> ObjectPath {
