@@ -131,6 +131,9 @@ pub async fn backup(ctx: &Context, args: BackupFilesArgs) -> Result<(), CliError
             tracing::warn!("{warning}");
         }
     }
+    if set.repository.is_none() && !ctx.config.repository.mirror.is_empty() && !ctx.quiet {
+        eprintln!("note: [[repository.mirror]] is not written by files backups yet: this one goes to [repository] alone");
+    }
     let repo = open_for_backup_at(ctx, &args.signing, set.repository.as_deref()).await?;
     let mut plan = FilesBackup::new(set.paths, sealing);
     plan.name = set.name;
