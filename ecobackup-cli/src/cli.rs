@@ -107,8 +107,14 @@ pub enum BackupCommand {
     /// pg_basebackup streamed → zstd → age → repository; the server must archive its WAL here
     /// (archive_command = 'ecobackup … wal-push %p').
     Physical(BackupPhysicalArgs),
-    /// Directories of files → tar → zstd → age → repository (not built yet).
-    Files(NotBuilt),
+    /// Directories and files (uploads, keys, .env) → tar → zstd → age → repository.
+    ///
+    /// Left out by default: directories named node_modules, dist, .next or .astro (rebuilt
+    /// from git and npm ci) and PostgreSQL data directories (a directory holding PG_VERSION:
+    /// back databases up with `backup logical` or `backup physical`); --no-default-excludes
+    /// keeps them. Sockets, FIFOs and devices are skipped with a warning. A file that changes
+    /// while it is read is stored as read, with a warning naming it (the backup succeeds).
+    Files(BackupFilesArgs),
 }
 
 /// `restore` subcommands.
@@ -118,8 +124,11 @@ pub enum RestoreCommand {
     Logical(RestoreLogicalArgs),
     /// Restore a base backup into a data directory, to a point in time by replaying archived WAL.
     Physical(RestorePhysicalArgs),
-    /// Restore a files backup into a directory (not built yet).
-    Files(NotBuilt),
+    /// Restore a files backup into a directory: every entry is checked (no absolute path, no
+    /// `..`, nothing through a symbolic link) and unpacked into a staging directory first;
+    /// nothing lands in DIR unless the whole backup authenticated, and nothing existing is
+    /// replaced without --overwrite.
+    Files(RestoreFilesArgs),
 }
 
 /// `backup logical`.
@@ -168,6 +177,78 @@ pub struct BackupLogicalArgs {
     pub pg_bin: Option<PathBuf>,
     #[command(flatten)]
     pub job: JobArgs,
+}
+
+/// `backup files`.
+#[derive(Debug, Args)]
+pub struct BackupFilesArgs {
+    /// A directory or file to back up, stored under its last component (/srv/app/uploads →
+    /// uploads/…); repeat for several. Without --name the set is named after them
+    /// (uploads, .env+Caddyfile).
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// The set: a [[files]] entry of the configuration (its paths, excludes, recipients and
+    /// repository), or the name of an ad-hoc --path set.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Leave out entries whose path below its root, or whose name, matches GLOB ('*.tmp',
+    /// 'cache/' for directories only, 'logs/**/*.gz'); repeat for several.
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub excludes: Vec<String>,
+    /// Also back up what is left out by default: directories named node_modules, dist, .next
+    /// or .astro, and PostgreSQL data directories (a directory holding PG_VERSION).
+    #[arg(long)]
+    pub no_default_excludes: bool,
+    /// Store nothing when nothing changed since the set's latest backup (same paths, names,
+    /// modes, times to the nanosecond and contents): for cron jobs that run often. Reads
+    /// the tree twice when it changed.
+    #[arg(long)]
+    pub if_changed: bool,
+    /// A label for the manifest, e.g. --tag reason=rotation; repeat for several.
+    #[arg(long = "tag", value_name = "K=V")]
+    pub tags: Vec<String>,
+    #[command(flatten)]
+    pub recipients: RecipientArgs,
+    /// Store the backup unencrypted (refused without this flag when no recipient is configured,
+    /// and for a secrets set).
+    #[arg(long)]
+    pub no_encryption: bool,
+    #[command(flatten)]
+    pub signing: SigningArgs,
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// zstd level (1–19).
+    #[arg(long, default_value_t = ecobackup_core::transform::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+    #[command(flatten)]
+    pub job: JobArgs,
+}
+
+/// `restore files`.
+#[derive(Debug, Args)]
+pub struct RestoreFilesArgs {
+    /// A backup id, or `latest` (with --name: the set's latest).
+    #[arg(value_name = "ID|latest")]
+    pub id: String,
+    /// The directory to restore into (created when missing); each root lands under its name
+    /// (DIR/uploads/…).
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
+    /// The set: `latest` means its latest backup, read from its [[files]] repository when it
+    /// has one.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Restore only entries whose archive path (uploads/2026/a.jpg), an ancestor's, or whose
+    /// name matches GLOB ('uploads/2026', '*.pem'); repeat for several.
+    #[arg(long = "include", value_name = "GLOB")]
+    pub includes: Vec<String>,
+    /// Replace existing files and links in DIR (directories are merged, never replaced).
+    #[arg(long)]
+    pub overwrite: bool,
+    #[command(flatten)]
+    pub identities: IdentityArgs,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 /// `wal-push`.

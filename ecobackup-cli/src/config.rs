@@ -34,6 +34,32 @@ pub struct Config {
     /// `[notify]`: pings and webhooks of the long-running commands.
     #[serde(default)]
     pub notify: NotifyConfig,
+    /// `[[files]]`: the files sets `backup files --name NAME` runs.
+    #[serde(default)]
+    pub files: Vec<FilesConfig>,
+}
+
+/// `[[files]]`: a files set (uploads, keys, `.env`…).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesConfig {
+    /// The set's name: `backup files --name NAME`, and how retention and `status` group it.
+    pub name: String,
+    /// Directories and files to back up (relative paths are taken from the file's directory).
+    pub paths: Vec<PathBuf>,
+    /// Glob patterns to leave out, besides the default excludes.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Keys and other secrets: then `recipients` are required and may not include any of
+    /// `[encryption] recipients` (domain isolation).
+    #[serde(default)]
+    pub secrets: bool,
+    /// Recipients for this set instead of `[encryption] recipients`.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// Another repository URL for this set, opened with the `[repository]` settings
+    /// (endpoint, region, credentials).
+    pub repository: Option<String>,
 }
 
 /// `[notify]`: what `backup`, `prune`, `verify` and `drill` tell the outside world.
@@ -104,7 +130,8 @@ pub struct RepositoryConfig {
     pub part_concurrency: Option<usize>,
     /// A mirror's name, for `--repo mirror:NAME` (letters, digits, `-` and `_`).
     pub name: Option<String>,
-    /// `[[repository.mirror]]`: other repositories every logical and files backup is also
+    /// `[[repository.mirror]]`: other repositories every logical and files backup (but
+    /// secrets sets and sets with their own repository) is also
     /// written to (same keys as `[repository]`, but not `mirror` or `min_targets`; nothing is
     /// taken from `[repository]` or the `ECOBACKUP_S3_*` variables).
     #[serde(default)]
@@ -185,6 +212,7 @@ impl Config {
         })?;
         config.check_no_inline_secrets(path)?;
         config.check_settings(path)?;
+        config.check_files_sets(path)?;
         let mut config = config;
         config.anchor_paths(path.parent().unwrap_or(Path::new("")));
         Ok(config)
@@ -233,6 +261,53 @@ impl Config {
                 anchor(path);
             }
         }
+        for set in &mut self.files {
+            set.paths.iter_mut().for_each(anchor);
+        }
+    }
+
+    /// The `[[files]]` entry `name`.
+    pub fn files_set(&self, name: &str) -> Option<&FilesConfig> {
+        self.files.iter().find(|set| set.name == name)
+    }
+
+    /// Refuses `[[files]]` entries that cannot run: a bad or repeated name, no paths, bad
+    /// recipients, and a secrets set whose recipients are missing or shared with the database
+    /// backups (domain isolation).
+    fn check_files_sets(&self, path: &Path) -> Result<(), CliError> {
+        let invalid = |detail: String| {
+            CliError::usage(format!(
+                "configuration file {} is invalid: {detail}",
+                path.display()
+            ))
+        };
+        for (i, set) in self.files.iter().enumerate() {
+            ecobackup_core::files::roots::check_set_name(&set.name)
+                .map_err(|e| invalid(e.to_string()))?;
+            if self.files[..i].iter().any(|other| other.name == set.name) {
+                return Err(invalid(format!(
+                    "[[files]] {:?} is defined twice",
+                    set.name
+                )));
+            }
+            if set.paths.is_empty() {
+                return Err(invalid(format!(
+                    "[[files]] {:?} has no paths: add `paths = [\"/srv/app/uploads\"]`",
+                    set.name
+                )));
+            }
+            ecobackup_core::crypto::parse_recipients(&set.recipients)
+                .map_err(|e| invalid(format!("[[files]] {:?}: {e}", set.name)))?;
+            if set.secrets {
+                ecobackup_core::files::secrets::check_secrets_recipients(
+                    &set.name,
+                    &set.recipients,
+                    &self.encryption.recipients,
+                )
+                .map_err(|e| invalid(e.to_string()))?;
+            }
+        }
+        Ok(())
     }
 
     /// Settings that parse but cannot work.
@@ -452,6 +527,69 @@ ping = \"x\"\n",
         )
         .unwrap_err();
         assert!(bad.message().contains("unknown field `ping`"), "{bad}");
+    }
+
+    #[test]
+    fn the_readme_files_example_is_the_runbooks_table() {
+        let readme = include_str!("../../README.md");
+        let block = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split("```").next())
+            .find(|block| block.contains("[[files]]") && !block.contains("[repository]"))
+            .expect("a [[files]] example in the README");
+        let config: Config = toml::from_str(block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        let sets: Vec<(&str, bool, bool)> = config
+            .files
+            .iter()
+            .map(|s| (s.name.as_str(), s.secrets, s.repository.is_some()))
+            .collect();
+        assert_eq!(
+            sets,
+            [
+                ("uploads", false, false),
+                ("keys", true, true),
+                ("config", true, true)
+            ]
+        );
+    }
+
+    #[test]
+    fn files_sets_are_checked_when_the_file_is_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ecobackup.toml");
+        let database = ecobackup_core::crypto::generate_identity().1.to_string();
+        let keys = ecobackup_core::crypto::generate_identity().1.to_string();
+        let load = |sets: &str| {
+            std::fs::write(
+                &path,
+                format!("[encryption]\nrecipients = [\"{database}\"]\n{sets}"),
+            )
+            .unwrap();
+            Config::load(Some(&path)).map_err(|e| e.message().to_owned())
+        };
+        let config = load(&format!(
+            "[[files]]\nname = \"keys\"\npaths = [\"keys\"]\nsecrets = true\nrecipients = [\"{keys}\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(config.files[0].paths, [dir.path().join("keys")], "anchored");
+        let shared = load(&format!(
+            "[[files]]\nname = \"keys\"\npaths = [\"k\"]\nsecrets = true\nrecipients = [\"{database}\"]\n"
+        ))
+        .unwrap_err();
+        assert!(shared.contains("domain isolation"), "{shared}");
+        let twice = load(
+            "[[files]]\nname = \"a\"\npaths = [\"x\"]\n[[files]]\nname = \"a\"\npaths = [\"y\"]\n",
+        )
+        .unwrap_err();
+        assert!(
+            twice.contains("[[files]] \"a\" is defined twice"),
+            "{twice}"
+        );
+        let empty = load("[[files]]\nname = \"a\"\npaths = []\n").unwrap_err();
+        assert!(empty.contains("has no paths"), "{empty}");
+        let bad_name = load("[[files]]\nname = \"a b\"\npaths = [\"x\"]\n").unwrap_err();
+        assert!(bad_name.contains("cannot name a files set"), "{bad_name}");
     }
 
     #[test]

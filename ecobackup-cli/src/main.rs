@@ -319,6 +319,12 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<(), CliError> {
         Command::Restore(cli::RestoreCommand::Physical(args)) => {
             commands::physical::restore(ctx, args).await
         }
+        Command::Backup(cli::BackupCommand::Files(args)) => {
+            commands::files::backup(ctx, args).await
+        }
+        Command::Restore(cli::RestoreCommand::Files(args)) => {
+            commands::files::restore(ctx, args).await
+        }
         Command::WalPush(args) => commands::wal::wal_push(ctx, args).await,
         Command::WalFetch(args) => commands::wal::wal_fetch(ctx, args).await,
         Command::WalPrefetch(args) => commands::wal::wal_prefetch(ctx, args).await,
@@ -330,11 +336,9 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<(), CliError> {
 fn not_built(command: &Command) -> CliError {
     use cli::{BackupCommand as B, RestoreCommand as R};
     let name = match command {
-        Command::Backup(B::Files(_)) => "backup files",
-        Command::Restore(R::Files(_)) => "restore files",
         Command::Daemon(_) => "daemon",
-        Command::Backup(B::Logical(_) | B::Physical(_))
-        | Command::Restore(R::Logical(_) | R::Physical(_))
+        Command::Backup(B::Logical(_) | B::Physical(_) | B::Files(_))
+        | Command::Restore(R::Logical(_) | R::Physical(_) | R::Files(_))
         | Command::Demo(_)
         | Command::Verify(_)
         | Command::Drill(_)
@@ -352,6 +356,6 @@ fn not_built(command: &Command) -> CliError {
         | Command::WalPrefetch(_) => "this command",
     };
     CliError::usage(format!(
-        "`ecobackup {name}` is not built yet in this version; nothing was done (working today: init, list, show, backup logical|physical, restore logical|physical, wal-push, wal-fetch, verify, drill, prune, status, check, demo, key generate, encrypt, decrypt)"
+        "`ecobackup {name}` is not built yet in this version; nothing was done (working today: init, list, show, backup logical|physical|files, restore logical|physical|files, wal-push, wal-fetch, verify, drill, prune, status, check, demo, key generate, encrypt, decrypt)"
     ))
 }

@@ -1,4 +1,4 @@
-//! What the long-running commands (`backup logical|physical`, `prune`, `verify`, `drill`) tell
+//! What the long-running commands (`backup logical|physical|files`, `prune`, `verify`, `drill`) tell
 //! the outside world: healthchecks-style pings (`/start`, success, `/fail`), a JSON webhook
 //! with a Slack-compatible `text`, and the Prometheus textfile of `--prometheus`.
 //!
@@ -32,6 +32,8 @@ pub struct Job {
     timeout: Duration,
     prometheus: Option<PathBuf>,
     trust: TrustArgs,
+    /// The repository the job writes to, when not the configured one (a `[[files]]` set's).
+    repository: Option<String>,
 }
 
 /// The JSON event the webhook gets.
@@ -68,6 +70,9 @@ impl Job {
                 backup_trust(ctx, &a.signing),
                 None,
             ),
+            Command::Backup(BackupCommand::Files(a)) => {
+                ("backup files", &a.job, backup_trust(ctx, &a.signing), None)
+            }
             Command::Prune(a) => ("prune", &a.job, a.trust.clone(), None),
             Command::Verify(a) => ("verify", &a.job, a.trust.clone(), None),
             // The drill's own URL (flag, then [drill]) wins over [notify]'s.
@@ -79,7 +84,17 @@ impl Job {
             ),
             _ => return None,
         };
+        // A [[files]] set with a repository of its own: the textfile describes that one.
+        let repository = match command {
+            Command::Backup(BackupCommand::Files(a)) => a
+                .name
+                .as_deref()
+                .and_then(|name| ctx.config.files_set(name))
+                .and_then(|set| set.repository.clone()),
+            _ => None,
+        };
         Some(Job {
+            repository,
             command: name,
             ping_url: ping.or(notify.ping_url.clone()),
             webhook_url: notify.webhook_url.clone(),
@@ -116,7 +131,7 @@ impl Job {
         };
         let result = job.await;
         if let Some(path) = &self.prometheus {
-            write_prometheus(ctx, &self.trust, path).await;
+            write_prometheus(ctx, &self.trust, self.repository.as_deref(), path).await;
         }
         // The start ping must not land after the end's (healthchecks would read the job as
         // running again); it took at most the timeout, most of it spent during the job.
@@ -300,9 +315,14 @@ fn hostname() -> String {
 }
 
 /// The textfile of `status --prometheus`, read after the job; a failure is a warning.
-async fn write_prometheus(ctx: &Context, trust: &TrustArgs, path: &std::path::Path) {
+async fn write_prometheus(
+    ctx: &Context,
+    trust: &TrustArgs,
+    repository: Option<&str>,
+    path: &std::path::Path,
+) {
     let written = async {
-        let status = crate::commands::monitor::read(ctx, trust, None).await?;
+        let status = crate::commands::monitor::read_at(ctx, trust, None, repository).await?;
         ecobackup_core::monitor::metrics::write_textfile(
             path,
             &ecobackup_core::monitor::metrics::render(&status),

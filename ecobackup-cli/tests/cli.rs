@@ -6,7 +6,6 @@ use std::os::unix::fs::PermissionsExt;
 mod common;
 
 use common::{ecobackup, key, one_error_line};
-use predicates::prelude::*;
 
 #[test]
 fn help_shows_the_whole_command_tree_and_what_is_not_built() {
@@ -42,28 +41,27 @@ fn help_shows_the_whole_command_tree_and_what_is_not_built() {
         !help.contains("Create the repository marker (ecobackup.json) at --repo (not built yet)")
     );
     assert!(help.contains("(not built yet)"), "unbuilt commands say so");
-    ecobackup(dir.path())
+    let out = ecobackup(dir.path())
         .args(["backup", "--help"])
         .assert()
-        .success()
-        .stdout(predicate::str::contains("logical").and(predicate::str::contains("not built yet")));
+        .success();
+    let backup_help = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(
+        backup_help.contains("logical") && backup_help.contains("files"),
+        "{backup_help}"
+    );
+    assert!(!backup_help.contains("not built yet"), "{backup_help}");
 }
 
 #[test]
 fn a_command_not_built_yet_refuses_to_run() {
     let dir = tempfile::tempdir().unwrap();
-    for args in [
-        vec!["backup", "files", "--path", "/etc"],
-        vec!["restore", "files", "latest", "--to", "x"],
-        vec!["daemon"],
-    ] {
-        let out = ecobackup(dir.path()).args(&args).assert().code(2);
-        let line = one_error_line(&out.get_output().stderr);
-        assert!(
-            line.contains("is not built yet") && line.contains("nothing was done"),
-            "{line}"
-        );
-    }
+    let out = ecobackup(dir.path()).arg("daemon").assert().code(2);
+    let line = one_error_line(&out.get_output().stderr);
+    assert!(
+        line.contains("is not built yet") && line.contains("nothing was done"),
+        "{line}"
+    );
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
         0,

@@ -368,3 +368,52 @@ fn the_same_repository_under_two_names_is_refused() {
     assert!(line.contains("same repository under two names"), "{line}");
     assert_eq!(world.listed_backups(), 0);
 }
+
+#[test]
+fn a_files_backup_goes_to_the_mirror_too_and_restores_from_it() {
+    let m = Mirrored::new();
+    let tree = m.world.dir.path().join("uploads");
+    std::fs::create_dir_all(tree.join("2026")).unwrap();
+    std::fs::write(tree.join("2026/logo.png"), b"not really a png").unwrap();
+    let out = m
+        .run(&[
+            "--json",
+            "backup",
+            "files",
+            "--path",
+            tree.to_str().unwrap(),
+        ])
+        .assert()
+        .success();
+    let result: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let id = result["manifest"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        result["manifest"]["targets"].as_array().map(Vec::len),
+        Some(2),
+        "{result}"
+    );
+    let (on_a, on_b) = (backup_objects(&m.a), backup_objects(&m.b));
+    assert!(
+        !on_a.is_empty() && on_a == on_b,
+        "identical on both targets"
+    );
+
+    let restored = m.world.dir.path().join("restored");
+    m.a.add_fault(FaultRule::new(Fault::Status(503)).forever());
+    m.run(&[
+        "--repo",
+        "mirror:b",
+        "restore",
+        "files",
+        &id,
+        "--to",
+        restored.to_str().unwrap(),
+    ])
+    .assert()
+    .success();
+    m.a.clear_faults();
+    assert_eq!(
+        std::fs::read(restored.join("uploads/2026/logo.png")).unwrap(),
+        b"not really a png"
+    );
+}

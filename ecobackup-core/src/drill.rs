@@ -316,7 +316,8 @@ pub async fn drill(
     Ok(report)
 }
 
-/// The backup to drill: the one named, or the newest of the plan's kind. A recovery target
+/// The backup to drill: the one named, or the newest of the plan's kind (without a kind, the
+/// newest logical or physical backup). A recovery target
 /// means a physical backup; with a target time, `latest` is the newest physical backup that
 /// ended before it.
 async fn choose(repo: &Repository, plan: &DrillPlan) -> Result<Manifest> {
@@ -325,6 +326,19 @@ async fn choose(repo: &Repository, plan: &DrillPlan) -> Result<Manifest> {
     let manifest = if kind == Some(BackupKind::Physical) {
         crate::physical::restore::choose_backup(repo, Some(&plan.backup), &plan.physical.target)
             .await?
+    } else if kind.is_none() && plan.backup == "latest" {
+        // Files backups are not drilled: `latest` alone is the newest database backup, even
+        // when an upload folder was backed up after it.
+        repo.manifests()
+            .await?
+            .backups
+            .into_iter()
+            .rev()
+            .find(|m| m.kind != BackupKind::Files)
+            .ok_or_else(|| Error::BackupNotFound {
+                wanted: "latest (logical or physical)".to_owned(),
+                repo: repo.storage().url().to_owned(),
+            })?
     } else {
         repo.resolve(&plan.backup, kind).await?
     };

@@ -22,6 +22,8 @@
 //! - [`retention`]: which backups `prune` keeps (grandfather-father-son, tags) as a pure plan,
 //!   and [`retention::prune()`], which carries it out under the repository lock.
 //! - [`physical`]: base backups and point-in-time restores.
+//! - [`files`]: directories and files (uploads, keys, `.env`) as a streamed tar, and their
+//!   checked restore; the secrets profile's domain isolation.
 //! - [`wal`]: WAL archiving (`wal-push`, `wal-fetch`), segment and timeline names.
 //! - [`postgres`]: connections, server facts, programs of the right version, throwaway clusters
 //!   and the demo database; [`progress`]: progress for whoever watches.
@@ -36,6 +38,7 @@ pub mod backup;
 pub mod crypto;
 pub mod drill;
 pub mod error;
+pub mod files;
 pub mod io;
 pub mod monitor;
 pub mod physical;

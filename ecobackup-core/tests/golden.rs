@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use ecobackup_core::repository::{
-    ArtifactEntry, BackupKind, LockInfo, LockMode, Manifest, PhysicalFacts, RepositoryMarker,
-    ServerFacts, SourceFacts, FORMAT, MANIFEST_VERSION,
+    ArtifactEntry, BackupKind, FilesFacts, LockInfo, LockMode, Manifest, PhysicalFacts,
+    RepositoryMarker, ServerFacts, SourceFacts, FORMAT, MANIFEST_VERSION,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -60,6 +60,7 @@ fn manifest_format() {
             stop_lsn: None,
             globals_without_role_passwords: true,
             physical: None,
+            files: None,
             servers: vec![ServerFacts {
                 server_version: "15.18".into(),
                 system_identifier: Some("7437170163312345678".into()),
@@ -123,6 +124,47 @@ fn manifest_format() {
         ..manifest
     };
     check("manifest-physical.json", &physical);
+
+    let files = Manifest {
+        id: "20261122T030000Z-files-qwerty".into(),
+        kind: BackupKind::Files,
+        tags: BTreeMap::new(),
+        source: SourceFacts {
+            files: Some(FilesFacts {
+                set: "uploads".into(),
+                paths: vec!["/srv/ecommus/uploads".into()],
+                files: 1204,
+                directories: 37,
+                symlinks: 2,
+                skipped: 1,
+                excluded: 3,
+                changed: 1,
+                bytes: 734_003_200,
+                tree_sha256: "12".repeat(32),
+            }),
+            ..SourceFacts::default()
+        },
+        artifacts: vec![ArtifactEntry {
+            name: "files.tar.zst.age".into(),
+            stored_size: 700_000_000,
+            stored_sha256: "34".repeat(32),
+            raw_size: 735_000_000,
+            raw_sha256: "56".repeat(32),
+            compression: "zstd".into(),
+            recipients: vec!["sha256:0123456789abcdef".into()],
+        }],
+        ..physical
+    };
+    check("manifest-files.json", &files);
+}
+
+#[test]
+fn manifests_written_before_files_backups_still_parse() {
+    // manifest.json and manifest-physical.json have no `files` key: it defaults to none.
+    for name in ["manifest.json", "manifest-physical.json"] {
+        let manifest: Manifest = serde_json::from_str(&golden(name)).unwrap();
+        assert_eq!(manifest.source.files, None, "{name}");
+    }
 }
 
 #[test]

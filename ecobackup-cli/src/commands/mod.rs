@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod drill;
+pub mod files;
 pub mod filter;
 pub mod key;
 pub mod logical;

@@ -9,7 +9,7 @@ use ecobackup_core::monitor::{
 use serde::Serialize;
 
 use super::logical::url_from_argv;
-use super::repo::{human_bytes, open_trusted};
+use super::repo::{human_bytes, open_trusted_at};
 use crate::cli::{CheckArgs, StatusArgs, TrustArgs};
 use crate::{CliError, Context};
 
@@ -23,9 +23,20 @@ pub(crate) async fn read(
     trust: &TrustArgs,
     database: Option<&str>,
 ) -> Result<RepositoryStatus, CliError> {
+    read_at(ctx, trust, database, None).await
+}
+
+/// [`read`] of the repository at `repository` (a `[[files]] repository`) instead of the
+/// configured one.
+pub(crate) async fn read_at(
+    ctx: &Context,
+    trust: &TrustArgs,
+    database: Option<&str>,
+    repository: Option<&str>,
+) -> Result<RepositoryStatus, CliError> {
     // A bad URL is the operator's mistake, found before anything is read.
     let db = database.map(url_from_argv).transpose()?;
-    let repo = open_trusted(ctx, trust).await?;
+    let repo = open_trusted_at(ctx, trust, repository).await?;
     let mut status = read_status(&repo, Utc::now()).await?;
     if let Some(db) = db {
         // A host that drops packets or a stalled server must not hold the check until the

@@ -76,13 +76,19 @@ fn env_number(name: &str) -> Result<Option<usize>, CliError> {
 /// Storage settings: `ECOBACKUP_S3_*` variables, then `[repository]`; credentials from the
 /// `*_file` keys, else the standard `AWS_*` variables or instance metadata.
 pub fn storage(ctx: &Context) -> Result<Storage, CliError> {
-    storage_with(ctx, None)
+    storage_with(ctx, None, None)
 }
 
 /// [`storage`] for commands that write backups or WAL: with `[retention] lock`, every object
 /// they write is locked until now + `lock_for` (S3 Object Lock).
 pub fn storage_for_writing(ctx: &Context) -> Result<Storage, CliError> {
-    storage_with(ctx, object_lock(ctx)?)
+    storage_for_writing_at(ctx, None)
+}
+
+/// [`storage_for_writing`] of the repository at `url` (a `[[files]] repository`) instead of
+/// the configured one, with the `[repository]` section's other settings.
+pub fn storage_for_writing_at(ctx: &Context, url: Option<&str>) -> Result<Storage, CliError> {
+    storage_with(ctx, url, object_lock(ctx)?)
 }
 
 /// The Object Lock every object written now gets, from `[retention] lock`.
@@ -96,7 +102,22 @@ pub fn object_lock(ctx: &Context) -> Result<Option<ObjectLock>, CliError> {
     })
 }
 
-fn storage_with(ctx: &Context, object_lock: Option<ObjectLock>) -> Result<Storage, CliError> {
+/// The storage of the configured repository (or the mirror `--repo mirror:NAME` names), or
+/// of the repository at `url` (a `[[files]] repository`) with the `[repository]` section's
+/// other settings.
+fn storage_with(
+    ctx: &Context,
+    url: Option<&str>,
+    object_lock: Option<ObjectLock>,
+) -> Result<Storage, CliError> {
+    if let Some(url) = url {
+        return storage_from(
+            &ctx.config.repository,
+            &RepoUrl::parse(url)?,
+            true,
+            object_lock,
+        );
+    }
     let url = repo_url(ctx)?;
     match named_mirror(ctx)? {
         Some(mirror) => storage_from(mirror, &url, false, object_lock),
@@ -175,8 +196,17 @@ pub fn load_signer(ctx: &Context, flag: Option<&Path>) -> Result<Option<Arc<Sign
 /// key the backup is refused, unless `--no-signing` or `[encryption] allow_unsigned` says
 /// unsigned backups are wanted.
 pub async fn open_for_backup(ctx: &Context, args: &SigningArgs) -> Result<Repository, CliError> {
+    open_for_backup_at(ctx, args, None).await
+}
+
+/// [`open_for_backup`] of the repository at `url` instead of the configured one.
+pub async fn open_for_backup_at(
+    ctx: &Context,
+    args: &SigningArgs,
+    url: Option<&str>,
+) -> Result<Repository, CliError> {
     let signer = load_signer(ctx, args.signing_key.as_deref())?;
-    let repo = Repository::open(storage_for_writing(ctx)?).await?;
+    let repo = Repository::open(storage_for_writing_at(ctx, url)?).await?;
     match signer {
         Some(signer) => Ok(repo.with_signer(signer)),
         None if args.no_signing || ctx.config.encryption.allow_unsigned => {
@@ -194,8 +224,17 @@ pub async fn open_for_backup(ctx: &Context, args: &SigningArgs) -> Result<Reposi
 /// `[encryption] trusted_signers`), unless `--allow-unsigned` / `allow_unsigned` accepts a
 /// repository written without signing.
 pub async fn open_trusted(ctx: &Context, args: &TrustArgs) -> Result<Repository, CliError> {
+    open_trusted_at(ctx, args, None).await
+}
+
+/// [`open_trusted`] of the repository at `url` instead of the configured one.
+pub async fn open_trusted_at(
+    ctx: &Context,
+    args: &TrustArgs,
+    url: Option<&str>,
+) -> Result<Repository, CliError> {
     let trust = trusted_signers(ctx, args)?;
-    Ok(Repository::open(storage(ctx)?)
+    Ok(Repository::open(storage_with(ctx, url, None)?)
         .await?
         .with_trusted_signers(trust)
         .await?)
@@ -365,7 +404,11 @@ pub async fn list(ctx: &Context, args: ListArgs) -> Result<(), CliError> {
         let took = (m.finished_at - m.started_at)
             .to_std()
             .unwrap_or(Duration::ZERO);
-        let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        // A files backup's set, in front of its tags.
+        if let Some(files) = &m.source.files {
+            tags.insert(0, format!("[{}]", files.set));
+        }
         println!(
             "{:<34} {:<9} {:<21} {:>10} {:>8.1}s  {}",
             m.id,
@@ -426,6 +469,22 @@ pub async fn show(ctx: &Context, args: ShowArgs) -> Result<(), CliError> {
                 " only (taken with --allow-no-archive: its WAL is inside the base artifact)"
             }
         );
+    }
+    if let Some(f) = &manifest.source.files {
+        println!("set      {}", f.set);
+        println!("paths    {}", f.paths.join(", "));
+        println!(
+            "files    {} files, {} directories, {} symlinks, {} of file content",
+            f.files,
+            f.directories,
+            f.symlinks,
+            human_bytes(f.bytes)
+        );
+        println!(
+            "left out {} skipped (sockets, FIFOs, devices, vanished), {} excluded; {} changed while read",
+            f.skipped, f.excluded, f.changed
+        );
+        println!("tree     sha256 {}", f.tree_sha256);
     }
     for a in &manifest.artifacts {
         println!(

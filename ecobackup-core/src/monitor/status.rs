@@ -45,7 +45,7 @@ pub struct BackupGroup {
     pub kind: BackupKind,
     /// The group, as retention forms it ([`Candidate::from_manifest`]): the databases of a
     /// logical backup joined by `,` (`shop`, `shop,crm`), a physical backup's cluster system
-    /// identifier, empty for files.
+    /// identifier, a files backup's set name.
     pub group: String,
     /// How many good backups it has.
     pub count: usize,

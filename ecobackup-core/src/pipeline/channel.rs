@@ -98,6 +98,27 @@ where
     frames_into_stream(rx, stage)
 }
 
+/// Runs `work` on a blocking thread writing through a [`StageWriter`]: a source whose bytes
+/// synchronous code makes (a tar of a directory tree). Its stream ends cleanly only when `work`
+/// returned `Ok`; an error of `work` ends it with that error; if the pipeline stops reading
+/// (it failed elsewhere), the writer's next write fails and the work stops quietly.
+pub fn blocking_source<F>(name: impl Into<String>, work: F) -> ByteStream
+where
+    F: FnOnce(&mut StageWriter) -> Result<()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    tokio::task::spawn_blocking(move || {
+        let mut writer = StageWriter::new(tx.clone());
+        let frame = match work(&mut writer).and_then(|()| writer.flush_chunk()) {
+            Err(_) if writer.closed => return,
+            Err(e) => Frame::Item(Err(e)),
+            Ok(()) => Frame::End,
+        };
+        let _ = tx.blocking_send(frame);
+    });
+    frames_into_stream(rx, name.into())
+}
+
 /// Blocking, buffered reader over a [`ByteStream`], for use inside [`blocking_stage`].
 pub struct StageReader {
     input: ByteStream,

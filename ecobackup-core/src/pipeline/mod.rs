@@ -33,7 +33,7 @@ use bytes::Bytes;
 use futures::Stream;
 use serde::Serialize;
 
-pub use channel::{blocking_stage, StageReader, StageWriter};
+pub use channel::{blocking_source, blocking_stage, StageReader, StageWriter};
 pub use meter::{StageMeter, StageReport};
 pub use tee::{BranchEnd, BranchOutcome, Tee, TeeOutcome, BRANCH_DEPTH, BRANCH_STALL};
 

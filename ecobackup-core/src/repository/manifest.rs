@@ -2,7 +2,7 @@
 //!
 //! A backup exists exactly when its manifest does. The manifest holds metadata only (sizes,
 //! digests, PostgreSQL facts, key fingerprints), never row data: per-table row estimates belong
-//! inside an encrypted artifact.
+//! inside an encrypted artifact, and a files backup names its root paths but no file inside them.
 
 use std::collections::BTreeMap;
 
@@ -116,6 +116,43 @@ pub struct SourceFacts {
     /// What a physical backup needs to be restored: its WAL range, in segment names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub physical: Option<PhysicalFacts>,
+    /// What a files backup holds: its set, its root paths, counts and the tree's digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<FilesFacts>,
+}
+
+/// What a files backup holds. Names of files below the roots never appear here (plaintext
+/// metadata holds no user data): they are inside the encrypted tar only.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilesFacts {
+    /// The set's name (`[[files]] name`, `--name`): retention, `status` and `--if-changed`
+    /// group files backups by it.
+    pub set: String,
+    /// The root paths backed up, absolute, in the order given. Each is stored in the archive
+    /// under its last component (`/srv/ecommus/uploads` → `uploads/…`).
+    pub paths: Vec<String>,
+    /// Regular files stored.
+    pub files: u64,
+    /// Directories stored (empty ones included).
+    pub directories: u64,
+    /// Symbolic links stored (as links, never followed).
+    pub symlinks: u64,
+    /// Entries left out with a warning: sockets, FIFOs, devices, files that vanished while the
+    /// tree was walked.
+    pub skipped: u64,
+    /// Entries left out by an exclude pattern (the default excludes included); an excluded
+    /// directory counts once, whatever it holds.
+    #[serde(default)]
+    pub excluded: u64,
+    /// Files that changed while they were read (size, modification or change time differed
+    /// before and after, or the file was shorter or longer than its size): stored with a
+    /// warning, as much as was read (zero-padded to the size it had when the walk found it).
+    pub changed: u64,
+    /// Bytes of file content stored (before compression).
+    pub bytes: u64,
+    /// SHA-256 over the canonical listing of the tree (docs/FORMAT.md, "Files backups"): equal
+    /// digests mean nothing changed, which `backup files --if-changed` uses.
+    pub tree_sha256: String,
 }
 
 /// The WAL a physical backup needs, and whether the archive goes on from there.

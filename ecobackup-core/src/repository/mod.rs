@@ -27,7 +27,8 @@ pub use id::{is_backup_id, new_backup_id};
 pub use listing::{BackupListing, BadBackup, Debris, DEBRIS_MARGIN};
 pub use lock::{Clock, Lock, LockInfo, LockMode, LockOptions, SystemClock, LOCK_FOLDER};
 pub use manifest::{
-    ArtifactEntry, BackupKind, Manifest, PhysicalFacts, ServerFacts, SourceFacts, MANIFEST_VERSION,
+    ArtifactEntry, BackupKind, FilesFacts, Manifest, PhysicalFacts, ServerFacts, SourceFacts,
+    MANIFEST_VERSION,
 };
 pub use targets::{TargetLocks, TargetReport, Targets};
 

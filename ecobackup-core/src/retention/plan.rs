@@ -68,7 +68,8 @@ impl Candidate {
     ///   `shop` alone and one of `shop,crm` are pruned separately, and so are `app` of staging
     ///   and `app` of production;
     /// - physical: the cluster's system identifier (empty when it was not recorded);
-    /// - files: empty (one group) until file backups record their source.
+    /// - files: the set's name (`uploads`, `keys`), so each set keeps its own backups; empty
+    ///   for a files manifest without [`FilesFacts`](crate::repository::FilesFacts).
     pub fn from_manifest(manifest: &Manifest) -> Self {
         let group = match manifest.kind {
             BackupKind::Logical => {
@@ -95,7 +96,12 @@ impl Candidate {
                 .system_identifier
                 .clone()
                 .unwrap_or_default(),
-            BackupKind::Files => String::new(),
+            BackupKind::Files => manifest
+                .source
+                .files
+                .as_ref()
+                .map(|f| f.set.clone())
+                .unwrap_or_default(),
         };
         Candidate {
             id: manifest.id.clone(),

@@ -399,5 +399,16 @@ fn candidates_come_from_manifests_grouped_by_database_or_cluster() {
     assert_eq!(Candidate::from_manifest(&physical).group, "");
     let mut files = manifest;
     files.kind = BackupKind::Files;
+    files.source = Default::default();
     assert_eq!(Candidate::from_manifest(&files).group, "");
+    files.source.files = Some(crate::repository::FilesFacts {
+        set: "uploads".into(),
+        paths: vec!["/srv/ecommus/uploads".into()],
+        ..Default::default()
+    });
+    assert_eq!(
+        Candidate::from_manifest(&files).group,
+        "uploads",
+        "files backups are grouped by set"
+    );
 }
