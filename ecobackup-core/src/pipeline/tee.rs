@@ -199,17 +199,36 @@ impl Sink for Tee {
     async fn write(&mut self, input: ByteStream) -> Result<SinkReceipt> {
         let mut feeds = Vec::with_capacity(self.branches.len());
         let mut writes = Vec::with_capacity(self.branches.len());
+        let stall = self.stall;
         for branch in &mut self.branches {
             let (sender, receiver) = mpsc::channel(BRANCH_DEPTH);
             let stop = CancellationToken::new();
-            writes.push(branch.sink.write(branch_stream(receiver, stop.clone())));
+            let write = branch.sink.write(branch_stream(receiver, stop.clone()));
+            let stopped = stop.clone();
+            // A stopped branch gets an error in its stream and `stall` to act on it (abort its
+            // upload); one that is stuck in its own I/O is then dropped, which aborts what it
+            // can in the background, so that a hung target never holds up the others' end.
+            writes.push(async move {
+                // With whether it had been stopped when it ended: a failure of its own, else
+                // the tee's doing.
+                tokio::select! {
+                    result = write => (result, stopped.is_cancelled()),
+                    () = async {
+                        stopped.cancelled().await;
+                        tokio::time::sleep(stall).await;
+                    } => (Err(Error::Cancelled(format!(
+                        "this backup target did not stop within {} s",
+                        stall.as_secs()
+                    ))), true),
+                }
+            });
             feeds.push(Feed {
                 sender: Some(sender),
                 stop,
                 stalled: None,
             });
         }
-        let (required, stall) = (self.required, self.stall);
+        let required = self.required;
         let (input_failure, results) = tokio::join!(
             feed(input, &mut feeds, required, stall),
             futures::future::join_all(writes)
@@ -218,6 +237,7 @@ impl Sink for Tee {
         let mut receipt = None;
         let mut outcomes = Vec::with_capacity(results.len());
         for ((branch, result), feed) in self.branches.iter().zip(results).zip(&feeds) {
+            let (result, stopped) = result;
             let end = match (result, &feed.stalled) {
                 (Ok(r), _) => {
                     receipt.get_or_insert(r);
@@ -225,7 +245,7 @@ impl Sink for Tee {
                 }
                 (Err(_), Some(stalled)) => BranchEnd::Failed(stalled.clone()),
                 // A healthy branch the feeder stopped because the tee failed.
-                (Err(Error::Cancelled(_)), None) if feed.stop.is_cancelled() => BranchEnd::Stopped,
+                (Err(_), None) if stopped => BranchEnd::Stopped,
                 (Err(e), None) => BranchEnd::Failed(e.to_string()),
             };
             outcomes.push(BranchOutcome {
