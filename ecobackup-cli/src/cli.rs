@@ -110,7 +110,7 @@ pub enum BackupCommand {
     /// Directories and files (uploads, keys, .env) → tar → zstd → age → repository.
     ///
     /// Left out by default: directories named node_modules, dist, .next or .astro (rebuilt
-    /// from git and npm ci) and PostgreSQL data directories (a directory holding PG_VERSION:
+    /// from git and npm ci) and PostgreSQL data directories (a directory holding PG_VERSION, global/pg_control and base/:
     /// back databases up with `backup logical` or `backup physical`); --no-default-excludes
     /// keeps them. Sockets, FIFOs and devices are skipped with a warning. A file that changes
     /// while it is read is stored as read, with a warning naming it (the backup succeeds).
@@ -196,7 +196,7 @@ pub struct BackupFilesArgs {
     #[arg(long = "exclude", value_name = "GLOB")]
     pub excludes: Vec<String>,
     /// Also back up what is left out by default: directories named node_modules, dist, .next
-    /// or .astro, and PostgreSQL data directories (a directory holding PG_VERSION).
+    /// or .astro, and PostgreSQL data directories (a directory holding PG_VERSION, global/pg_control and base/).
     #[arg(long)]
     pub no_default_excludes: bool,
     /// Store nothing when nothing changed since the set's latest backup (same paths, names,

@@ -229,6 +229,9 @@ fn a_tree_round_trips_with_modes_times_links_and_a_sparse_gigabyte() {
         std::fs::create_dir_all(root.join(dir)).unwrap();
     }
     std::fs::write(root.join("db/PG_VERSION"), "16\n").unwrap();
+    std::fs::create_dir_all(root.join("db/global")).unwrap();
+    std::fs::create_dir_all(root.join("db/base")).unwrap();
+    std::fs::write(root.join("db/global/pg_control"), "x").unwrap();
     std::fs::write(root.join("node_modules/x/index.js"), "x").unwrap();
     set_mtime(&root, 1_650_000_005, 987_654_321);
 
@@ -318,6 +321,9 @@ fn default_excludes_are_in_the_help_and_can_be_turned_off() {
         std::fs::create_dir_all(root.join(dir)).unwrap();
     }
     std::fs::write(root.join("pglite/PG_VERSION"), "17\n").unwrap();
+    std::fs::create_dir_all(root.join("pglite/global")).unwrap();
+    std::fs::create_dir_all(root.join("pglite/base")).unwrap();
+    std::fs::write(root.join("pglite/global/pg_control"), "x").unwrap();
     std::fs::write(root.join("dist/bundle.js"), "x").unwrap();
     std::fs::write(root.join("src/main.ts"), "x").unwrap();
     std::fs::write(root.join("src/scratch.tmp"), "x").unwrap();
@@ -800,6 +806,19 @@ fn secrets_sets_must_not_share_the_database_recipients() {
         0,
         "nothing in the database backups' repository"
     );
+    // The keys, or a folder holding them, as an ad-hoc set: refused, it would be sealed to the
+    // database backups' recipients.
+    for path in [keys_dir.clone(), keys_dir.parent().unwrap().to_owned()] {
+        let out = with_config(&["backup", "files", "--path", path.to_str().unwrap()])
+            .assert()
+            .code(2);
+        let line = one_error_line(&out.get_output().stderr);
+        assert!(
+            line.contains("overlaps") && line.contains("secrets set \"keys\""),
+            "{line}"
+        );
+    }
+    assert_eq!(env.backups(), 0);
     // The database key cannot open it; the set's key can.
     let to = env.path("restored-keys");
     let out = with_config(&[

@@ -109,7 +109,18 @@ impl Excludes {
             if regenerable {
                 return Some(Exclusion::Regenerable);
             }
-            if std::fs::symlink_metadata(absolute.join(PG_DATA_MARKER)).is_ok_and(|m| m.is_file()) {
+            // A data directory has PG_VERSION, global/pg_control and base/: an uploaded file
+            // named PG_VERSION alone must not drop its folder.
+            let is = |p: &str, dir: bool| {
+                std::fs::symlink_metadata(absolute.join(p)).is_ok_and(|m| {
+                    if dir {
+                        m.is_dir()
+                    } else {
+                        m.is_file()
+                    }
+                })
+            };
+            if is(PG_DATA_MARKER, false) && is("global/pg_control", false) && is("base", true) {
                 return Some(Exclusion::PostgresData);
             }
         }
@@ -159,6 +170,22 @@ mod tests {
         let data = root.path().join("data/db");
         std::fs::create_dir_all(&data).unwrap();
         std::fs::write(data.join(PG_DATA_MARKER), "16\n").unwrap();
+        // A file named PG_VERSION alone (an upload) does not make a data directory.
+        let upload = root.path().join("uploads/user1");
+        std::fs::create_dir_all(&upload).unwrap();
+        std::fs::write(upload.join(PG_DATA_MARKER), "16\n").unwrap();
+        assert_eq!(
+            Excludes::default().check(Path::new("uploads/user1"), &upload, true),
+            None
+        );
+        assert_eq!(
+            Excludes::default().check(Path::new("data/db"), &data, true),
+            None,
+            "no global/pg_control yet"
+        );
+        std::fs::create_dir_all(data.join("global")).unwrap();
+        std::fs::create_dir_all(data.join("base")).unwrap();
+        std::fs::write(data.join("global/pg_control"), "x").unwrap();
         let excludes = Excludes::default();
         for name in DEFAULT_EXCLUDED_DIRS {
             let rel = Path::new("apps/web").join(name);

@@ -210,7 +210,14 @@ pub async fn restore_files(
         })
         .await
         .map_err(|e| Error::io("moving the restored files into place", std::io::Error::other(e)))?;
-        drop(staging);
+        match &replaced {
+            // A move could not be undone: the staging directory holds files (and the originals
+            // moved aside) that are nowhere else. It stays; the error names it.
+            Err(Error::Io { context, .. }) if context.contains(UNDO_FAILED) => {
+                let _ = staging.keep();
+            }
+            _ => drop(staging),
+        }
         replaced
     }
     .await;
@@ -251,6 +258,9 @@ enum Step {
     /// `from` replaces the file or link at `to` (`overwrite`).
     Replace { from: PathBuf, to: PathBuf },
 }
+
+/// Said by the error of a restore whose failed moves could not all be undone.
+const UNDO_FAILED: &str = "some moves could not be undone";
 
 /// Plans the moves of everything under `staging/relative` into `to/relative`.
 fn plan_moves(
@@ -339,24 +349,45 @@ fn put_in_place(staging: &Path, to: &Path, overwrite: bool, extracted: &Extracte
         Ok(())
     })();
     if let Err(e) = moved {
+        let mut undone = true;
         for (now, was) in journal.iter().rev() {
             if let Err(undo) = std::fs::rename(now, was) {
+                undone = false;
                 tracing::error!(path = %now.display(), error = %undo, "could not undo a move of the failed restore");
             }
         }
-        return Err(io(
-            "moving the restored files into place (every move was undone)",
-            e,
-        ));
+        return Err(match undone {
+            true => io(
+                "moving the restored files into place (every move was undone)",
+                e,
+            ),
+            false => io(
+                &format!(
+                    "moving the restored files into place ({UNDO_FAILED}: what could not be put back, and the originals moved aside under .replaced/, are kept in {})",
+                    staging.display()
+                ),
+                e,
+            ),
+        });
     }
+    // Modes, owners and times of the directories this restore created; an existing directory
+    // it merged into keeps its own unless --overwrite asked for the backup's.
+    let created: Vec<&PathBuf> = steps
+        .iter()
+        .filter_map(|step| match step {
+            Step::Place { to, .. } => Some(to),
+            Step::Replace { .. } => None,
+        })
+        .collect();
     for (path, meta) in extracted.dirs.iter().rev() {
-        if let Some(meta) = meta {
-            set_dir_meta(&to.join(path), meta).map_err(|e| {
-                io(
-                    &format!("setting the mode and time of {}", path.display()),
-                    e,
-                )
-            })?;
+        let Some(meta) = meta else { continue };
+        let dest = to.join(path);
+        if !overwrite && !created.iter().any(|c| dest.starts_with(c)) {
+            continue;
+        }
+        // The files are in place: a mode that cannot be set is a warning, not a failure.
+        if let Err(e) = set_dir_meta(&dest, meta) {
+            tracing::warn!(path = %dest.display(), error = %e, "restored, but could not set the directory's mode, owner or time");
         }
     }
     Ok(replaced)

@@ -206,10 +206,10 @@ fn walk_below(
 /// modification time in nanoseconds, link target and the SHA-256 of its contents, each field
 /// ended by a NUL byte (which no path can hold, so the listing reads one way only).
 ///
-/// The digest is in the plaintext manifest. Because it covers modification times to the
-/// nanosecond and every file's full contents, it cannot be used to test guesses of a small
-/// secret (a `.env` with a short password) offline: the guesser would also have to guess the
-/// exact times and every other byte of the tree.
+/// The digest is in the plaintext manifest. It covers modification times to the nanosecond and
+/// every file's full contents, but a small tree with whole-second times (copied by tar or
+/// rsync) is still open to offline guesses of a short secret: the README says so; a digest
+/// keyed with a secret of the backup host is the fix.
 pub(crate) struct TreeDigest {
     hasher: Sha256,
 }
