@@ -288,3 +288,49 @@ impl Sink for VecSink {
 
     async fn abort(&mut self) {}
 }
+
+/// Streams `input` into `consume`, a blocking reader of the whole stream (a tar unpacker) run
+/// on a blocking thread; returns the bytes fed and what `consume` returned. `feeding` names a
+/// failure to write to it, `running` a panic of its thread. The stream's own error (a digest
+/// mismatch, a download failure) comes first, unless it is only `consume` having stopped
+/// reading: then `consume`'s own error says why.
+pub async fn feed_blocking<T: Send + 'static>(
+    mut input: ByteStream,
+    feeding: &str,
+    running: &str,
+    consume: impl FnOnce(tokio_util::io::SyncIoBridge<tokio::io::DuplexStream>) -> Result<T>
+        + Send
+        + 'static,
+) -> Result<(u64, T)> {
+    let (mut writer, reader) = tokio::io::duplex(1 << 20);
+    let consuming =
+        tokio::task::spawn_blocking(move || consume(tokio_util::io::SyncIoBridge::new(reader)));
+    let mut bytes = 0u64;
+    let mut failure = None;
+    while let Some(chunk) = input.next().await {
+        match chunk {
+            Ok(chunk) => {
+                bytes += chunk.len() as u64;
+                if let Err(e) = writer.write_all(&chunk).await {
+                    failure = Some(Error::io(feeding, e));
+                    break;
+                }
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    drop(writer);
+    let consumed = consuming
+        .await
+        .map_err(|e| Error::io(running, std::io::Error::other(e)))?;
+    if let Some(e) = failure {
+        return Err(match (e, consumed) {
+            (Error::Io { .. }, Err(consume_error)) => consume_error,
+            (e, _) => e,
+        });
+    }
+    Ok((bytes, consumed?))
+}

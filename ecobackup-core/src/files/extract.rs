@@ -23,9 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use globset::{GlobSet, GlobSetBuilder};
-use tokio::io::AsyncWriteExt;
 
 use super::archive::parse_pax_time;
 use super::entry_path::{entry_path, is_plain, required_entry_path, shown};
@@ -114,46 +112,16 @@ impl ExtractSink {
 
 #[async_trait]
 impl Sink for ExtractSink {
-    async fn write(&mut self, mut input: ByteStream) -> Result<SinkReceipt> {
-        let (mut writer, reader) = tokio::io::duplex(1 << 20);
+    async fn write(&mut self, input: ByteStream) -> Result<SinkReceipt> {
         let (staging, includes) = (self.staging.clone(), self.includes.clone());
-        let unpacking = tokio::task::spawn_blocking(move || {
-            extract(
-                tokio_util::io::SyncIoBridge::new(reader),
-                &staging,
-                &includes,
-            )
-        });
-        let mut bytes = 0u64;
-        let mut failure = None;
-        while let Some(chunk) = input.next().await {
-            match chunk {
-                Ok(chunk) => {
-                    bytes += chunk.len() as u64;
-                    if let Err(e) = writer.write_all(&chunk).await {
-                        failure = Some(Error::io("feeding the files unpacker", e));
-                        break;
-                    }
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
-        drop(writer);
-        let unpacked = unpacking
-            .await
-            .map_err(|e| Error::io("unpacking the files", io::Error::other(e)))?;
-        if let Some(e) = failure {
-            // The stream's own error (a digest mismatch, a download failure) comes first,
-            // unless it is only the unpacker having stopped reading.
-            return Err(match (e, unpacked) {
-                (Error::Io { .. }, Err(unpack_error)) => unpack_error,
-                (e, _) => e,
-            });
-        }
-        *self.report.lock().unwrap_or_else(PoisonError::into_inner) = Some(unpacked?);
+        let (bytes, unpacked) = crate::io::feed_blocking(
+            input,
+            "feeding the files unpacker",
+            "unpacking the files",
+            move |reader| extract(reader, &staging, &includes),
+        )
+        .await?;
+        *self.report.lock().unwrap_or_else(PoisonError::into_inner) = Some(unpacked);
         Ok(SinkReceipt {
             bytes,
             location: Some(self.staging.display().to_string()),

@@ -8,8 +8,6 @@
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Result};
 use crate::pipeline::{ByteStream, Sink, SinkReceipt};
@@ -33,52 +31,26 @@ impl UnpackSink {
 
 #[async_trait]
 impl Sink for UnpackSink {
-    async fn write(&mut self, mut input: ByteStream) -> Result<SinkReceipt> {
-        let (mut writer, reader) = tokio::io::duplex(1 << 20);
+    async fn write(&mut self, input: ByteStream) -> Result<SinkReceipt> {
         let dir = self.dir.clone();
-        let unpacking = tokio::task::spawn_blocking(move || {
-            let reader = tokio_util::io::SyncIoBridge::new(reader);
-            let mut archive = tar::Archive::new(reader);
-            archive.set_preserve_permissions(true);
-            archive.set_preserve_mtime(true);
-            archive.set_overwrite(false);
-            archive.unpack(&dir).map_err(|e| {
-                Error::io(
-                    format!("unpacking the base backup into {}", dir.display()),
-                    e,
-                )
-            })
-        });
-        let mut bytes = 0u64;
-        let mut failure = None;
-        while let Some(chunk) = input.next().await {
-            match chunk {
-                Ok(chunk) => {
-                    bytes += chunk.len() as u64;
-                    if let Err(e) = writer.write_all(&chunk).await {
-                        // The unpacker stopped reading: its own error says why.
-                        failure = Some(Error::io("feeding the tar unpacker", e));
-                        break;
-                    }
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
-        drop(writer);
-        let unpacked = unpacking
-            .await
-            .map_err(|e| Error::io("unpacking the base backup", std::io::Error::other(e)))?;
-        if let Some(e) = failure {
-            // The stream's error (a digest mismatch, a download failure) comes first.
-            return Err(match (e, unpacked) {
-                (Error::Io { .. }, Err(unpack_error)) => unpack_error,
-                (e, _) => e,
-            });
-        }
-        unpacked?;
+        let (bytes, ()) = crate::io::feed_blocking(
+            input,
+            "feeding the tar unpacker",
+            "unpacking the base backup",
+            move |reader| {
+                let mut archive = tar::Archive::new(reader);
+                archive.set_preserve_permissions(true);
+                archive.set_preserve_mtime(true);
+                archive.set_overwrite(false);
+                archive.unpack(&dir).map_err(|e| {
+                    Error::io(
+                        format!("unpacking the base backup into {}", dir.display()),
+                        e,
+                    )
+                })
+            },
+        )
+        .await?;
         if let Some((uid, gid)) = self.owner {
             let dir = self.dir.clone();
             tokio::task::spawn_blocking(move || chown_tree(&dir, uid, gid))
