@@ -3,7 +3,6 @@
 
 mod cli;
 mod commands;
-mod config;
 mod notify;
 
 use std::process::ExitCode;
@@ -11,7 +10,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cli::{Cli, Command};
-use config::Config;
+use ecobackup_core::config::{Config, Environment};
 
 /// A failure, printed as one line; `usage` failures exit 2, the others 1, unless a command
 /// sets its own status (wal-fetch).
@@ -105,6 +104,7 @@ impl From<ecobackup_core::Error> for CliError {
                 | E::AlreadyExists { .. }
                 | E::BinaryNotFound { .. }
                 | E::Config { .. }
+                | E::ConfigFile { .. }
         );
         CliError {
             message: e.to_string(),
@@ -282,7 +282,7 @@ async fn run_command(cli: Cli) -> Result<(), CliError> {
         json: cli.json,
         quiet: cli.quiet,
         repo: cli.repo,
-        config: Config::load(cli.config.as_deref())?,
+        config: load_config(cli.config.as_deref())?,
         config_path: cli.config,
         backup_id: std::sync::OnceLock::new(),
         warnings: std::sync::Mutex::new(Vec::new()),
@@ -291,6 +291,14 @@ async fn run_command(cli: Cli) -> Result<(), CliError> {
         Some(job) => job.run(&ctx, dispatch(&ctx, cli.command)).await,
         None => dispatch(&ctx, cli.command).await,
     }
+}
+
+/// The configuration file (`--config` / `ECOBACKUP_CONFIG`), with the `ECOBACKUP_*`
+/// variables laid over it (flags, read by clap, win over both).
+fn load_config(path: Option<&std::path::Path>) -> Result<Config, CliError> {
+    let mut config = Config::load(path)?;
+    config.apply_env(&Environment::process())?;
+    Ok(config)
 }
 
 async fn dispatch(ctx: &Context, command: Command) -> Result<(), CliError> {

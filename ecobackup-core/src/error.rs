@@ -13,6 +13,9 @@
 use std::fmt;
 use std::path::PathBuf;
 
+mod kind;
+pub use kind::{ErrorKind, StorageFault};
+
 /// The result type of every fallible operation in ecobackup.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -162,6 +165,15 @@ pub enum Error {
         detail: String,
     },
 
+    /// The configuration file cannot be read, or holds settings that cannot work.
+    #[error("configuration file {} is invalid: {}", one_line(&path.display()), one_line(detail))]
+    ConfigFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the setting.
+        detail: String,
+    },
+
     /// A pipeline stage stopped without finishing its output (it panicked or was cancelled).
     #[error("pipeline stage {stage:?} stopped before finishing its output; this is a bug in ecobackup, please report it with the log")]
     StageVanished {
@@ -194,6 +206,8 @@ pub enum Error {
         repo: String,
         /// What went wrong and what to do.
         detail: String,
+        /// What kind of failure it was, as far as it can be told.
+        fault: StorageFault,
     },
 
     /// An object that must exist does not.
@@ -553,6 +567,7 @@ mod tests {
                 key: text(),
                 repo: text(),
                 detail: text(),
+                fault: StorageFault::Unavailable,
             },
             Error::NotFound {
                 key: text(),
@@ -635,6 +650,10 @@ mod tests {
                 section: text(),
                 detail: text(),
             },
+            Error::ConfigFile {
+                path: path(),
+                detail: text(),
+            },
         ];
         for error in &all {
             match error {
@@ -674,6 +693,7 @@ mod tests {
                 | Error::DrillFailed { .. }
                 | Error::Refused { .. }
                 | Error::Config { .. }
+                | Error::ConfigFile { .. }
                 | Error::Wal { .. }
                 | Error::TooFewTargets { .. }
                 | Error::Cancelled(_) => {}

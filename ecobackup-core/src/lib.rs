@@ -35,6 +35,7 @@
 
 pub mod artifact;
 pub mod backup;
+pub mod config;
 pub mod crypto;
 pub mod drill;
 pub mod error;
@@ -54,4 +55,5 @@ pub mod transform;
 pub mod verify;
 pub mod wal;
 
-pub use error::{Error, Result};
+pub use config::Config;
+pub use error::{Error, ErrorKind, Result};

@@ -143,7 +143,10 @@ async fn configured_targets(
 
 /// The connection settings of one `[[database]]`: its url, the contents of its url_file, or
 /// the last line its url_command printed.
-async fn target_of(db: &crate::config::DatabaseConfig, env: &PgEnv) -> Result<DbUrl, CliError> {
+async fn target_of(
+    db: &ecobackup_core::config::DatabaseConfig,
+    env: &PgEnv,
+) -> Result<DbUrl, CliError> {
     let text = match (&db.url, &db.url_file, &db.url_command) {
         (Some(url), _, _) => url.clone(),
         (_, Some(file), _) => read_secret_file(file)?.expose_secret().trim().to_owned(),

@@ -5,16 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ecobackup_core::crypto::{
-    fingerprint, parse_recipients, parse_signers, read_secret_file, Signer, TrustedSigners,
+    fingerprint, parse_recipients, parse_signers, Signer, TrustedSigners,
 };
 use ecobackup_core::repository::{
     BadBackup, InitOutcome, Lock, LockMode, LockOptions, Manifest, Repository,
 };
-use ecobackup_core::storage::{ObjectLock, RepoUrl, Storage, StorageOptions, DEFAULT_REPOSITORY};
+use ecobackup_core::storage::{ObjectLock, RepoUrl, Storage, DEFAULT_REPOSITORY};
 
 use crate::cli::{ListArgs, ShowArgs, SigningArgs, TrustArgs};
-use crate::config::RepositoryConfig;
 use crate::{CliError, Context};
+use ecobackup_core::config::RepositoryConfig;
 
 /// The repository URL: `--repo` / `ECOBACKUP_REPO`, then the file, then `./ecobackup-repo`.
 pub fn repo_url(ctx: &Context) -> Result<RepoUrl, CliError> {
@@ -52,27 +52,6 @@ fn named_mirror(ctx: &Context) -> Result<Option<&RepositoryConfig>, CliError> {
     }
 }
 
-fn env_flag(name: &str) -> Result<Option<bool>, CliError> {
-    match std::env::var(name).ok().as_deref() {
-        None | Some("") => Ok(None),
-        Some("1" | "true" | "yes") => Ok(Some(true)),
-        Some("0" | "false" | "no") => Ok(Some(false)),
-        Some(other) => Err(CliError::usage(format!(
-            "{name}={other:?} is not a yes/no value: use true or false"
-        ))),
-    }
-}
-
-fn env_number(name: &str) -> Result<Option<usize>, CliError> {
-    match std::env::var(name).ok().as_deref() {
-        None | Some("") => Ok(None),
-        Some(text) => text
-            .parse()
-            .map(Some)
-            .map_err(|_| CliError::usage(format!("{name}={text:?} is not a whole number"))),
-    }
-}
-
 /// Storage settings: `ECOBACKUP_S3_*` variables, then `[repository]`; credentials from the
 /// `*_file` keys, else the standard `AWS_*` variables or instance metadata.
 pub fn storage(ctx: &Context) -> Result<Storage, CliError> {
@@ -93,13 +72,7 @@ pub fn storage_for_writing_at(ctx: &Context, url: Option<&str>) -> Result<Storag
 
 /// The Object Lock every object written now gets, from `[retention] lock`.
 pub fn object_lock(ctx: &Context) -> Result<Option<ObjectLock>, CliError> {
-    Ok(match &ctx.config.retention {
-        Some(policy) => policy.object_lock()?.map(|(mode, length)| ObjectLock {
-            mode,
-            retain_until: chrono::Utc::now() + length,
-        }),
-        None => None,
-    })
+    Ok(ctx.config.object_lock()?)
 }
 
 /// The storage of the configured repository (or the mirror `--repo mirror:NAME` names), or
@@ -111,67 +84,23 @@ fn storage_with(
     object_lock: Option<ObjectLock>,
 ) -> Result<Storage, CliError> {
     if let Some(url) = url {
-        return storage_from(
-            &ctx.config.repository,
-            &RepoUrl::parse(url)?,
-            true,
-            object_lock,
-        );
+        return storage_from(&ctx.config.repository, &RepoUrl::parse(url)?, object_lock);
     }
     let url = repo_url(ctx)?;
     match named_mirror(ctx)? {
-        Some(mirror) => storage_from(mirror, &url, false, object_lock),
-        None => storage_from(&ctx.config.repository, &url, true, object_lock),
+        Some(mirror) => storage_from(mirror, &url, object_lock),
+        None => storage_from(&ctx.config.repository, &url, object_lock),
     }
 }
 
-/// The storage of the repository at `url` with the S3 settings of `repo` (`[repository]` or a
-/// mirror's section), the `ECOBACKUP_S3_*` variables first when `from_env`.
+/// The storage of the repository at `url` with the S3 settings of `repo` (`[repository]`,
+/// with the `ECOBACKUP_S3_*` variables laid over it at load, or a mirror's section).
 pub fn storage_from(
     repo: &RepositoryConfig,
     url: &RepoUrl,
-    from_env: bool,
     object_lock: Option<ObjectLock>,
 ) -> Result<Storage, CliError> {
-    let defaults = StorageOptions::default();
-    let env = |name: &str| from_env.then(|| std::env::var(name).ok()).flatten();
-    let env_text = |name: &str, file: Option<&String>| {
-        env(name)
-            .filter(|v| !v.is_empty())
-            .or_else(|| file.cloned())
-    };
-    let env_flag = |name| if from_env { env_flag(name) } else { Ok(None) };
-    let env_number = |name| if from_env { env_number(name) } else { Ok(None) };
-    let options = StorageOptions {
-        endpoint: env_text("ECOBACKUP_S3_ENDPOINT", repo.endpoint.as_ref()),
-        region: env_text("ECOBACKUP_S3_REGION", repo.region.as_ref()),
-        allow_http: env_flag("ECOBACKUP_S3_ALLOW_HTTP")?.unwrap_or(repo.allow_http),
-        virtual_hosted_style: env_flag("ECOBACKUP_S3_VIRTUAL_HOSTED_STYLE")?
-            .unwrap_or(repo.virtual_hosted_style),
-        max_retries: env_number("ECOBACKUP_S3_MAX_RETRIES")?
-            .or(repo.max_retries)
-            .unwrap_or(defaults.max_retries),
-        part_concurrency: env_number("ECOBACKUP_S3_PART_CONCURRENCY")?
-            .or(repo.part_concurrency)
-            .unwrap_or(defaults.part_concurrency),
-        access_key_id: repo
-            .access_key_id_file
-            .as_deref()
-            .map(read_secret_file)
-            .transpose()?,
-        secret_access_key: repo
-            .secret_access_key_file
-            .as_deref()
-            .map(read_secret_file)
-            .transpose()?,
-        object_lock,
-        // A mirror given its own keys reads nothing of the environment (no AWS_SESSION_TOKEN
-        // or AWS_ENDPOINT meant for another provider); one without takes it, as any AWS client.
-        environment: from_env
-            || (repo.access_key_id_file.is_none() && repo.secret_access_key_file.is_none()),
-        ..defaults
-    };
-    Ok(Storage::open(url, &options)?)
+    Ok(repo.open_storage(url, object_lock)?)
 }
 
 /// Opens the configured repository, checking no signature (`list`, `show`: they only display;
@@ -315,7 +244,7 @@ pub async fn init(ctx: &Context) -> Result<(), CliError> {
     let mut stores = vec![storage(ctx)?];
     for mirror in &ctx.config.repository.mirror {
         let url = RepoUrl::parse(mirror.url.as_deref().expect("checked at load"))?;
-        stores.push(storage_from(mirror, &url, false, None)?);
+        stores.push(storage_from(mirror, &url, None)?);
     }
     for store in stores {
         init_one(ctx, store, fingerprints.clone(), signer.clone()).await?;

@@ -9,8 +9,8 @@ use ecobackup_core::storage::RepoUrl;
 
 use super::repo::{load_signer, object_lock, open_for_backup, storage_from};
 use crate::cli::{SigningArgs, TargetArgs};
-use crate::config::RepositoryConfig;
 use crate::{CliError, Context};
+use ecobackup_core::config::RepositoryConfig;
 
 /// A mirror's URL and settings, whether the `ECOBACKUP_S3_*` variables apply to it, and
 /// whether it is configured (else given with `--mirror`).
@@ -83,7 +83,7 @@ pub async fn open_targets(
             RepoUrl::S3 { .. } => object_lock(ctx)?,
             _ => None,
         };
-        let storage = storage_from(mirror.settings, &mirror.url, !mirror.configured, lock)?;
+        let storage = storage_from(mirror.settings, &mirror.url, lock)?;
         match Repository::open(storage).await {
             Ok(repo) => opened.push(match &signer {
                 Some(signer) => repo.with_signer(Arc::clone(signer)),

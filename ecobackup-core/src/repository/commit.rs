@@ -72,6 +72,7 @@ impl Repository {
                 "the write failed ({write_error}) and whether it was stored anyway cannot be found out ({probe_error}); nothing was deleted: run `ecobackup list` when the store is reachable: if backup {} is not listed, `prune` removes its files",
                 manifest.id
             ),
+            fault: crate::error::StorageFault::Other,
         }))
     }
 

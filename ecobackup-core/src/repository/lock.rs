@@ -406,6 +406,7 @@ async fn contest(
             key: own_key.to_owned(),
             repo: storage.url().to_owned(),
             detail: "our own lock object is missing from the listing right after it was written; the store does not list what it stored (not strongly consistent), locks cannot work on it".to_owned(),
+            fault: crate::error::StorageFault::Other,
         }));
     }
     let now = options.clock.now();

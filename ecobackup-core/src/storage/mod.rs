@@ -34,7 +34,7 @@ pub use source::ObjectSource;
 pub use url::{RepoUrl, DEFAULT_REPOSITORY};
 
 use crate::crypto::{ExposeSecret, SecretString};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StorageFault};
 
 /// How to reach an S3-compatible service, and how hard to try.
 #[derive(Clone, Debug)]
@@ -81,7 +81,7 @@ impl Default for StorageOptions {
             retry_timeout: Duration::from_secs(300),
             part_concurrency: 4,
             object_lock: None,
-            environment: true,
+            environment: false,
         }
     }
 }
@@ -288,12 +288,16 @@ impl Storage {
                 key: key.to_owned(),
                 repo: self.url.clone(),
             },
-            other => Error::Storage {
-                op,
-                key: key.to_owned(),
-                repo: self.url.clone(),
-                detail: explain(&other),
-            },
+            other => {
+                let (fault, detail) = explain(&other);
+                Error::Storage {
+                    op,
+                    key: key.to_owned(),
+                    repo: self.url.clone(),
+                    detail,
+                    fault,
+                }
+            }
         }
     }
 
@@ -403,29 +407,41 @@ impl Storage {
     }
 }
 
-/// Turns an object_store error into one line that says what to do.
-fn explain(e: &object_store::Error) -> String {
+/// Turns an object_store error into its kind and one line that says what to do.
+fn explain(e: &object_store::Error) -> (StorageFault, String) {
     let text = e.to_string().replace('\n', " ");
     let lower = text.to_ascii_lowercase();
     // Numbers appear in URLs and ports too: look for statuses and S3 error codes as words.
-    let hint = if lower.contains("error sending request")
+    let (fault, hint) = if lower.contains("error sending request")
         || lower.contains("connection refused")
         || lower.contains("dns error")
         || lower.contains("timed out")
         || lower.contains("tcp connect")
     {
-        "cannot reach the endpoint: check the endpoint URL, the network and any firewall"
+        (
+            StorageFault::Unavailable,
+            "cannot reach the endpoint: check the endpoint URL, the network and any firewall",
+        )
     } else if lower.contains("nosuchbucket") {
-        "the bucket does not exist: create it, or fix the bucket name in the repository URL"
+        (
+            StorageFault::NoBucket,
+            "the bucket does not exist: create it, or fix the bucket name in the repository URL",
+        )
     } else if lower.contains("status 403")
         || lower.contains("forbidden")
         || lower.contains("signaturedoesnotmatch")
         || lower.contains("accessdenied")
         || lower.contains("invalidaccesskeyid")
     {
-        "access denied: check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the *_file keys) and the bucket's permissions"
+        (
+            StorageFault::AccessDenied,
+            "access denied: check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the *_file keys) and the bucket's permissions",
+        )
     } else {
-        "retries exhausted or the request was refused"
+        (
+            StorageFault::Unavailable,
+            "retries exhausted or the request was refused",
+        )
     };
-    format!("{hint} ({text})")
+    (fault, format!("{hint} ({text})"))
 }

@@ -145,6 +145,7 @@ impl ObjectSink {
                         "the artifact outgrew {MAX_PARTS} parts of {} MiB: the source's size estimate was far too low",
                         self.part_size / MIB
                     ),
+                    fault: crate::error::StorageFault::Other,
                 });
             }
             let last = match input.next().await {

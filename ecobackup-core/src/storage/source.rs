@@ -78,6 +78,7 @@ impl Download {
                                 "the object ended at byte {} of {}",
                                 self.offset, self.size
                             ),
+                            fault: crate::error::StorageFault::Unavailable,
                         }));
                     }
                     self.resumes += 1;
