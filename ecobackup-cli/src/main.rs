@@ -131,6 +131,9 @@ pub struct Context {
     /// What went wrong in a job that still succeeded (a backup target that failed), for the
     /// `[notify]` ping and webhook.
     warnings: std::sync::Mutex<Vec<String>>,
+    /// Fires when the command must stop (SIGINT, SIGTERM, the daemon's shutdown): the
+    /// library then aborts what it started and releases its locks before returning.
+    pub cancel: ecobackup_core::cancel::CancellationToken,
 }
 
 impl Context {
@@ -286,6 +289,7 @@ async fn run_command(cli: Cli) -> Result<(), CliError> {
         config_path: cli.config,
         backup_id: std::sync::OnceLock::new(),
         warnings: std::sync::Mutex::new(Vec::new()),
+        cancel: ecobackup_core::cancel::CancellationToken::new(),
     };
     match notify::Job::of(&ctx, &cli.command) {
         Some(job) => job.run(&ctx, dispatch(&ctx, cli.command)).await,

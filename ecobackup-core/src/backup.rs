@@ -14,6 +14,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::Sealing;
+use crate::cancel::cancellable;
 use crate::error::{Error, Result};
 use crate::io::ReaderSource;
 use crate::postgres::binaries::find_program;
@@ -104,6 +105,9 @@ pub struct LogicalBackup {
     pub sealing: Sealing,
     /// `--pg-bin`: where pg_dump lives, when not in the usual places.
     pub pg_bin: Option<PathBuf>,
+    /// Cancels the operation: it stops, cleans up what it started (uploads, stored artifacts,
+    /// its lock) and returns [`Error::Cancelled`](crate::Error::Cancelled). Never fires by default.
+    pub cancel: crate::cancel::CancellationToken,
 }
 
 /// The contents of the encrypted [`CATALOG_ARTIFACT`].
@@ -220,9 +224,12 @@ pub async fn backup_logical(
 
     let started_at = Utc::now();
     let id = new_backup_id(BackupKind::Logical, started_at);
+    if plan.cancel.is_cancelled() {
+        return Err(Error::Cancelled("backup logical".to_owned()));
+    }
     let locks = targets.lock("backup logical").await?;
     let mut stored: Vec<ArtifactEntry> = Vec::new();
-    let outcome = async {
+    let outcome = cancellable(&plan.cancel, "backup logical", async {
         for ((target, facts), pg_dump) in pinned.iter().zip(&facts).zip(&pg_dumps) {
             let command = target.url.apply(
                 target.selection_args(
@@ -311,7 +318,7 @@ pub async fn backup_logical(
             targets: Vec::new(),
         };
         Ok(manifest)
-    }
+    })
     .await;
     // Checks the locks, commits the manifest, or removes the artifacts where it is not stored.
     targets.finish_backup(&id, locks, outcome, &stored).await

@@ -115,6 +115,9 @@ pub struct DrillPlan {
     pub physical: PhysicalDrill,
     /// Where the scratch cluster's temporary directory goes; `None`: the system's (TMPDIR).
     pub scratch_dir: Option<PathBuf>,
+    /// Cancels the operation: it stops, cleans up what it started (uploads, stored artifacts,
+    /// its lock) and returns [`Error::Cancelled`](crate::Error::Cancelled). Never fires by default.
+    pub cancel: crate::cancel::CancellationToken,
 }
 
 /// How long each part of the recovery took.
@@ -267,28 +270,31 @@ pub async fn drill(
     };
     let mut scratch: Option<Cluster> = None;
     let mut created: Vec<DbUrl> = Vec::new();
-    let restored = match manifest.kind {
-        BackupKind::Physical => {
-            physical::restore(repo, plan, &manifest, &mut report, &mut scratch, progress).await
-        }
-        _ => {
-            restore(
-                repo,
-                plan,
-                &manifest,
-                &mut report,
-                &mut scratch,
-                &mut created,
-                progress,
-            )
-            .await
-        }
-    };
-    let clock = Instant::now();
-    let outcome = match restored {
-        Ok(restored) => restored.run(&plan.checks).await,
-        Err(e) => Err(e),
-    };
+    let mut clock = Instant::now();
+    let outcome = crate::cancel::cancellable(&plan.cancel, "drill", async {
+        let restored = match manifest.kind {
+            BackupKind::Physical => {
+                physical::restore(repo, plan, &manifest, &mut report, &mut scratch, progress)
+                    .await?
+            }
+            _ => {
+                restore(
+                    repo,
+                    plan,
+                    &manifest,
+                    &mut report,
+                    &mut scratch,
+                    &mut created,
+                    progress,
+                )
+                .await?
+            }
+        };
+        clock = Instant::now();
+        restored.run(&plan.checks).await
+    })
+    .await;
+    let cancelled = matches!(outcome, Err(Error::Cancelled(_)));
     match outcome {
         Ok(checks) => {
             report.checks = checks;
@@ -307,6 +313,10 @@ pub async fn drill(
         if let Err(e) = cluster.shutdown().await {
             tracing::warn!(error = %e, "could not remove the drill's scratch cluster");
         }
+    }
+    // A cancelled drill proved nothing either way: it is no failed drill.
+    if cancelled {
+        return Err(Error::Cancelled("drill".to_owned()));
     }
     report.rto_seconds = report.rto.provision_seconds
         + report.rto.restore_seconds
@@ -463,6 +473,7 @@ async fn restore(
             keyring: Some(plan.keyring.clone()),
             pg_bin: bin_dir.clone(),
             temp_dir: None,
+            cancel: plan.cancel.clone(),
         };
         created.push(target.clone());
         restore_logical(repo, &restore, progress).await?;

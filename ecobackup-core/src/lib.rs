@@ -35,6 +35,7 @@
 
 pub mod artifact;
 pub mod backup;
+pub mod cancel;
 pub mod config;
 pub mod crypto;
 pub mod drill;

@@ -56,6 +56,9 @@ pub struct LogicalRestore {
     pub pg_bin: Option<PathBuf>,
     /// Where the temporary file of a parallel restore goes (default: the system temp dir).
     pub temp_dir: Option<PathBuf>,
+    /// Cancels the operation: it stops, cleans up what it started (uploads, stored artifacts,
+    /// its lock) and returns [`Error::Cancelled`](crate::Error::Cancelled). Never fires by default.
+    pub cancel: crate::cancel::CancellationToken,
 }
 
 /// What a restore did.
@@ -438,7 +441,13 @@ pub async fn restore_logical(
     };
     let (created, terminated) = prepare_target(plan, major, properties.as_ref(), progress).await?;
 
-    let outcome = match run_pg_restore(repo, plan, &manifest, entry, &pg_restore, progress).await {
+    let restored = crate::cancel::cancellable(
+        &plan.cancel,
+        "restore logical",
+        run_pg_restore(repo, plan, &manifest, entry, &pg_restore, progress),
+    )
+    .await;
+    let outcome = match restored {
         Ok(report) => match properties.as_ref().filter(|_| created) {
             Some(properties) => complete_target(plan, properties).await.map(|()| report),
             None => Ok(report),

@@ -139,6 +139,7 @@ pub async fn demo(ctx: &Context, args: DemoArgs) -> Result<(), CliError> {
             recipients: vec![recipient.clone()],
         },
         pg_bin: Some(cluster.bin_dir().to_owned()),
+        cancel: ctx.cancel.clone(),
     };
     let manifest = backup_logical(&repo.clone().into(), &plan, &bars).await?;
     steps.record("backup", started);
@@ -161,6 +162,7 @@ pub async fn demo(ctx: &Context, args: DemoArgs) -> Result<(), CliError> {
         keyring: Some(Arc::new(keyring)),
         pg_bin: Some(cluster.bin_dir().to_owned()),
         temp_dir: None,
+        cancel: ctx.cancel.clone(),
     };
     restore_logical(&repo, &restore, &bars).await?;
     steps.record("restore", started);

@@ -133,6 +133,7 @@ pub async fn drill(ctx: &Context, args: DrillArgs) -> Result<(), CliError> {
             .scratch_dir
             .clone()
             .or(ctx.config.drill.scratch_dir.clone()),
+        cancel: ctx.cancel.clone(),
     };
     let started = async {
         let repo = open_trusted(ctx, &args.trust).await?;

@@ -179,6 +179,7 @@ pub async fn backup(ctx: &Context, args: BackupFilesArgs) -> Result<(), CliError
     };
     let mut plan = FilesBackup::new(set.paths, sealing);
     plan.name = set.name;
+    plan.cancel = ctx.cancel.clone();
     plan.excludes = excludes;
     plan.tags = tags;
     plan.if_changed = args.if_changed;
@@ -287,6 +288,7 @@ pub async fn restore(ctx: &Context, args: RestoreFilesArgs) -> Result<(), CliErr
     let repo = open_trusted_at(ctx, &args.trust, repository.as_deref()).await?;
     let mut plan = FilesRestore::new(args.id.clone(), args.to.clone());
     plan.set = args.name.clone();
+    plan.cancel = ctx.cancel.clone();
     plan.include = args.includes.clone();
     plan.overwrite = args.overwrite;
     plan.keyring = Some(keyring);

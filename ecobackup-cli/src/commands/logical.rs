@@ -269,6 +269,7 @@ pub async fn backup(ctx: &Context, args: BackupLogicalArgs) -> Result<(), CliErr
         tags,
         sealing,
         pg_bin: args.pg_bin.clone(),
+        cancel: ctx.cancel.clone(),
     };
     let started = std::time::Instant::now();
     let manifest = match backup_logical(&to, &plan, &Bars::new(ctx)).await {
@@ -331,6 +332,7 @@ pub async fn restore(ctx: &Context, args: RestoreLogicalArgs) -> Result<(), CliE
         keyring: Some(Arc::new(load_keyring(ctx, &args.identities).await?)),
         pg_bin: args.pg_bin.clone(),
         temp_dir: None,
+        cancel: ctx.cancel.clone(),
     };
     let repo = open_trusted(ctx, &args.trust).await?;
     let outcome = under_shared_lock(&repo, "restore logical", async {

@@ -46,6 +46,7 @@ pub async fn backup(ctx: &Context, args: BackupPhysicalArgs) -> Result<(), CliEr
         pg_bin: args.pg_bin.clone(),
         allow_no_archive: args.allow_no_archive,
         archive_timeout: Duration::from_secs(args.archive_timeout),
+        cancel: ctx.cancel.clone(),
     };
     let started = std::time::Instant::now();
     let manifest = backup_physical(&repo, &plan, &Bars::new(ctx)).await?;
@@ -109,6 +110,7 @@ pub async fn restore(ctx: &Context, args: RestorePhysicalArgs) -> Result<(), Cli
         keyring: Some(Arc::new(load_keyring(ctx, &args.identities).await?)),
         pg_bin: args.pg_bin.clone(),
         flush: true,
+        cancel: ctx.cancel.clone(),
     };
     let repo = open_trusted(ctx, &args.trust).await?;
     // Held through recovery with --start: prune must not expire the WAL being replayed.

@@ -19,6 +19,7 @@ pub async fn prune(ctx: &Context, args: PruneArgs) -> Result<(), CliError> {
     let options = PruneOptions {
         dry_run: args.dry_run,
         allow_large: args.yes,
+        cancel: ctx.cancel.clone(),
         ..PruneOptions::default()
     };
     let report = run_prune(&repo, &policy, &options, &Bars::new(ctx)).await?;

@@ -135,6 +135,7 @@ pub(super) async fn restore(
             keyring: Some(plan.keyring.clone()),
             pg_bin: Some(bin_dir.clone()),
             flush: plan.durable,
+            cancel: plan.cancel.clone(),
         },
         progress,
     )

@@ -44,6 +44,9 @@ pub struct FilesBackup {
     pub if_changed: bool,
     /// Called after each file's first read (tests change files there).
     pub(crate) hook: Option<ReadHook>,
+    /// Cancels the operation: it stops, cleans up what it started (uploads, stored artifacts,
+    /// its lock) and returns [`Error::Cancelled`](crate::Error::Cancelled). Never fires by default.
+    pub cancel: crate::cancel::CancellationToken,
 }
 
 impl FilesBackup {
@@ -57,6 +60,7 @@ impl FilesBackup {
             sealing,
             if_changed: false,
             hook: None,
+            cancel: Default::default(),
         }
     }
 }
@@ -181,6 +185,9 @@ pub async fn backup_files(
 
     let started_at = Utc::now();
     let id = new_backup_id(BackupKind::Files, started_at);
+    if plan.cancel.is_cancelled() {
+        return Err(Error::Cancelled("backup files".to_owned()));
+    }
     let locks = targets.lock("backup files").await?;
     let walked = Arc::new(Mutex::new(None));
     let source = TarSource {
@@ -192,7 +199,7 @@ pub async fn backup_files(
     };
     let mut stored: Vec<ArtifactEntry> = Vec::new();
     let mut warnings = (Vec::new(), 0);
-    let outcome = async {
+    let outcome = crate::cancel::cancellable(&plan.cancel, "backup files", async {
         let artifact = format!("{ARCHIVE_ARTIFACT}{}", plan.sealing.suffix());
         stored.push(
             targets
@@ -231,7 +238,7 @@ pub async fn backup_files(
             // Set when the backup goes to several repositories.
             targets: Vec::new(),
         })
-    }
+    })
     .await;
     let outcome = targets.finish_backup(&id, locks, outcome, &stored).await;
     let (warnings, more_warnings) = warnings;

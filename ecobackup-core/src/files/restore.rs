@@ -47,6 +47,9 @@ pub struct FilesRestore {
     pub overwrite: bool,
     /// Identities that decrypt the backup.
     pub keyring: Option<Arc<Keyring>>,
+    /// Cancels the operation: it stops, cleans up what it started (uploads, stored artifacts,
+    /// its lock) and returns [`Error::Cancelled`](crate::Error::Cancelled). Never fires by default.
+    pub cancel: crate::cancel::CancellationToken,
 }
 
 impl FilesRestore {
@@ -59,6 +62,7 @@ impl FilesRestore {
             include: Vec::new(),
             overwrite: false,
             keyring: None,
+            cancel: Default::default(),
         }
     }
 }
@@ -178,13 +182,18 @@ pub async fn restore_files(
                 )
             })?;
         let (sink, report) = ExtractSink::new(staging.path(), includes);
-        artifact::open(
-            repo,
-            &manifest.id,
-            entry,
-            plan.keyring.clone(),
-            sink,
-            progress,
+        // Cancellable until the first move: the staging directory is all there is to undo.
+        crate::cancel::cancellable(
+            &plan.cancel,
+            "restore files",
+            artifact::open(
+                repo,
+                &manifest.id,
+                entry,
+                plan.keyring.clone(),
+                sink,
+                progress,
+            ),
         )
         .await?;
         let extracted = report

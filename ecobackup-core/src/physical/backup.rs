@@ -68,6 +68,9 @@ pub struct PhysicalBackup {
     pub allow_no_archive: bool,
     /// How long the archiving of the stop segment may take.
     pub archive_timeout: Duration,
+    /// Cancels the operation: it stops, cleans up what it started (uploads, stored artifacts,
+    /// its lock) and returns [`Error::Cancelled`](crate::Error::Cancelled). Never fires by default.
+    pub cancel: crate::cancel::CancellationToken,
 }
 
 /// Runs a physical backup into `repo`; returns the manifest that was written.
@@ -101,22 +104,26 @@ pub async fn backup_physical(
     )
     .await?;
     let mut stored: Vec<ArtifactEntry> = Vec::new();
-    let outcome = take(
-        repo,
-        plan,
-        client,
-        &url,
-        &server,
-        &pg_basebackup,
-        &id,
-        &mut stored,
-        progress,
-    )
+    let outcome = crate::cancel::cancellable(&plan.cancel, "backup physical", async {
+        Ok(take(
+            repo,
+            plan,
+            client,
+            &url,
+            &server,
+            &pg_basebackup,
+            &id,
+            &mut stored,
+            progress,
+        )
+        .await)
+    })
     .await;
     let outcome = match outcome {
-        Err(Taking::ArchiveTimeout(error)) => Err(explain_archive_failure(client, error).await),
-        Err(Taking::Failed(error)) => Err(error),
-        Ok(manifest) => Ok(manifest),
+        Ok(Err(Taking::ArchiveTimeout(error))) => Err(explain_archive_failure(client, error).await),
+        Ok(Err(Taking::Failed(error))) => Err(error),
+        Ok(Ok(manifest)) => Ok(manifest),
+        Err(cancelled) => Err(cancelled),
     };
     let outcome = repo.finish_backup(&id, &lock, outcome, &stored).await;
     if let Err(e) = lock.release().await {

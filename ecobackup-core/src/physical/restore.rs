@@ -60,6 +60,9 @@ pub struct PhysicalRestore {
     /// restore; a drill's throwaway copy skips it unless durable (it costs a second or more per
     /// 500 MB, and flushes everything else dirty on that filesystem too).
     pub flush: bool,
+    /// Cancels the operation: it stops, cleans up what it started (uploads, stored artifacts,
+    /// its lock) and returns [`Error::Cancelled`](crate::Error::Cancelled). Never fires by default.
+    pub cancel: crate::cancel::CancellationToken,
 }
 
 /// What a restore did.
@@ -121,16 +124,16 @@ pub async fn restore_physical(
     .await?;
     let owner = prepare_dir(&plan.pgdata, plan.force)?;
     let run_as = nix::unistd::geteuid().is_root().then_some(owner);
-    artifact::open(
-        repo,
-        &manifest.id,
-        base,
-        plan.keyring.clone(),
-        UnpackSink::new(&plan.pgdata, run_as),
-        progress,
-    )
-    .await?;
-    let work = async {
+    let work = crate::cancel::cancellable(&plan.cancel, "restore physical", async {
+        artifact::open(
+            repo,
+            &manifest.id,
+            base,
+            plan.keyring.clone(),
+            UnpackSink::new(&plan.pgdata, run_as),
+            progress,
+        )
+        .await?;
         // What was unpacked reaches the disk before it is checked and called restored.
         if plan.flush {
             let dir = std::fs::File::open(&plan.pgdata)
@@ -163,7 +166,7 @@ pub async fn restore_physical(
             }
         }
         Ok(())
-    }
+    })
     .await;
     if let Err(e) = work {
         if let Err(cleanup) = empty_dir(&plan.pgdata) {

@@ -214,16 +214,15 @@ impl Drop for Pending {
 
 /// Deletes `key` in a background task, after `renewal` (if any) has stopped.
 fn delete_in_background(storage: Storage, key: String, renewal: Option<JoinHandle<()>>) {
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(async move {
-            if let Some(renewal) = renewal {
-                let _ = renewal.await;
-            }
-            if let Err(e) = storage.delete(&key).await {
-                tracing::warn!(lock = %key, error = %e, "could not delete a dropped lock object; it expires by itself");
-            }
-        });
-    }
+    // Inside a cancelled operation, it waits for this delete before it returns.
+    crate::cancel::Cleanup::spawn(None, async move {
+        if let Some(renewal) = renewal {
+            let _ = renewal.await;
+        }
+        if let Err(e) = storage.delete(&key).await {
+            tracing::warn!(lock = %key, error = %e, "could not delete a dropped lock object; it expires by itself");
+        }
+    });
 }
 
 /// What one look at the lock folder decided.

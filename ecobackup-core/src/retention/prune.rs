@@ -55,6 +55,9 @@ pub struct PruneOptions {
     pub debris_margin: Duration,
     /// The repository lock's timings.
     pub lock: LockOptions,
+    /// Cancels the operation: it stops, cleans up what it started (uploads, stored artifacts,
+    /// its lock) and returns [`Error::Cancelled`](crate::Error::Cancelled). Never fires by default.
+    pub cancel: crate::cancel::CancellationToken,
 }
 
 impl Default for PruneOptions {
@@ -68,6 +71,7 @@ impl Default for PruneOptions {
             now: Utc::now(),
             debris_margin: DEBRIS_MARGIN,
             lock: LockOptions::default(),
+            cancel: Default::default(),
         }
     }
 }
@@ -147,7 +151,12 @@ pub async fn prune(
     } else {
         Some(Lock::acquire(repo.storage(), LockMode::Exclusive, "prune", &options.lock).await?)
     };
-    let outcome = run(repo, policy, options, lock.as_ref(), progress).await;
+    let outcome = crate::cancel::cancellable(
+        &options.cancel,
+        "prune",
+        run(repo, policy, options, lock.as_ref(), progress),
+    )
+    .await;
     if let Some(lock) = lock {
         if let Err(e) = lock.release().await {
             tracing::warn!(error = %e, "could not release the prune lock; it expires by itself");

@@ -46,6 +46,9 @@ pub struct ObjectSink {
     key: String,
     part_size: u64,
     concurrency: usize,
+    /// The clean-up of the operation that made this sink: a cancelled operation waits for
+    /// the abort of an upload its sink left unfinished.
+    cleanup: Option<crate::cancel::Cleanup>,
 }
 
 impl ObjectSink {
@@ -64,6 +67,7 @@ impl ObjectSink {
             key: key.to_owned(),
             part_size,
             concurrency: concurrency.clamp(1, memory_bound),
+            cleanup: crate::cancel::Cleanup::current(),
         }
     }
 
@@ -100,6 +104,7 @@ impl ObjectSink {
         let mut guard = AbortOnDrop {
             upload: Some(upload),
             key: self.key.clone(),
+            cleanup: self.cleanup.clone(),
         };
         let outcome = self.send_parts(&mut guard, first, input).await;
         let mut upload = guard.upload.take().expect("held until here");
@@ -244,6 +249,7 @@ impl PartCutter {
 struct AbortOnDrop {
     upload: Option<Box<dyn MultipartUpload>>,
     key: String,
+    cleanup: Option<crate::cancel::Cleanup>,
 }
 
 impl Drop for AbortOnDrop {
@@ -252,17 +258,14 @@ impl Drop for AbortOnDrop {
             return;
         };
         let key = std::mem::take(&mut self.key);
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    if let Err(e) = upload.abort().await {
-                        tracing::warn!(key = %key, error = %e, "could not abort a cancelled multipart upload");
-                    }
-                });
+        let warn_key = key.clone();
+        let spawned = crate::cancel::Cleanup::spawn(self.cleanup.as_ref(), async move {
+            if let Err(e) = upload.abort().await {
+                tracing::warn!(key = %key, error = %e, "could not abort a cancelled multipart upload");
             }
-            Err(_) => {
-                tracing::warn!(key = %key, "a cancelled multipart upload is left pending (no runtime to abort it)")
-            }
+        });
+        if !spawned {
+            tracing::warn!(key = %warn_key, "a cancelled multipart upload is left pending (no runtime to abort it)");
         }
     }
 }
