@@ -12,7 +12,7 @@ use age::x25519;
 use crate::crypto::{fingerprint, Keyring};
 use crate::error::{Error, Result};
 use crate::pipeline::{Pipeline, PipelineReport, Sink, Source};
-use crate::progress::Progress;
+use crate::progress::{observed, Progress};
 use crate::repository::{ArtifactEntry, Repository};
 use crate::transform::{
     Compress, Decompress, Decrypt, Digest, DigestCheck, DigestHandle, DigestResult, Encrypt,
@@ -79,10 +79,8 @@ pub async fn store_into<S: Sink>(
     }
     let key = Repository::artifact_key(id, name);
     let mut runnable = pipeline.then(stored).into(sink(&key, size_hint));
-    progress.begin(name, size_hint, runnable.meters()[0].clone());
-    let result = runnable.run().await;
-    progress.end(name);
-    result?;
+    let meter = runnable.meters()[0].clone();
+    observed(progress, name, size_hint, meter, runnable.run()).await?;
     let raw = digest_of(&raw_digest, "raw")?;
     let stored = digest_of(&stored_digest, "stored")?;
     Ok(ArtifactEntry {
@@ -135,12 +133,13 @@ pub async fn open<S: Sink>(
         pipeline = pipeline.then(Decompress::new());
     }
     let mut runnable = pipeline.then(raw).into(sink);
-    progress.begin(
+    let meter = runnable.meters()[0].clone();
+    observed(
+        progress,
         &entry.name,
         Some(entry.stored_size),
-        runnable.meters()[0].clone(),
-    );
-    let result = runnable.run().await;
-    progress.end(&entry.name);
-    result
+        meter,
+        runnable.run(),
+    )
+    .await
 }

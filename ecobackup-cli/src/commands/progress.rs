@@ -3,11 +3,8 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
 
-use ecobackup_core::pipeline::StageMeter;
 use ecobackup_core::progress::Progress;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -16,7 +13,7 @@ use crate::Context;
 /// Bars for the long steps of one command.
 pub struct Bars {
     visible: bool,
-    running: Mutex<HashMap<String, (ProgressBar, Arc<AtomicBool>)>>,
+    running: Mutex<HashMap<String, ProgressBar>>,
 }
 
 impl Bars {
@@ -30,7 +27,7 @@ impl Bars {
 }
 
 impl Progress for Bars {
-    fn begin(&self, step: &str, total: Option<u64>, meter: StageMeter) {
+    fn started(&self, step: &str, total: Option<u64>) {
         if !self.visible {
             return;
         }
@@ -47,27 +44,25 @@ impl Progress for Bars {
             ),
         };
         bar.set_message(step.to_owned());
-        let done = Arc::new(AtomicBool::new(false));
-        let (ticker, flag) = (bar.clone(), done.clone());
-        std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                let bytes = meter.bytes_out();
-                if ticker.length().is_some_and(|len| bytes > len) {
-                    ticker.set_length(bytes);
-                }
-                ticker.set_position(bytes);
-                std::thread::sleep(Duration::from_millis(150));
-            }
-        });
         if let Ok(mut running) = self.running.lock() {
-            running.insert(step.to_owned(), (bar, done));
+            running.insert(step.to_owned(), bar);
         }
     }
 
-    fn end(&self, step: &str) {
-        let entry = self.running.lock().ok().and_then(|mut r| r.remove(step));
-        if let Some((bar, done)) = entry {
-            done.store(true, Ordering::Relaxed);
+    fn advanced(&self, step: &str, done: u64, _total: Option<u64>) {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bar) = running.get(step) {
+            // The total is an estimate (a database's size): the bar grows past it.
+            if bar.length().is_some_and(|len| done > len) {
+                bar.set_length(done);
+            }
+            bar.set_position(done);
+        }
+    }
+
+    fn finished(&self, step: &str) {
+        let bar = self.running.lock().ok().and_then(|mut r| r.remove(step));
+        if let Some(bar) = bar {
             bar.finish_and_clear();
         }
     }
