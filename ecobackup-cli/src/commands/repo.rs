@@ -7,9 +7,7 @@ use std::time::Duration;
 use ecobackup_core::crypto::{
     fingerprint, parse_recipients, parse_signers, Signer, TrustedSigners,
 };
-use ecobackup_core::repository::{
-    BadBackup, InitOutcome, Lock, LockMode, LockOptions, Manifest, Repository,
-};
+use ecobackup_core::repository::{BadBackup, InitOutcome, Manifest, Repository};
 use ecobackup_core::storage::{ObjectLock, RepoUrl, Storage, DEFAULT_REPOSITORY};
 
 use crate::cli::{ListArgs, ShowArgs, SigningArgs, TrustArgs};
@@ -169,43 +167,13 @@ pub async fn open_trusted_at(
         .await?)
 }
 
-/// Runs `work` under the repository's shared lock, named `owner`: prune (which takes the
-/// exclusive lock) cannot delete a backup or WAL while a restore, drill or verify reads it.
-/// The lock is released whatever `work` returns. A running prune stops the command; a lock
-/// the store refuses to write (access denied: a restore host with read-only credentials) is a
-/// warning, and the work goes on unprotected; any other failure to take it stops the command.
+/// Runs `work` under the repository's shared lock ([`ecobackup_core::repository::under_shared_lock`]).
 pub async fn under_shared_lock<T>(
     repo: &Repository,
     owner: &str,
     work: impl std::future::Future<Output = Result<T, CliError>>,
 ) -> Result<T, CliError> {
-    let lock = match Lock::acquire(
-        repo.storage(),
-        LockMode::Shared,
-        owner,
-        &LockOptions::default(),
-    )
-    .await
-    {
-        Ok(lock) => Some(lock),
-        // Only a refused write (read-only credentials) lets the work go on unprotected; a
-        // store that is down or failing stops it, as it would stop the work anyway.
-        Err(e @ ecobackup_core::Error::Storage { .. })
-            if e.to_string().contains("access denied") =>
-        {
-            tracing::warn!(error = %e, "could not take the repository's shared lock (read-only credentials?): a prune running meanwhile could delete what this reads");
-            None
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let outcome = work.await;
-    if let Some(Err(e)) = match lock {
-        Some(lock) => Some(lock.release().await),
-        None => None,
-    } {
-        tracing::warn!(error = %e, "could not release the repository lock; it expires by itself");
-    }
-    outcome
+    ecobackup_core::repository::under_shared_lock(repo.storage(), owner, work).await
 }
 
 /// Which signers are trusted: `--trusted-signer` / `ECOBACKUP_TRUSTED_SIGNERS`, else

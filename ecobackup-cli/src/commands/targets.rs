@@ -1,13 +1,10 @@
 //! The targets of a logical or files backup: the repository, and its mirrors
 //! (`[[repository.mirror]]`, `--mirror URL`), all written from one read of the source.
 
-use std::sync::Arc;
-
-use ecobackup_core::error::Error;
-use ecobackup_core::repository::{Repository, TargetReport, Targets};
+use ecobackup_core::repository::{open_mirror, Targets};
 use ecobackup_core::storage::RepoUrl;
 
-use super::repo::{load_signer, object_lock, open_for_backup, storage_from};
+use super::repo::{load_signer, object_lock, open_for_backup};
 use crate::cli::{SigningArgs, TargetArgs};
 use crate::{CliError, Context};
 use ecobackup_core::config::RepositoryConfig;
@@ -78,18 +75,17 @@ pub async fn open_targets(
     let mut opened = Vec::new();
     let mut unreachable = Vec::new();
     for mirror in mirrors {
-        // Object Lock is an S3 feature: a mirror on a directory is written without it.
-        let lock = match mirror.url {
-            RepoUrl::S3 { .. } => object_lock(ctx)?,
-            _ => None,
-        };
-        let storage = storage_from(mirror.settings, &mirror.url, lock)?;
-        match Repository::open(storage).await {
-            Ok(repo) => opened.push(match &signer {
-                Some(signer) => repo.with_signer(Arc::clone(signer)),
-                None => repo,
-            }),
-            Err(e @ Error::NotARepository { .. }) => {
+        match open_mirror(
+            mirror.settings,
+            &mirror.url,
+            object_lock(ctx)?,
+            signer.as_ref(),
+        )
+        .await
+        {
+            Ok(Ok(repo)) => opened.push(repo),
+            Ok(Err(report)) => unreachable.push(report),
+            Err(e) => {
                 let how = match mirror.configured {
                     true => "run `ecobackup init`, which initialises the configured mirrors too",
                     false => "run `ecobackup --repo URL init` for it",
@@ -99,10 +95,6 @@ pub async fn open_targets(
                     mirror.url
                 )));
             }
-            Err(e) => unreachable.push(TargetReport {
-                url: mirror.url.to_string(),
-                failure: Some(e.to_string()),
-            }),
         }
     }
     Ok(Targets::new(primary, opened, unreachable, required)?)

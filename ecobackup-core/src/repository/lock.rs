@@ -525,3 +525,31 @@ fn hostname() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "unknown-host".to_owned())
 }
+
+/// Runs `work` under the repository's shared lock, named `owner`: prune (which takes the
+/// exclusive lock) cannot delete a backup or WAL while a restore, drill or verify reads it.
+/// The lock is released whatever `work` returns. A running prune stops the caller; a lock the
+/// store refuses to write (access denied: a restore host with read-only credentials) is a
+/// warning, and the work goes on unprotected; any other failure to take it is returned.
+pub async fn under_shared_lock<T, E: From<Error>>(
+    storage: &Storage,
+    owner: &str,
+    work: impl std::future::Future<Output = std::result::Result<T, E>>,
+) -> std::result::Result<T, E> {
+    let lock = match Lock::acquire(storage, LockMode::Shared, owner, &LockOptions::default()).await
+    {
+        Ok(lock) => Some(lock),
+        Err(e @ Error::Storage { .. }) if e.kind() == crate::error::ErrorKind::Auth => {
+            tracing::warn!(error = %e, "could not take the repository's shared lock (read-only credentials?): a prune running meanwhile could delete what this reads");
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let outcome = work.await;
+    if let Some(lock) = lock {
+        if let Err(e) = lock.release().await {
+            tracing::warn!(error = %e, "could not release the repository lock; it expires by itself");
+        }
+    }
+    outcome
+}

@@ -25,12 +25,14 @@ use serde::{Deserialize, Serialize};
 pub use commit::CommitFailure;
 pub use id::{is_backup_id, new_backup_id};
 pub use listing::{BackupListing, BadBackup, Debris, DEBRIS_MARGIN};
-pub use lock::{Clock, Lock, LockInfo, LockMode, LockOptions, SystemClock, LOCK_FOLDER};
+pub use lock::{
+    under_shared_lock, Clock, Lock, LockInfo, LockMode, LockOptions, SystemClock, LOCK_FOLDER,
+};
 pub use manifest::{
     ArtifactEntry, BackupKind, FilesFacts, Manifest, PhysicalFacts, ServerFacts, SourceFacts,
     MANIFEST_VERSION,
 };
-pub use targets::{TargetLocks, TargetReport, Targets};
+pub use targets::{open_mirror, TargetLocks, TargetReport, Targets};
 
 use crate::crypto::{Signer, TrustedSigners, SIGNATURE_SUFFIX};
 use crate::error::{Error, Result};

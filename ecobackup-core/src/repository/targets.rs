@@ -415,3 +415,31 @@ impl TargetLocks {
         }
     }
 }
+
+/// Opens the mirror at `url` for a backup, with the S3 settings of `settings` and the Object
+/// Lock of `object_lock` (dropped on a directory: Object Lock is an S3 feature), signing with
+/// `signer`. A mirror that cannot be reached is `Ok(Err(report))`: it takes no part and is
+/// reported; one that is reachable but holds no repository is an error (initialise it first).
+pub async fn open_mirror(
+    settings: &crate::config::RepositoryConfig,
+    url: &crate::storage::RepoUrl,
+    object_lock: Option<crate::storage::ObjectLock>,
+    signer: Option<&std::sync::Arc<crate::crypto::Signer>>,
+) -> Result<std::result::Result<Repository, TargetReport>> {
+    let object_lock = match url {
+        crate::storage::RepoUrl::S3 { .. } => object_lock,
+        _ => None,
+    };
+    let storage = settings.open_storage(url, object_lock)?;
+    match Repository::open(storage).await {
+        Ok(repo) => Ok(Ok(match signer {
+            Some(signer) => repo.with_signer(std::sync::Arc::clone(signer)),
+            None => repo,
+        })),
+        Err(e @ Error::NotARepository { .. }) => Err(e),
+        Err(e) => Ok(Err(TargetReport {
+            url: url.to_string(),
+            failure: Some(e.to_string()),
+        })),
+    }
+}
