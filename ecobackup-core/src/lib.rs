@@ -7,6 +7,26 @@
 //! snapshot before every schema migration. Everything the CLI does is here; the CLI only
 //! parses flags and prints.
 //!
+//! ```no_run
+//! use ecobackup_core::{postgres::DbUrl, Config, Ecobackup};
+//!
+//! # async fn snapshot() -> ecobackup_core::Result<()> {
+//! // The repository and keys from ecobackup.toml and the ECOBACKUP_* variables, as the CLI
+//! // reads them; or build a `Config` in code: the library reads no variable unless asked.
+//! let eco = Ecobackup::open(Config::from_env()?).await?;
+//! let db = DbUrl::parse("postgres://backup@db.internal/shop")?;
+//! let snapshot = eco.backup_logical(db).tag("reason", "pre-migration").run().await?;
+//! println!("snapshot {} taken", snapshot.id);
+//! # Ok(()) }
+//! ```
+//!
+//! [`Ecobackup`] is the entry point: opened from a [`Config`], it runs each operation as a
+//! builder (`backup_logical`, `restore_logical`, `verify`, `drill`, `prune`, `status`) that
+//! takes a [`cancel::CancellationToken`] and a [`progress::Progress`] observer, and fails with
+//! an [`Error`] whose [`kind`](Error::kind) says what a caller can do ([`Error::is_retryable`]).
+//! `ecobackup-core/examples/pre_migration.rs` is a whole service-like program. The modules
+//! below are the lower layer the handle and the CLI are built from:
+//!
 //! - [`pipeline`]: the [`Source`](pipeline::Source) / [`Transform`](pipeline::Transform) /
 //!   [`Sink`](pipeline::Sink) traits and the [`Pipeline`](pipeline::Pipeline) that runs them.
 //! - [`transform`]: zstd, age encryption and decryption, SHA-256 digests.
@@ -41,6 +61,7 @@ pub mod crypto;
 pub mod drill;
 pub mod error;
 pub mod files;
+pub mod handle;
 pub mod io;
 pub mod monitor;
 pub mod physical;
@@ -58,3 +79,4 @@ pub mod wal;
 
 pub use config::Config;
 pub use error::{Error, ErrorKind, Result};
+pub use handle::Ecobackup;

@@ -20,22 +20,7 @@ use crate::cli::DrillArgs;
 use crate::{CliError, Context};
 
 fn load_checks(path: Option<&Path>) -> Result<Checks, CliError> {
-    let Some(path) = path else {
-        return Ok(Checks::default());
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        CliError::usage(format!(
-            "cannot read the checks file {}: {e}",
-            path.display()
-        ))
-    })?;
-    toml::from_str(&text).map_err(|e| {
-        CliError::usage(format!(
-            "the checks file {} is invalid: {}",
-            path.display(),
-            e.message()
-        ))
-    })
+    Ok(path.map(Checks::load).transpose()?.unwrap_or_default())
 }
 
 /// Writes the report (mode 0600: it names databases and checks) to a temporary file beside

@@ -26,6 +26,19 @@ pub struct Checks {
     pub command: Option<CommandCheck>,
 }
 
+impl Checks {
+    /// Reads the checks file at `path` (TOML: `[[table]]`, `[[sql]]`, `[command]`).
+    pub fn load(path: &std::path::Path) -> crate::Result<Checks> {
+        let invalid = |detail: String| crate::Error::ConfigFile {
+            path: path.to_owned(),
+            detail: format!("(a drill checks file) {detail}"),
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| invalid(format!("cannot be read: {e}")))?;
+        toml::from_str(&text).map_err(|e| invalid(e.message().to_owned()))
+    }
+}
+
 /// A table's row count: at least `min_rows`, and/or within `within_percent` of the source's
 /// row estimate recorded at backup time (for a physical backup, the restored copy's own
 /// planner statistics, which are the source's as of the recovery point).

@@ -1,0 +1,208 @@
+//! [`Ecobackup`]: one repository, its mirrors and its keys, opened from a [`Config`], and the
+//! operations on it as builders.
+
+mod ops;
+
+use std::sync::Arc;
+
+use tokio::sync::OnceCell;
+
+pub use ops::{BackupLogical, DrillLogical, Prune, RestoreLogical, Verify};
+
+use crate::artifact::Sealing;
+use crate::config::Config;
+use crate::crypto::{parse_recipients, parse_signers, read_secret_file, Keyring};
+use crate::crypto::{Signer, TrustedSigners};
+use crate::error::{Error, Result};
+use crate::monitor::RepositoryStatus;
+use crate::postgres::DbUrl;
+use crate::repository::{open_mirror, Manifest, Repository, Targets};
+
+/// The zstd level of backups taken through the handle (the CLI's default too).
+const DEFAULT_LEVEL: i32 = 3;
+
+/// A repository opened for backups, restores and checks, with the keys its configuration
+/// names. Cheap to share: clone the `Arc` you keep it in, or call it from several tasks.
+///
+/// ```no_run
+/// # async fn snapshot() -> ecobackup_core::Result<()> {
+/// use ecobackup_core::{postgres::DbUrl, Config, Ecobackup};
+///
+/// let eco = Ecobackup::open(Config::from_env()?).await?;
+/// let db = DbUrl::parse("postgres://backup@db.internal/shop")?;
+/// let manifest = eco.backup_logical(db).tag("reason", "pre-migration").run().await?;
+/// println!("restore with: ecobackup restore logical {} --db URL", manifest.id);
+/// # Ok(()) }
+/// ```
+pub struct Ecobackup {
+    config: Config,
+    /// The repository as opened: it writes (signing when a key is configured) and lists.
+    repo: Repository,
+    /// The same repository checked against the trusted signers, made on the first read.
+    trusted: OnceCell<Repository>,
+    /// The identities, loaded on the first restore, verify or drill.
+    keyring: OnceCell<Arc<Keyring>>,
+    signer: Option<Arc<Signer>>,
+}
+
+impl Ecobackup {
+    /// Opens the repository `config` names (`[repository]`; `./ecobackup-repo` without a url)
+    /// and loads its signing key. It must exist (`ecobackup init`). Identities are read only
+    /// when an operation needs them. Reads no environment variable: build `config` with
+    /// [`Config::from_env`] for the CLI's `ECOBACKUP_*` variables.
+    pub async fn open(config: Config) -> Result<Ecobackup> {
+        let url = config.repository.repo_url()?;
+        let storage = config
+            .repository
+            .open_storage(&url, config.object_lock()?)?;
+        let signer = config
+            .encryption
+            .signing_key_file
+            .as_deref()
+            .map(Signer::from_file)
+            .transpose()?
+            .map(Arc::new);
+        let mut repo = Repository::open(storage).await?;
+        if let Some(signer) = &signer {
+            repo = repo.with_signer(Arc::clone(signer));
+        }
+        Ok(Ecobackup {
+            config,
+            repo,
+            trusted: OnceCell::new(),
+            keyring: OnceCell::new(),
+            signer,
+        })
+    }
+
+    /// The configuration it was opened with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The repository underneath, for the lower-level functions of [`crate::repository`].
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// Every backup's manifest, oldest first (signatures not checked: for display).
+    pub async fn list(&self) -> Result<Vec<Manifest>> {
+        Ok(self.repo.manifests().await?.backups)
+    }
+
+    /// What the repository holds, per kind and set, and how old the newest of each is.
+    pub async fn status(&self) -> Result<RepositoryStatus> {
+        crate::monitor::status(&self.repo, chrono::Utc::now()).await
+    }
+
+    /// A logical backup of `database` (add more with [`BackupLogical::database`]).
+    pub fn backup_logical(&self, database: DbUrl) -> BackupLogical<'_> {
+        BackupLogical::new(self, database)
+    }
+
+    /// A logical restore of `backup` (an id or `latest`) into the database `target`.
+    pub fn restore_logical(&self, backup: impl Into<String>, target: DbUrl) -> RestoreLogical<'_> {
+        RestoreLogical::new(self, backup.into(), target)
+    }
+
+    /// Reads back every artifact of `backup` (an id or `latest`) and checks its digests.
+    pub fn verify(&self, backup: impl Into<String>) -> Verify<'_> {
+        Verify::new(self, backup.into())
+    }
+
+    /// Restores the logical backup `backup` into a throwaway cluster and runs the checks of
+    /// `[drill] checks`.
+    pub fn drill(&self, backup: impl Into<String>) -> DrillLogical<'_> {
+        DrillLogical::new(self, backup.into())
+    }
+
+    /// Deletes what `[retention]` does not keep, under the exclusive lock.
+    pub fn prune(&self) -> Prune<'_> {
+        Prune::new(self)
+    }
+
+    /// How backups are sealed: `[encryption] recipients`, which must not be empty.
+    fn sealing(&self, level: i32) -> Result<Sealing> {
+        let recipients = parse_recipients(&self.config.encryption.recipients)?;
+        if recipients.is_empty() {
+            return Err(Error::NoRecipients);
+        }
+        Ok(Sealing { level, recipients })
+    }
+
+    /// The repository and the configured mirrors, for a backup. Without a signing key, the
+    /// backup is refused unless `[encryption] allow_unsigned`.
+    async fn targets(&self) -> Result<Targets> {
+        if self.signer.is_none() && !self.config.encryption.allow_unsigned {
+            return Err(Error::Config {
+                section: "encryption".to_owned(),
+                detail: "no signing_key_file: restore sides cannot tell this host's backups from planted ones; give one (`ecobackup key generate --signing`), or set allow_unsigned = true".to_owned(),
+            });
+        }
+        let repository = &self.config.repository;
+        if repository.mirror.is_empty() && repository.min_targets.unwrap_or(1) == 1 {
+            return Ok(self.repo.clone().into());
+        }
+        let (mut opened, mut unreachable) = (Vec::new(), Vec::new());
+        for mirror in &repository.mirror {
+            let url = mirror.repo_url()?;
+            match open_mirror(
+                mirror,
+                &url,
+                self.config.object_lock()?,
+                self.signer.as_ref(),
+            )
+            .await?
+            {
+                Ok(repo) => opened.push(repo),
+                Err(report) => unreachable.push(report),
+            }
+        }
+        Targets::new(
+            self.repo.clone(),
+            opened,
+            unreachable,
+            repository.min_targets,
+        )
+    }
+
+    /// The repository for reads: its marker and every manifest signed by a trusted signer
+    /// (`[encryption] trusted_signers`), unless `allow_unsigned`.
+    async fn trusted(&self) -> Result<&Repository> {
+        self.trusted
+            .get_or_try_init(|| async {
+                let keys = &self.config.encryption;
+                let signers = parse_signers(&keys.trusted_signers)?;
+                if signers.is_empty() && !keys.allow_unsigned {
+                    return Err(Error::Config {
+                        section: "encryption".to_owned(),
+                        detail: "no trusted_signers: give the public keys (ecosign1…) of the hosts whose backups may be restored, or allow_unsigned = true for a repository written without signing".to_owned(),
+                    });
+                }
+                let trust = TrustedSigners::new(signers).allowing_unsigned(keys.allow_unsigned);
+                self.repo.clone().with_trusted_signers(trust).await
+            })
+            .await
+    }
+
+    /// The identities of `[encryption] identity_files` (with `passphrase_file`).
+    async fn keyring(&self) -> Result<Arc<Keyring>> {
+        self.keyring
+            .get_or_try_init(|| async {
+                let keys = &self.config.encryption;
+                if keys.identity_files.is_empty() {
+                    return Err(Error::NoIdentities);
+                }
+                let passphrase = keys
+                    .passphrase_file
+                    .as_deref()
+                    .map(read_secret_file)
+                    .transpose()?;
+                Ok(Arc::new(
+                    Keyring::load(keys.identity_files.clone(), passphrase).await?,
+                ))
+            })
+            .await
+            .cloned()
+    }
+}

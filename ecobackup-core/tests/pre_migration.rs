@@ -1,0 +1,240 @@
+//! The embedder's path, end to end: the `pre_migration` example (built by `cargo test` with
+//! the other examples) against a real cluster and the in-process S3 server, then the snapshot
+//! it printed restored through the library's handle.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+
+use ecobackup_core::config::RepositoryConfig;
+use ecobackup_core::crypto::{fingerprint, generate_identity, write_identity_file, Signer};
+use ecobackup_core::postgres::DbUrl;
+use ecobackup_core::repository::Repository;
+use ecobackup_core::storage::RepoUrl;
+use ecobackup_core::{Config, Ecobackup, ErrorKind};
+use ecobackup_testkit::{S3TestServer, TestPg};
+
+/// Keys, an initialised repository on the S3 server, and the variables that reach it.
+struct Lab {
+    dir: tempfile::TempDir,
+    recipient: String,
+    signer_public: String,
+    s3: S3TestServer,
+    prefix: String,
+}
+
+impl Lab {
+    async fn new() -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let (identity, recipient) = generate_identity();
+        write_identity_file(&dir.path().join("restore.key"), &identity, None).unwrap();
+        let signer = Signer::generate();
+        signer
+            .write_file(&dir.path().join("signing.key"), false)
+            .unwrap();
+        let s3 = S3TestServer::start().await;
+        let lab = Lab {
+            recipient: recipient.to_string(),
+            signer_public: signer.public_key().to_string(),
+            dir,
+            s3,
+            prefix: "service".to_owned(),
+        };
+        let url = lab.repo_url();
+        let storage = lab.repository_config().open_storage(&url, None).unwrap();
+        Repository::init_signed(
+            storage,
+            vec![fingerprint(&recipient)],
+            Some(Arc::new(signer)),
+        )
+        .await
+        .unwrap();
+        lab
+    }
+
+    fn repo_url(&self) -> RepoUrl {
+        RepoUrl::parse(&format!("s3://{}/{}", self.s3.bucket(), self.prefix)).unwrap()
+    }
+
+    /// `[repository]` as a service would build it in code (credentials in files, 0600).
+    fn repository_config(&self) -> RepositoryConfig {
+        let (id, secret) = (self.path("s3.id"), self.path("s3.secret"));
+        for (path, value) in [
+            (&id, self.s3.access_key_id()),
+            (&secret, self.s3.secret_access_key()),
+        ] {
+            ecobackup_core::storage::write_private_file(path, value.as_bytes(), true).unwrap();
+        }
+        let mut repository = RepositoryConfig::default();
+        repository.url = Some(self.repo_url().to_string());
+        repository.endpoint = Some(self.s3.endpoint());
+        repository.region = Some(self.s3.region().to_owned());
+        repository.allow_http = true;
+        repository.access_key_id_file = Some(id);
+        repository.secret_access_key_file = Some(secret);
+        repository
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs the example with `--migration FILE`, given only the variables a deployment would set.
+    fn run_example(&self, database_url: &str, migration: &Path) -> Output {
+        std::process::Command::new(example("pre_migration"))
+            .arg("--migration")
+            .arg(migration)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("DATABASE_URL", database_url)
+            .env("ECOBACKUP_REPO", self.repo_url().to_string())
+            .env("ECOBACKUP_S3_ENDPOINT", self.s3.endpoint())
+            .env("ECOBACKUP_S3_REGION", self.s3.region())
+            .env("ECOBACKUP_S3_ALLOW_HTTP", "true")
+            .env("AWS_ACCESS_KEY_ID", self.s3.access_key_id())
+            .env("AWS_SECRET_ACCESS_KEY", self.s3.secret_access_key())
+            .env("ECOBACKUP_RECIPIENTS", &self.recipient)
+            .env("ECOBACKUP_SIGNING_KEY_FILE", self.path("signing.key"))
+            .output()
+            .unwrap()
+    }
+
+    /// The handle a service would open, from a configuration built in code.
+    async fn handle(&self) -> Ecobackup {
+        let mut config = Config::default();
+        config.repository = self.repository_config();
+        config.encryption.recipients = vec![self.recipient.clone()];
+        config.encryption.identity_files = vec![self.path("restore.key")];
+        config.encryption.signing_key_file = Some(self.path("signing.key"));
+        config.encryption.trusted_signers = vec![self.signer_public.clone()];
+        Ecobackup::open(config).await.unwrap()
+    }
+}
+
+/// An example binary beside this test's own (`target/debug/examples/NAME`).
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("examples")
+        .join(name)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+async fn orders(pg: &TestPg, database: &str) -> i64 {
+    pg.client(database)
+        .await
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_migration_prints_the_restore_of_its_snapshot_and_the_snapshot_restores() {
+    let lab = Lab::new().await;
+    let pg = TestPg::start().await;
+    let url = pg.fresh_database("service").await;
+    let database = DbUrl::parse(&url).unwrap().database();
+    pg.client(&database)
+        .await
+        .batch_execute(
+            "CREATE TABLE orders (id int PRIMARY KEY, total numeric NOT NULL);
+             INSERT INTO orders SELECT g, g * 1.5 FROM generate_series(1, 500) g;",
+        )
+        .await
+        .unwrap();
+
+    // A good migration: snapshot, then applied.
+    let good = lab.path("0001.sql");
+    std::fs::write(&good, "ALTER TABLE orders ADD COLUMN note text;").unwrap();
+    let out = lab.run_example(&url, &good);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("migration") && stdout.contains("applied"),
+        "{stdout}"
+    );
+
+    // A bad one: it deletes rows, then fails; the transaction rolls back, and the command to
+    // return to the snapshot is printed.
+    let bad = lab.path("0002.sql");
+    std::fs::write(
+        &bad,
+        "DELETE FROM orders WHERE id > 100; ALTER TABLE orders ADD COLUMN note text;",
+    )
+    .unwrap();
+    let out = lab.run_example(&url, &bad);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let id = stderr
+        .split("ecobackup restore logical ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no restore command in: {stderr}"))
+        .to_owned();
+    assert!(
+        stderr.contains("already exists"),
+        "PostgreSQL's reason: {stderr}"
+    );
+    assert_eq!(orders(&pg, &database).await, 500, "rolled back");
+
+    // The snapshot is in the repository, signed, tagged, and restores.
+    let eco = lab.handle().await;
+    let listed = eco.list().await.unwrap();
+    let snapshot = listed
+        .iter()
+        .find(|m| m.id == id)
+        .expect("the printed id is a backup");
+    assert_eq!(
+        snapshot.tags.get("reason").map(String::as_str),
+        Some("pre-migration")
+    );
+    assert_eq!(listed.len(), 2, "one snapshot per migration run");
+    let check = eco.verify(&id).run().await.unwrap();
+    assert!(check.ok, "{check:?}");
+    let copy = format!("{database}_restored");
+    let target = DbUrl::parse(&pg.url(&copy)).unwrap();
+    let restored = eco
+        .restore_logical(&id, target)
+        .create(true)
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(restored.backup_id, id);
+    assert_eq!(orders(&pg, &copy).await, 500);
+
+    // The library's errors carry a kind a service can act on.
+    let missing = eco
+        .verify("20000101T000000Z-logical-0000")
+        .run()
+        .await
+        .unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing}");
+}
+
+#[test]
+fn the_example_documents_itself() {
+    let out = std::process::Command::new(example("pre_migration"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for needed in [
+        "--migration FILE",
+        "DATABASE_URL",
+        "ECOBACKUP_REPO",
+        "exit status",
+    ] {
+        assert!(help.contains(needed), "{needed} in {help}");
+    }
+    let out = std::process::Command::new(example("pre_migration"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
