@@ -46,6 +46,7 @@ pub const CATALOG_ARTIFACT: &str = "catalog.json";
 
 /// One database to dump, and what of it.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct DumpTarget {
     /// How to reach it.
     pub url: DbUrl,
@@ -72,6 +73,26 @@ impl DumpTarget {
         }
     }
 
+    /// The same, named `name` in the backup.
+    pub fn named(mut self, name: &str) -> DumpTarget {
+        self.name = Some(name.to_owned());
+        self
+    }
+
+    /// The same, dumping only the schemas matching `include` (all when empty) but none
+    /// matching `exclude` (`pg_dump --schema`, `--exclude-schema` patterns).
+    pub fn schemas(mut self, include: &[String], exclude: &[String]) -> DumpTarget {
+        self.schemas = include.to_vec();
+        self.exclude_schemas = exclude.to_vec();
+        self
+    }
+
+    /// The same, without the rows of the tables matching `patterns` (`--exclude-table-data`).
+    pub fn without_data_of(mut self, patterns: &[String]) -> DumpTarget {
+        self.exclude_table_data = patterns.to_vec();
+        self
+    }
+
     /// Its name in the backup.
     pub fn name(&self) -> String {
         self.name.clone().unwrap_or_else(|| self.url.database())
@@ -93,7 +114,11 @@ impl DumpTarget {
 }
 
 /// What to back up, and how.
+///
+/// `#[non_exhaustive]`: build it with `new` (or `default`) and set fields; a field added
+/// later is not a breaking change.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct LogicalBackup {
     /// The databases, one `pg_dump` each.
     pub databases: Vec<DumpTarget>,
@@ -108,6 +133,20 @@ pub struct LogicalBackup {
     /// Cancels the operation: it stops, cleans up what it started (uploads, stored artifacts,
     /// its lock) and returns [`Error::Cancelled`](crate::Error::Cancelled). Never fires by default.
     pub cancel: crate::cancel::CancellationToken,
+}
+
+impl LogicalBackup {
+    /// `databases`, sealed with `sealing`; no globals, no tags.
+    pub fn new(databases: Vec<DumpTarget>, sealing: Sealing) -> LogicalBackup {
+        LogicalBackup {
+            databases,
+            globals: false,
+            tags: BTreeMap::new(),
+            sealing,
+            pg_bin: None,
+            cancel: Default::default(),
+        }
+    }
 }
 
 /// The contents of the encrypted [`CATALOG_ARTIFACT`].

@@ -92,7 +92,11 @@ impl Default for PhysicalDrill {
 }
 
 /// What to drill.
+///
+/// `#[non_exhaustive]`: build it with `new` (or `default`) and set fields; a field added
+/// later is not a breaking change.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct DrillPlan {
     /// A backup id, or `latest`.
     pub backup: String,
@@ -118,6 +122,25 @@ pub struct DrillPlan {
     /// Cancels the operation: it stops, cleans up what it started (uploads, stored artifacts,
     /// its lock) and returns [`Error::Cancelled`](crate::Error::Cancelled). Never fires by default.
     pub cancel: crate::cancel::CancellationToken,
+}
+
+impl DrillPlan {
+    /// `backup` (an id or `latest`, of any kind) restored into a scratch cluster with `keyring`,
+    /// no checks but the restore itself.
+    pub fn new(backup: impl Into<String>, keyring: Arc<Keyring>) -> DrillPlan {
+        DrillPlan {
+            backup: backup.into(),
+            kind: None,
+            checks: Checks::default(),
+            target: DrillTarget::Scratch,
+            keyring,
+            pg_bin: None,
+            durable: false,
+            physical: PhysicalDrill::default(),
+            scratch_dir: None,
+            cancel: Default::default(),
+        }
+    }
 }
 
 /// How long each part of the recovery took.

@@ -31,7 +31,11 @@ use crate::progress::Progress;
 use crate::repository::{ArtifactEntry, BackupKind, Manifest, Repository};
 
 /// What to restore, where, and how.
+///
+/// `#[non_exhaustive]`: build it with `new` (or `default`) and set fields; a field added
+/// later is not a breaking change.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct LogicalRestore {
     /// A backup id, or `latest`.
     pub backup: String,
@@ -59,6 +63,26 @@ pub struct LogicalRestore {
     /// Cancels the operation: it stops, cleans up what it started (uploads, stored artifacts,
     /// its lock) and returns [`Error::Cancelled`](crate::Error::Cancelled). Never fires by default.
     pub cancel: crate::cancel::CancellationToken,
+}
+
+impl LogicalRestore {
+    /// `backup` (an id or `latest`) into the existing database `target`, in one job.
+    pub fn new(backup: impl Into<String>, target: DbUrl) -> LogicalRestore {
+        LogicalRestore {
+            backup: backup.into(),
+            target,
+            database: None,
+            create: false,
+            clean: false,
+            jobs: 1,
+            terminate_connections: false,
+            no_privileges: false,
+            keyring: None,
+            pg_bin: None,
+            temp_dir: None,
+            cancel: Default::default(),
+        }
+    }
 }
 
 /// What a restore did.

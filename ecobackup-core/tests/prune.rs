@@ -32,15 +32,14 @@ impl Clock for Ahead {
 }
 
 fn options_at(allow_large: bool, hours_ahead: i64) -> PruneOptions {
-    PruneOptions {
-        allow_large,
-        now: Utc::now() + Duration::hours(hours_ahead),
-        lock: LockOptions {
-            clock: Arc::new(Ahead(hours_ahead)),
-            ..LockOptions::default()
-        },
-        ..PruneOptions::default()
-    }
+    let mut options = PruneOptions::default();
+    options.allow_large = allow_large;
+    options.now = Utc::now() + Duration::hours(hours_ahead);
+    options.lock = LockOptions {
+        clock: Arc::new(Ahead(hours_ahead)),
+        ..LockOptions::default()
+    };
+    options
 }
 
 fn options(allow_large: bool) -> PruneOptions {
@@ -219,10 +218,8 @@ async fn a_running_backup_stops_prune_before_it_touches_anything() {
     .await
     .unwrap();
     // The real clock: with prune's clock ahead, the backup's lease would look expired.
-    let plain = PruneOptions {
-        lock: LockOptions::default(),
-        ..options(true)
-    };
+    let mut plain = options(true);
+    plain.lock = LockOptions::default();
     let err = prune(&repo, &policy(), &plain, &NoProgress)
         .await
         .unwrap_err();
@@ -248,17 +245,11 @@ async fn a_dry_run_deletes_nothing_and_no_physical_backup_leaves_wal_alone() {
         .await
         .unwrap();
     let all = keys(&storage).await;
-    let report = prune(
-        &repo,
-        &policy(),
-        &PruneOptions {
-            dry_run: true,
-            ..options(true)
-        },
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    let mut dry_run = options(true);
+    dry_run.dry_run = true;
+    let report = prune(&repo, &policy(), &dry_run, &NoProgress)
+        .await
+        .unwrap();
     assert_eq!(report.deleted.len(), 1);
     assert!(!report.applied);
     assert!(report.wal.untouched.is_some());
@@ -355,17 +346,9 @@ async fn object_lock_is_requested_on_writes_and_respected_by_prune() {
             .await,
         );
     }
-    let report = prune(
-        &repo,
-        &policy,
-        &PruneOptions {
-            allow_large: true,
-            ..PruneOptions::default()
-        },
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    let mut large = PruneOptions::default();
+    large.allow_large = true;
+    let report = prune(&repo, &policy, &large, &NoProgress).await.unwrap();
     assert_eq!(report.deleted, vec![old[1].clone(), old[0].clone()]);
     let locked: Vec<&str> = report.locked.iter().map(|l| l.id.as_str()).collect();
     assert_eq!(locked, [recent[1].as_str(), recent[0].as_str()]);

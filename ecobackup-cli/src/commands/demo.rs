@@ -130,17 +130,17 @@ pub async fn demo(ctx: &Context, args: DemoArgs) -> Result<(), CliError> {
         repo_path.display()
     ));
     let bars = Bars::new(ctx);
-    let plan = LogicalBackup {
-        databases: vec![DumpTarget::new(source.clone())],
-        globals: true,
-        tags: [("reason".to_owned(), "demo".to_owned())].into(),
-        sealing: Sealing {
+    let mut plan = LogicalBackup::new(
+        vec![DumpTarget::new(source.clone())],
+        Sealing {
             level: ecobackup_core::transform::DEFAULT_LEVEL,
             recipients: vec![recipient.clone()],
         },
-        pg_bin: Some(cluster.bin_dir().to_owned()),
-        cancel: ctx.cancel.clone(),
-    };
+    );
+    plan.globals = true;
+    plan.tags = [("reason".to_owned(), "demo".to_owned())].into();
+    plan.pg_bin = Some(cluster.bin_dir().to_owned());
+    plan.cancel = ctx.cancel.clone();
     let manifest = backup_logical(&repo.clone().into(), &plan, &bars).await?;
     steps.record("backup", started);
 
@@ -150,20 +150,17 @@ pub async fn demo(ctx: &Context, args: DemoArgs) -> Result<(), CliError> {
         manifest.id
     ));
     let target = source.with_database("shop_restored");
-    let restore = LogicalRestore {
-        backup: manifest.id.clone(),
-        target: target.clone(),
-        database: Some("shop".to_owned()),
-        create: true,
-        clean: false,
-        jobs: 1,
-        terminate_connections: false,
-        no_privileges: false,
-        keyring: Some(Arc::new(keyring)),
-        pg_bin: Some(cluster.bin_dir().to_owned()),
-        temp_dir: None,
-        cancel: ctx.cancel.clone(),
-    };
+    let mut restore = LogicalRestore::new(manifest.id.clone(), target.clone());
+    restore.database = Some("shop".to_owned());
+    restore.create = true;
+    restore.clean = false;
+    restore.jobs = 1;
+    restore.terminate_connections = false;
+    restore.no_privileges = false;
+    restore.keyring = Some(Arc::new(keyring));
+    restore.pg_bin = Some(cluster.bin_dir().to_owned());
+    restore.temp_dir = None;
+    restore.cancel = ctx.cancel.clone();
     restore_logical(&repo, &restore, &bars).await?;
     steps.record("restore", started);
 

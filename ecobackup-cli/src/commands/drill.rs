@@ -97,29 +97,29 @@ pub async fn drill(ctx: &Context, args: DrillArgs) -> Result<(), CliError> {
             ),
         ),
     };
-    let plan = DrillPlan {
-        backup: args.id.clone(),
-        kind,
-        checks: load_checks(checks_file.as_deref())?,
-        target: match &args.target_db {
-            Some(url) => DrillTarget::Server(url_from_argv(url)?),
-            None => DrillTarget::Scratch,
-        },
-        keyring: Arc::new(load_keyring(ctx, &args.identities).await?),
-        pg_bin: args.pg_bin.clone(),
-        durable: args.durable || ctx.config.drill.durable,
-        physical: PhysicalDrill {
-            target: target.unwrap_or(RecoveryTarget::Immediate),
-            restore_command,
-            timeout: std::time::Duration::from_secs(args.replay_timeout),
-            settings: parse_settings(&args.settings)?,
-        },
-        scratch_dir: args
-            .scratch_dir
-            .clone()
-            .or(ctx.config.drill.scratch_dir.clone()),
-        cancel: ctx.cancel.clone(),
+    let mut plan = DrillPlan::new(
+        args.id.clone(),
+        Arc::new(load_keyring(ctx, &args.identities).await?),
+    );
+    plan.kind = kind;
+    plan.checks = load_checks(checks_file.as_deref())?;
+    plan.target = match &args.target_db {
+        Some(url) => DrillTarget::Server(url_from_argv(url)?),
+        None => DrillTarget::Scratch,
     };
+    plan.pg_bin = args.pg_bin.clone();
+    plan.durable = args.durable || ctx.config.drill.durable;
+    plan.physical = PhysicalDrill {
+        target: target.unwrap_or(RecoveryTarget::Immediate),
+        restore_command,
+        timeout: std::time::Duration::from_secs(args.replay_timeout),
+        settings: parse_settings(&args.settings)?,
+    };
+    plan.scratch_dir = args
+        .scratch_dir
+        .clone()
+        .or(ctx.config.drill.scratch_dir.clone());
+    plan.cancel = ctx.cancel.clone();
     let started = async {
         let repo = open_trusted(ctx, &args.trust).await?;
         let report = under_shared_lock(&repo, "drill", async {

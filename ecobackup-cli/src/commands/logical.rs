@@ -127,13 +127,10 @@ async fn configured_targets(
         match target_of(db, &env).await {
             Ok(url) => planned.targets.push(select(
                 args,
-                DumpTarget {
-                    url,
-                    name: Some(db.name.clone()),
-                    schemas: db.schemas.clone(),
-                    exclude_schemas: db.exclude_schemas.clone(),
-                    exclude_table_data: db.exclude_table_data.clone(),
-                },
+                DumpTarget::new(url)
+                    .named(&db.name)
+                    .schemas(&db.schemas, &db.exclude_schemas)
+                    .without_data_of(&db.exclude_table_data),
             )),
             Err(e) => return Err(run_after(planned.after, None, e).await),
         }
@@ -263,14 +260,11 @@ pub async fn backup(ctx: &Context, args: BackupLogicalArgs) -> Result<(), CliErr
             after: Vec::new(),
         }
     };
-    let plan = LogicalBackup {
-        databases: targets,
-        globals: args.globals,
-        tags,
-        sealing,
-        pg_bin: args.pg_bin.clone(),
-        cancel: ctx.cancel.clone(),
-    };
+    let mut plan = LogicalBackup::new(targets, sealing);
+    plan.globals = args.globals;
+    plan.tags = tags;
+    plan.pg_bin = args.pg_bin.clone();
+    plan.cancel = ctx.cancel.clone();
     let started = std::time::Instant::now();
     let manifest = match backup_logical(&to, &plan, &Bars::new(ctx)).await {
         Ok(manifest) => manifest,
@@ -320,20 +314,17 @@ pub fn print_backup(ctx: &Context, manifest: &Manifest, seconds: f64) {
 
 /// `restore logical`.
 pub async fn restore(ctx: &Context, args: RestoreLogicalArgs) -> Result<(), CliError> {
-    let plan = LogicalRestore {
-        backup: args.id.clone(),
-        target: url_from_argv(&args.target)?,
-        database: args.database.clone(),
-        create: args.create,
-        clean: args.clean,
-        jobs: args.jobs,
-        terminate_connections: args.terminate_connections,
-        no_privileges: false,
-        keyring: Some(Arc::new(load_keyring(ctx, &args.identities).await?)),
-        pg_bin: args.pg_bin.clone(),
-        temp_dir: None,
-        cancel: ctx.cancel.clone(),
-    };
+    let mut plan = LogicalRestore::new(args.id.clone(), url_from_argv(&args.target)?);
+    plan.database = args.database.clone();
+    plan.create = args.create;
+    plan.clean = args.clean;
+    plan.jobs = args.jobs;
+    plan.terminate_connections = args.terminate_connections;
+    plan.no_privileges = false;
+    plan.keyring = Some(Arc::new(load_keyring(ctx, &args.identities).await?));
+    plan.pg_bin = args.pg_bin.clone();
+    plan.temp_dir = None;
+    plan.cancel = ctx.cancel.clone();
     let repo = open_trusted(ctx, &args.trust).await?;
     let outcome = under_shared_lock(&repo, "restore logical", async {
         Ok(restore_logical(&repo, &plan, &Bars::new(ctx)).await?)

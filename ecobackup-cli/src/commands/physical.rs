@@ -39,15 +39,12 @@ pub async fn backup(ctx: &Context, args: BackupPhysicalArgs) -> Result<(), CliEr
     if !ctx.config.repository.mirror.is_empty() && !ctx.quiet {
         eprintln!("note: [[repository.mirror]] is not written by physical backups: a base backup is restorable only beside its archived WAL, which wal-push writes to the repository alone");
     }
-    let plan = PhysicalBackup {
-        url,
-        tags,
-        sealing,
-        pg_bin: args.pg_bin.clone(),
-        allow_no_archive: args.allow_no_archive,
-        archive_timeout: Duration::from_secs(args.archive_timeout),
-        cancel: ctx.cancel.clone(),
-    };
+    let mut plan = PhysicalBackup::new(url, sealing);
+    plan.tags = tags;
+    plan.pg_bin = args.pg_bin.clone();
+    plan.allow_no_archive = args.allow_no_archive;
+    plan.archive_timeout = Duration::from_secs(args.archive_timeout);
+    plan.cancel = ctx.cancel.clone();
     let started = std::time::Instant::now();
     let manifest = backup_physical(&repo, &plan, &Bars::new(ctx)).await?;
     print_backup(ctx, &manifest, started.elapsed().as_secs_f64());
@@ -97,21 +94,21 @@ pub async fn restore(ctx: &Context, args: RestorePhysicalArgs) -> Result<(), Cli
     }
     let settings = parse_settings(&args.settings)?;
     let pgdata = absolute(&args.pgdata)?;
-    let plan = PhysicalRestore {
-        backup: args.id.clone(),
-        pgdata: pgdata.clone(),
-        force: args.force,
-        target: target.clone(),
-        action: args.target_action,
-        timeline: args.target_timeline,
-        restore_command: restore_command(ctx, &args.identities, &args.trust, true)?,
-        keep_archiving: args.keep_archiving,
-        extra_settings: settings,
-        keyring: Some(Arc::new(load_keyring(ctx, &args.identities).await?)),
-        pg_bin: args.pg_bin.clone(),
-        flush: true,
-        cancel: ctx.cancel.clone(),
-    };
+    let mut plan = PhysicalRestore::new(
+        args.id.clone(),
+        pgdata.clone(),
+        restore_command(ctx, &args.identities, &args.trust, true)?,
+    );
+    plan.force = args.force;
+    plan.target = target.clone();
+    plan.action = args.target_action;
+    plan.timeline = args.target_timeline;
+    plan.keep_archiving = args.keep_archiving;
+    plan.extra_settings = settings;
+    plan.keyring = Some(Arc::new(load_keyring(ctx, &args.identities).await?));
+    plan.pg_bin = args.pg_bin.clone();
+    plan.flush = true;
+    plan.cancel = ctx.cancel.clone();
     let repo = open_trusted(ctx, &args.trust).await?;
     // Held through recovery with --start: prune must not expire the WAL being replayed.
     under_shared_lock(&repo, "restore physical", async {

@@ -16,12 +16,10 @@ pub async fn prune(ctx: &Context, args: PruneArgs) -> Result<(), CliError> {
     };
     let policy = policy.validate()?;
     let repo = open_trusted(ctx, &args.trust).await?;
-    let options = PruneOptions {
-        dry_run: args.dry_run,
-        allow_large: args.yes,
-        cancel: ctx.cancel.clone(),
-        ..PruneOptions::default()
-    };
+    let mut options = PruneOptions::default();
+    options.dry_run = args.dry_run;
+    options.allow_large = args.yes;
+    options.cancel = ctx.cancel.clone();
     let report = run_prune(&repo, &policy, &options, &Bars::new(ctx)).await?;
     print_report(ctx, &report);
     match &report.held_back {

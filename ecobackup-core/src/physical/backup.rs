@@ -53,7 +53,11 @@ const PG_MANIFEST: &str = "backup_manifest";
 const MANIFEST_LIMIT: u64 = 256 << 20;
 
 /// What to back up, and how.
+///
+/// `#[non_exhaustive]`: build it with `new` (or `default`) and set fields; a field added
+/// later is not a breaking change.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct PhysicalBackup {
     /// The server (the role needs REPLICATION).
     pub url: DbUrl,
@@ -71,6 +75,21 @@ pub struct PhysicalBackup {
     /// Cancels the operation: it stops, cleans up what it started (uploads, stored artifacts,
     /// its lock) and returns [`Error::Cancelled`](crate::Error::Cancelled). Never fires by default.
     pub cancel: crate::cancel::CancellationToken,
+}
+
+impl PhysicalBackup {
+    /// The server at `url`, sealed with `sealing`; it must archive to the repository.
+    pub fn new(url: DbUrl, sealing: Sealing) -> PhysicalBackup {
+        PhysicalBackup {
+            url,
+            tags: BTreeMap::new(),
+            sealing,
+            pg_bin: None,
+            allow_no_archive: false,
+            archive_timeout: Duration::from_secs(60),
+            cancel: Default::default(),
+        }
+    }
 }
 
 /// Runs a physical backup into `repo`; returns the manifest that was written.

@@ -30,7 +30,11 @@ use crate::wal::archive::parse_object_key;
 use crate::wal::{Lsn, Segment};
 
 /// What to restore, where, and to which point.
+///
+/// `#[non_exhaustive]`: build it with `new` (or `default`) and set fields; a field added
+/// later is not a breaking change.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct PhysicalRestore {
     /// A backup id, `latest`, or `None`: the newest backup that ended before the target time
     /// (or the newest, without a time).
@@ -63,6 +67,33 @@ pub struct PhysicalRestore {
     /// Cancels the operation: it stops, cleans up what it started (uploads, stored artifacts,
     /// its lock) and returns [`Error::Cancelled`](crate::Error::Cancelled). Never fires by default.
     pub cancel: crate::cancel::CancellationToken,
+}
+
+impl PhysicalRestore {
+    /// `backup` (an id, `latest`, or `None`: the newest that reaches the target) into the new
+    /// data directory `pgdata`, recovering to the backup's end through `restore_command`,
+    /// flushed to disk.
+    pub fn new(
+        backup: Option<String>,
+        pgdata: PathBuf,
+        restore_command: String,
+    ) -> PhysicalRestore {
+        PhysicalRestore {
+            backup,
+            pgdata,
+            force: false,
+            target: RecoveryTarget::Immediate,
+            action: TargetAction::default(),
+            timeline: TargetTimeline::default(),
+            restore_command,
+            keep_archiving: false,
+            extra_settings: Vec::new(),
+            keyring: None,
+            pg_bin: None,
+            flush: true,
+            cancel: Default::default(),
+        }
+    }
 }
 
 /// What a restore did.

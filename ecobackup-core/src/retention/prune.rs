@@ -44,6 +44,7 @@ const WAL_BATCH: usize = 1000;
 
 /// How to prune.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct PruneOptions {
     /// Plan and report only; delete nothing (and take no lock).
     pub dry_run: bool,
