@@ -21,10 +21,10 @@
 mod archive;
 mod backup;
 pub mod entry_path;
-pub mod excludes;
+pub(crate) mod excludes;
 mod extract;
 pub mod restore;
-pub mod roots;
+pub(crate) mod roots;
 pub mod secrets;
 mod walk;
 

@@ -24,7 +24,7 @@
 //!   archiver ([`ArchiverState::read`], `check --db`), the lag is how long *completed* WAL has
 //!   waited to be archived: zero on an idle server ([`ArchiverState::waiting`]).
 
-pub mod archiver;
+pub(crate) mod archiver;
 mod check;
 pub mod metrics;
 mod status;

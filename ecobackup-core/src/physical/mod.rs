@@ -12,9 +12,9 @@ pub mod label;
 pub mod recovery;
 pub mod restore;
 pub mod server;
-pub mod start;
+pub(crate) mod start;
 pub mod tar_watch;
-pub mod unpack;
+pub(crate) mod unpack;
 
 pub use backup::{backup_physical, PhysicalBackup, BASE_ARTIFACT, MANIFEST_ARTIFACT};
 pub use recovery::{RecoveryTarget, TargetAction, TargetTimeline};

@@ -6,15 +6,15 @@ pub mod cluster;
 pub mod conn;
 mod connect;
 pub mod conninfo;
-pub mod database_props;
+pub(crate) mod database_props;
 mod env;
-pub mod facts;
+pub(crate) mod facts;
 pub mod fixture;
 pub mod passfile;
 mod redact;
 mod server_log;
 pub mod service;
-pub mod tls;
+pub(crate) mod tls;
 
 pub use conn::{quote_ident, redact_url, DbUrl, Endpoint, PgEnv, APPLICATION_NAME};
 pub use connect::{connect, describe_pg_error, pooler_hint};

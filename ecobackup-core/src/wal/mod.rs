@@ -13,12 +13,12 @@
 //!   fetch; [`timeline`] and [`check`]: history files, gaps, and `verify --wal`.
 
 pub mod archive;
-pub mod check;
+pub(crate) mod check;
 pub mod fetch;
 pub mod header;
-pub mod names;
-pub mod push;
-pub mod spool;
+pub(crate) mod names;
+pub(crate) mod push;
+pub(crate) mod spool;
 pub mod timeline;
 
 pub use archive::{
