@@ -37,6 +37,9 @@ pub struct Config {
     /// `[[files]]`: the files sets `backup files --name NAME` runs.
     #[serde(default)]
     pub files: Vec<FilesConfig>,
+    /// `[[schedule]]`: the jobs `ecobackup daemon` runs.
+    #[serde(default)]
+    pub schedule: Vec<crate::daemon::schedule::ScheduleConfig>,
 }
 
 /// `[[files]]`: a files set (uploads, keys, `.env`…).
@@ -215,6 +218,7 @@ impl Config {
         config.check_files_sets(path)?;
         let mut config = config;
         config.anchor_paths(path.parent().unwrap_or(Path::new("")));
+        config.check_schedules(path)?;
         Ok(config)
     }
 
@@ -264,6 +268,21 @@ impl Config {
         for set in &mut self.files {
             set.paths.iter_mut().for_each(anchor);
         }
+    }
+
+    /// Refuses `[[schedule]]` entries that cannot run and anchors their paths
+    /// (`daemon::schedule`).
+    fn check_schedules(&mut self, path: &Path) -> Result<(), CliError> {
+        use crate::daemon::schedule;
+        let sets: Vec<&str> = self.files.iter().map(|set| set.name.as_str()).collect();
+        schedule::validate(&self.schedule, &sets).map_err(|detail| {
+            CliError::usage(format!(
+                "configuration file {} is invalid: {detail}",
+                path.display()
+            ))
+        })?;
+        schedule::anchor_paths(&mut self.schedule, path.parent().unwrap_or(Path::new("")));
+        Ok(())
     }
 
     /// The `[[files]]` entry `name`.
