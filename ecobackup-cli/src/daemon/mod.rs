@@ -172,7 +172,7 @@ impl Scheduler {
                     self.next.insert(entry.name().to_owned(), at);
                 }
                 None => {
-                    tracing::warn!(target: LOG_TARGET, job = %entry.name(), "job never runs again: its cron pattern matches no future time");
+                    tracing::warn!(target: LOG_TARGET, job = %entry.name(), reason = "its cron pattern matches no future time", "job never runs again");
                 }
             }
         }
@@ -203,10 +203,10 @@ impl Scheduler {
             let name = entry.name().to_owned();
             let at = self.next[&name];
             if entry.when.next_after(at).is_some_and(|after| after <= now) {
-                tracing::warn!(target: LOG_TARGET, job = %name, since = %at.to_rfc3339(), "job late: the runs since were missed (the daemon was not running, or the machine slept); running once now");
+                tracing::warn!(target: LOG_TARGET, job = %name, since = %at.to_rfc3339(), reason = "the runs since were missed (the daemon was not running, or the machine slept); running once now", "job late");
             }
             if self.running.contains_key(&name) {
-                tracing::warn!(target: LOG_TARGET, job = %name, due = %at.to_rfc3339(), "job skipped: its previous run is still going");
+                tracing::warn!(target: LOG_TARGET, job = %name, due = %at.to_rfc3339(), reason = "its previous run is still going", "job skipped");
             } else {
                 self.start(&entry, true);
             }
@@ -270,7 +270,8 @@ impl Scheduler {
             Err(e) => tracing::error!(
                 target: LOG_TARGET,
                 error = %e.message(),
-                "configuration not reloaded: the old schedule goes on"
+                schedules = self.plan.entries.len(),
+                "configuration not reloaded; the old schedule goes on"
             ),
         }
     }
@@ -285,7 +286,7 @@ impl Scheduler {
             signal,
             running = self.running.len(),
             grace_seconds = self.grace.as_secs(),
-            "daemon stopping: no new job starts; running jobs may finish"
+            "daemon stopping"
         );
         let mut code = None;
         let grace = tokio::time::sleep(self.grace);
@@ -295,14 +296,14 @@ impl Scheduler {
                 Some(done) = self.jobs.join_next_with_id() => code = self.finished(done),
                 () = &mut grace => break,
                 again = stop_signal(&mut self.signals.term, &mut self.signals.int) => {
-                    tracing::info!(target: LOG_TARGET, signal = again, "second signal: cancelling now");
+                    tracing::info!(target: LOG_TARGET, signal = again, "second signal: cancelling the running jobs now");
                     break;
                 }
             }
         }
         if !self.jobs.is_empty() {
             let names: Vec<&str> = self.running.keys().map(String::as_str).collect();
-            tracing::warn!(target: LOG_TARGET, jobs = %names.join(", "), "cancelling the jobs still running");
+            tracing::warn!(target: LOG_TARGET, jobs = %names.join(", "), "cancelling jobs");
         }
         self.cancel.cancel();
         while let Some(done) = self.jobs.join_next_with_id().await {

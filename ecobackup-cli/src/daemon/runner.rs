@@ -40,7 +40,7 @@ impl Run {
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = self.stopping.cancelled() => {
-                    tracing::info!(target: LOG_TARGET, job = %name, "job not started: the daemon is stopping");
+                    tracing::info!(target: LOG_TARGET, job = %name, reason = "the daemon is stopping", "job not started");
                     return None;
                 }
             }
