@@ -116,3 +116,113 @@ fn prepare(path: &Path, schedule: &ScheduleConfig) -> Result<Entry, CliError> {
     }
     Ok(entry)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::schedule::{validate, JobKind};
+
+    /// The seeds' four schedules, as the README and `deploy/` name them.
+    const SEEDS: [(&str, JobKind); 4] = [
+        ("hourly", JobKind::BackupLogical),
+        ("daily-physical", JobKind::BackupPhysical),
+        ("daily-prune", JobKind::Prune),
+        ("monthly-drill", JobKind::Drill),
+    ];
+
+    /// Every entry of `config` checked and parsed as the daemon does; returns (name, job).
+    fn entries(config: &Config) -> Vec<(String, JobKind)> {
+        validate(&config.schedule, &[]).unwrap();
+        config
+            .schedule
+            .iter()
+            .map(|s| {
+                prepare(Path::new("example.toml"), s).unwrap_or_else(|e| panic!("{}", e.message()));
+                (s.name.clone(), s.job_kind().unwrap())
+            })
+            .collect()
+    }
+
+    fn seeds() -> Vec<(String, JobKind)> {
+        SEEDS.iter().map(|(n, k)| ((*n).to_owned(), *k)).collect()
+    }
+
+    #[test]
+    fn the_readme_schedule_example_is_the_seeds_schedules() {
+        let readme = include_str!("../../../README.md");
+        let block = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split("```").next())
+            .find(|block| block.contains("[[schedule]]"))
+            .expect("a [[schedule]] example in the README");
+        let config: Config = toml::from_str(block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        assert_eq!(entries(&config), seeds());
+        let drill = &config.schedule[3];
+        assert_eq!(drill.jitter_seconds, 300);
+        assert_eq!(
+            prepare(Path::new("x"), drill).unwrap().argv,
+            ["ecobackup", "drill", "--kind", "logical"]
+        );
+    }
+
+    #[test]
+    fn the_deploy_examples_run_the_entries_of_the_shipped_configuration() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let config = Config::load(Some(&root.join("ecobackup.toml")))
+            .unwrap_or_else(|e| panic!("{}", e.message()));
+        assert_eq!(entries(&config), seeds());
+        let names: Vec<&str> = SEEDS.iter().map(|(n, _)| *n).collect();
+
+        // Each crontab line runs an entry, under flock.
+        let crontab = std::fs::read_to_string(root.join("cron/ecobackup")).unwrap();
+        let once: Vec<&str> = crontab
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains("--once"))
+            .map(|l| {
+                assert!(l.contains("flock -n"), "{l}");
+                l.rsplit(' ').next().unwrap()
+            })
+            .collect();
+        assert_eq!(once, names);
+
+        // Each timer starts the template service for an entry.
+        let mut timed: Vec<String> = std::fs::read_dir(root.join("systemd"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "timer"))
+            .map(|e| {
+                let text = std::fs::read_to_string(e.path()).unwrap();
+                let unit = text.lines().find_map(|l| l.strip_prefix("Unit=")).unwrap();
+                let name = unit.strip_prefix("ecobackup@").unwrap();
+                name.strip_suffix(".service").unwrap().to_owned()
+            })
+            .collect();
+        timed.sort();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(timed, sorted);
+        let service = std::fs::read_to_string(root.join("systemd/ecobackup@.service")).unwrap();
+        assert!(service.contains("daemon --once %i"), "{service}");
+
+        // The CronJob's configuration has the entry it runs.
+        let yaml = std::fs::read_to_string(root.join("kubernetes/cronjob.yaml")).unwrap();
+        let embedded: String = yaml
+            .split("ecobackup.toml: |\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n---").next())
+            .unwrap()
+            .lines()
+            .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+            .collect();
+        let config: Config = toml::from_str(&embedded).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            entries(&config),
+            [("hourly".to_owned(), JobKind::BackupLogical)]
+        );
+        assert!(
+            yaml.contains(r#"args: ["daemon", "--once", "hourly""#),
+            "{yaml}"
+        );
+    }
+}
