@@ -1,5 +1,4 @@
-//! The command tree of DESIGN.md's CLI contract. Commands that are not built yet say so in
-//! their help and refuse to run; none pretends.
+//! The command tree of DESIGN.md's CLI contract.
 
 use std::path::PathBuf;
 
@@ -29,7 +28,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 success · 1 the operation failed · 2 bad usage or configuration, or a command not built yet · check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN · wal-fetch: 1 only for a file not in the archive, 255 for every other failure";
+const EXIT_CODES: &str = "Exit codes: 0 success · 1 the operation failed · 2 bad usage or configuration · check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN · wal-fetch: 1 only for a file not in the archive, 255 for every other failure";
+
+const DAEMON_EXIT_CODES: &str = "Exit codes: 0 stopped by SIGTERM or SIGINT · 2 the config or a [[schedule]] entry is invalid (one line says which) · with --once NAME: the job's own exit status (check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN), 2 for a name that no entry has";
 
 const CHECK_EXIT_CODES: &str = "Exit codes (Nagios/Icinga plugin convention): 0 OK · 1 WARNING · 2 CRITICAL · 3 UNKNOWN: the repository cannot be read, or a flag or the configuration is invalid (not 2, which means CRITICAL here)";
 
@@ -79,8 +80,15 @@ pub enum Command {
     /// configuration, no threshold at all.
     #[command(after_help = CHECK_EXIT_CODES)]
     Check(CheckArgs),
-    /// Run the schedules in the config (not built yet).
-    Daemon(NotBuilt),
+    /// Run the [[schedule]] entries of the config: each job at its cron times, never two runs
+    /// of one entry at once; SIGHUP reloads the config, SIGTERM/SIGINT stop it.
+    ///
+    /// On SIGTERM or SIGINT the daemon starts no more jobs, lets the running ones finish within
+    /// --grace seconds, then cancels them (uploads aborted, locks released) and exits 0. A
+    /// second signal cancels at once. SIGHUP reloads the config; a config that does not load
+    /// is refused with one log line and the old schedule goes on.
+    #[command(after_help = DAEMON_EXIT_CODES)]
+    Daemon(DaemonArgs),
     /// Throwaway cluster → encrypted backup → restore → every table compared → report.
     Demo(DemoArgs),
     /// Filter stdin to stdout: zstd-compress, then age-encrypt to the recipients (the artifact format).
@@ -597,12 +605,30 @@ pub struct CheckArgs {
     pub trust: TrustArgs,
 }
 
-/// The arguments of a command that is not built yet: accepted, then refused with a clear line.
+/// `daemon`.
 #[derive(Debug, Args)]
-pub struct NotBuilt {
-    /// Arguments (this command is not built yet).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub args: Vec<String>,
+pub struct DaemonArgs {
+    /// Run the [[schedule]] entry NAME now, once, without jitter, and exit with its status (for
+    /// cron, systemd timers and Kubernetes CronJobs).
+    #[arg(long, value_name = "NAME")]
+    pub once: Option<String>,
+    /// The job lines (one when a job starts, one when it ends) and every other log line: text,
+    /// or one JSON object a line.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// How long running jobs may take to finish after SIGTERM or SIGINT, in seconds, before
+    /// they are cancelled.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub grace: u64,
+}
+
+/// How the daemon writes its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text each.
+    Text,
+    /// One JSON object a line: timestamp, level, message and the fields.
+    Json,
 }
 
 /// `list`.

@@ -1,13 +1,17 @@
 //! `ecobackup`: the command-line face of ecobackup-core. It parses flags, loads the
 //! configuration, calls the library and prints; it holds no backup logic of its own.
 
+mod cancel;
 mod cli;
 mod commands;
+mod daemon;
 mod notify;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
+use tokio_util::sync::CancellationToken;
 
 use cli::{Cli, Command};
 use ecobackup_core::config::{Config, Environment};
@@ -19,6 +23,9 @@ pub struct CliError {
     message: String,
     usage: bool,
     code: Option<u8>,
+    /// The command printed its own result: `message` only summarises it for the
+    /// notifications and the daemon's log, and `main` prints nothing more.
+    printed: bool,
 }
 
 /// wal-fetch's status for every failure but "not archived": above 125, so that PostgreSQL stops
@@ -36,6 +43,7 @@ impl CliError {
             message: message.into(),
             usage: true,
             code: None,
+            printed: false,
         }
     }
 
@@ -45,6 +53,7 @@ impl CliError {
             message: message.into(),
             usage: false,
             code: None,
+            printed: false,
         }
     }
 
@@ -55,6 +64,7 @@ impl CliError {
             message: message.into(),
             usage: false,
             code: Some(1),
+            printed: false,
         }
     }
 
@@ -72,18 +82,26 @@ impl CliError {
     }
 
     /// Exit with `code` and print nothing more: the command printed its own result (`check`'s
-    /// WARNING and CRITICAL).
-    pub fn exit_status(code: u8) -> Self {
+    /// WARNING and CRITICAL), which `summary` says in one line for the notifications and the
+    /// daemon's log.
+    pub fn exit_status(code: u8, summary: impl Into<String>) -> Self {
         CliError {
-            message: String::new(),
+            message: summary.into(),
             usage: false,
             code: Some(code),
+            printed: true,
         }
     }
 
-    /// The one line printed.
+    /// The one line printed (or, for [`CliError::exit_status`], the summary of what the
+    /// command printed).
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// The process's exit status for this failure.
+    pub fn exit_code(&self) -> u8 {
+        self.code.unwrap_or(if self.usage { 2 } else { 1 })
     }
 }
 
@@ -110,6 +128,7 @@ impl From<ecobackup_core::Error> for CliError {
             message: e.to_string(),
             usage,
             code: None,
+            printed: false,
         }
     }
 }
@@ -122,21 +141,57 @@ pub struct Context {
     pub quiet: bool,
     /// `--repo` / `ECOBACKUP_REPO`.
     pub repo: Option<String>,
-    /// The loaded configuration.
-    pub config: Config,
+    /// The loaded configuration (shared: the daemon's jobs read the one loaded when they
+    /// started, whatever a reload brings meanwhile).
+    pub config: Arc<Config>,
     /// Where it was loaded from (`--config` / `ECOBACKUP_CONFIG`).
     pub config_path: Option<std::path::PathBuf>,
+    /// Cancelled when the command should stop: SIGINT or SIGTERM for a plain command, the
+    /// daemon's shutdown for its jobs. Long operations take it and stop cleanly (uploads
+    /// aborted, locks released); see [`cancel`].
+    pub cancel: CancellationToken,
+    /// The `[[schedule]]` entry this command runs as, when the daemon runs it.
+    pub schedule: Option<ScheduledAs>,
     /// The backup the command made or checked, once known (for the `[notify]` webhook).
     backup_id: std::sync::OnceLock<String>,
     /// What went wrong in a job that still succeeded (a backup target that failed), for the
     /// `[notify]` ping and webhook.
     warnings: std::sync::Mutex<Vec<String>>,
-    /// Fires when the command must stop (SIGINT, SIGTERM, the daemon's shutdown): the
-    /// library then aborts what it started and releases its locks before returning.
-    pub cancel: ecobackup_core::cancel::CancellationToken,
+}
+
+/// What a `[[schedule]]` entry adds to the command it runs.
+#[derive(Debug, Clone, Default)]
+pub struct ScheduledAs {
+    /// The entry's name.
+    pub name: String,
+    /// The entry's own healthchecks URL, over `[drill]` and `[notify]` `ping_url`.
+    pub ping_url: Option<String>,
 }
 
 impl Context {
+    /// The context of one command: `--json`, `-q`, `--repo`, the configuration and where it
+    /// came from, and the token that stops it.
+    pub fn new(
+        json: bool,
+        quiet: bool,
+        repo: Option<String>,
+        config: Arc<Config>,
+        config_path: Option<std::path::PathBuf>,
+        cancel: CancellationToken,
+    ) -> Context {
+        Context {
+            json,
+            quiet,
+            repo,
+            config,
+            config_path,
+            cancel,
+            schedule: None,
+            backup_id: std::sync::OnceLock::new(),
+            warnings: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
     /// Records the backup the command made or checked, for the notifications (the first one
     /// recorded stays).
     pub fn set_backup_id(&self, id: &str) {
@@ -199,7 +254,7 @@ fn main() -> ExitCode {
             std::process::exit(i32::from(WAL_FETCH_FATAL));
         }));
     }
-    init_logging(cli.verbose, cli.quiet);
+    init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -220,11 +275,11 @@ fn main() -> ExitCode {
 }
 
 fn fail(e: &CliError) -> ExitCode {
-    if !e.message.is_empty() {
+    if !e.message.is_empty() && !e.printed {
         let line = e.message.replace('\n', " ");
         eprintln!("error: {line}");
     }
-    ExitCode::from(e.code.unwrap_or(if e.usage { 2 } else { 1 }))
+    ExitCode::from(e.exit_code())
 }
 
 /// The subcommand named by the arguments, read before they could be parsed: the first word
@@ -246,20 +301,44 @@ fn is_wal_fetch() -> bool {
     std::env::args().skip(1).any(|a| a == "wal-fetch")
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
-    let level = match (quiet, verbose) {
+/// Logs on stderr: warnings and errors by default, more with `-v`, errors only with `-q`,
+/// `ECOBACKUP_LOG` (a tracing filter) over all of it. The daemon also shows its job lines
+/// (`info`), as text or as one JSON object a line (`--log-format json`).
+fn init_logging(cli: &Cli) {
+    let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
         (false, 1) => "info",
         (false, _) => "debug",
     };
+    let format = match &cli.command {
+        Command::Daemon(args) => {
+            let directives = match (cli.quiet, cli.verbose) {
+                (false, 0) => format!("{level},{}=info", daemon::LOG_TARGET),
+                _ => level.to_owned(),
+            };
+            Some((args.log_format, directives))
+        }
+        _ => None,
+    };
+    let directives = format.as_ref().map_or(level, |(_, d)| d.as_str());
     let filter = tracing_subscriber::EnvFilter::try_from_env("ECOBACKUP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives));
+    // Colours only on a terminal: not in cron mails or the journal.
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false);
+    match format {
+        Some((cli::LogFormat::Json, _)) => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+        _ => builder.init(),
+    }
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
@@ -267,39 +346,56 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         return Box::pin(run_command(cli)).await.map_err(CliError::fatal);
     }
     if let Command::Check(_) = cli.command {
-        // The check's own failures (repository, configuration) are UNKNOWN, never CRITICAL,
-        // and a monitoring system reads the first line of stdout.
         let json = cli.json;
-        return Box::pin(run_command(cli)).await.map_err(|e| {
-            if e.code.is_none() {
-                commands::monitor::print_unknown(json, e.message());
-            }
-            e.or_code(CHECK_UNKNOWN)
-        });
+        return check_status(json, Box::pin(run_command(cli)).await);
     }
     run_command(cli).await
 }
 
+/// check's result as its exit status says it: its own failures (repository, configuration) are
+/// UNKNOWN, never CRITICAL, and a monitoring system reads the first line of stdout.
+fn check_status(json: bool, result: Result<(), CliError>) -> Result<(), CliError> {
+    result.map_err(|e| {
+        if e.code.is_none() {
+            commands::monitor::print_unknown(json, e.message());
+        }
+        e.or_code(CHECK_UNKNOWN)
+    })
+}
+
 async fn run_command(cli: Cli) -> Result<(), CliError> {
-    let ctx = Context {
-        json: cli.json,
-        quiet: cli.quiet,
-        repo: cli.repo,
-        config: load_config(cli.config.as_deref())?,
-        config_path: cli.config,
-        backup_id: std::sync::OnceLock::new(),
-        warnings: std::sync::Mutex::new(Vec::new()),
-        cancel: ecobackup_core::cancel::CancellationToken::new(),
-    };
-    match notify::Job::of(&ctx, &cli.command) {
-        Some(job) => job.run(&ctx, dispatch(&ctx, cli.command)).await,
-        None => dispatch(&ctx, cli.command).await,
+    if let Command::Daemon(args) = cli.command {
+        let globals = daemon::Globals {
+            json: cli.json,
+            quiet: cli.quiet,
+            repo: cli.repo,
+            config_path: cli.config,
+        };
+        return daemon::run(globals, args).await;
+    }
+    let config = Arc::new(load_config(cli.config.as_deref())?);
+    let cancel = CancellationToken::new();
+    if cancel::on_signals(&cli.command) {
+        cancel::cancel_on_signals(cancel.clone())?;
+    }
+    let ctx = Context::new(cli.json, cli.quiet, cli.repo, config, cli.config, cancel);
+    execute(&ctx, cli.command).await
+}
+
+/// Runs `command` between its notifications ([`notify::Job`]), stopping it when
+/// `ctx.cancel` is cancelled: the one path of a plain command and of a daemon's job.
+async fn execute(ctx: &Context, command: Command) -> Result<(), CliError> {
+    let job = notify::Job::of(ctx, &command);
+    let work = cancel::abandon_when_cancelled(&ctx.cancel, dispatch(ctx, command));
+    match job {
+        Some(job) => job.run(ctx, work).await,
+        None => work.await,
     }
 }
 
 /// The configuration file (`--config` / `ECOBACKUP_CONFIG`), with the `ECOBACKUP_*`
 /// variables laid over it (flags, read by clap, win over both).
-fn load_config(path: Option<&std::path::Path>) -> Result<Config, CliError> {
+pub(crate) fn load_config(path: Option<&std::path::Path>) -> Result<Config, CliError> {
     let mut config = Config::load(path)?;
     config.apply_env(&Environment::process())?;
     Ok(config)
@@ -340,34 +436,7 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<(), CliError> {
         Command::WalPush(args) => commands::wal::wal_push(ctx, args).await,
         Command::WalFetch(args) => commands::wal::wal_fetch(ctx, args).await,
         Command::WalPrefetch(args) => commands::wal::wal_prefetch(ctx, args).await,
-        other => Err(not_built(&other)),
+        // main runs the daemon before any context exists.
+        Command::Daemon(_) => Err(CliError::usage("the daemon cannot run as a job of itself")),
     }
-}
-
-/// The refusal of a command that is not built yet.
-fn not_built(command: &Command) -> CliError {
-    use cli::{BackupCommand as B, RestoreCommand as R};
-    let name = match command {
-        Command::Daemon(_) => "daemon",
-        Command::Backup(B::Logical(_) | B::Physical(_) | B::Files(_))
-        | Command::Restore(R::Logical(_) | R::Physical(_) | R::Files(_))
-        | Command::Demo(_)
-        | Command::Verify(_)
-        | Command::Drill(_)
-        | Command::Prune(_)
-        | Command::Status(_)
-        | Command::Check(_)
-        | Command::Init
-        | Command::List(_)
-        | Command::Show(_)
-        | Command::Key(_)
-        | Command::Encrypt(_)
-        | Command::Decrypt(_)
-        | Command::WalPush(_)
-        | Command::WalFetch(_)
-        | Command::WalPrefetch(_) => "this command",
-    };
-    CliError::usage(format!(
-        "`ecobackup {name}` is not built yet in this version; nothing was done (working today: init, list, show, backup logical|physical|files, restore logical|physical|files, wal-push, wal-fetch, verify, drill, prune, status, check, demo, key generate, encrypt, decrypt)"
-    ))
 }

@@ -1,5 +1,5 @@
-//! What the long-running commands (`backup logical|physical|files`, `prune`, `verify`, `drill`) tell
-//! the outside world: healthchecks-style pings (`/start`, success, `/fail`), a JSON webhook
+//! What the long-running commands (`backup logical|physical|files`, `prune`, `verify`, `drill`,
+//! and `check` when the daemon runs it) tell the outside world: healthchecks-style pings (`/start`, success, `/fail`), a JSON webhook
 //! with a Slack-compatible `text`, and the Prometheus textfile of `--prometheus`.
 //!
 //! None of it is the job's result: an endpoint that is unreachable, refuses or hangs costs at
@@ -57,33 +57,45 @@ impl Job {
     /// The job `command` runs, or `None` for the commands that never notify.
     pub fn of(ctx: &Context, command: &Command) -> Option<Job> {
         let notify = &ctx.config.notify;
-        let (name, job, trust, ping) = match command {
+        let (name, prometheus, trust, ping) = match command {
             Command::Backup(BackupCommand::Logical(a)) => (
                 "backup logical",
-                &a.job,
+                a.job.prometheus.clone(),
                 backup_trust(ctx, &a.signing),
                 None,
             ),
             Command::Backup(BackupCommand::Physical(a)) => (
                 "backup physical",
-                &a.job,
+                a.job.prometheus.clone(),
                 backup_trust(ctx, &a.signing),
                 None,
             ),
-            Command::Backup(BackupCommand::Files(a)) => {
-                ("backup files", &a.job, backup_trust(ctx, &a.signing), None)
-            }
-            Command::Prune(a) => ("prune", &a.job, a.trust.clone(), None),
-            Command::Verify(a) => ("verify", &a.job, a.trust.clone(), None),
+            Command::Backup(BackupCommand::Files(a)) => (
+                "backup files",
+                a.job.prometheus.clone(),
+                backup_trust(ctx, &a.signing),
+                None,
+            ),
+            Command::Prune(a) => ("prune", a.job.prometheus.clone(), a.trust.clone(), None),
+            Command::Verify(a) => ("verify", a.job.prometheus.clone(), a.trust.clone(), None),
             // The drill's own URL (flag, then [drill]) wins over [notify]'s.
             Command::Drill(a) => (
                 "drill",
-                &a.job,
+                a.job.prometheus.clone(),
                 a.trust.clone(),
                 a.ping.clone().or(ctx.config.drill.ping_url.clone()),
             ),
+            // A check run by the daemon has no monitoring system reading its exit status: it
+            // tells the outside world like the other jobs. Run by Nagios, it does not.
+            Command::Check(a) if ctx.schedule.is_some() => ("check", None, a.trust.clone(), None),
             _ => return None,
         };
+        // A [[schedule]] entry's own URL wins over every other.
+        let ping = ctx
+            .schedule
+            .as_ref()
+            .and_then(|s| s.ping_url.clone())
+            .or(ping);
         // A [[files]] set with a repository of its own: the textfile describes that one.
         let repository = match command {
             Command::Backup(BackupCommand::Files(a)) => a
@@ -102,7 +114,7 @@ impl Job {
             timeout: notify
                 .timeout_seconds
                 .map_or(DEFAULT_TIMEOUT, Duration::from_secs),
-            prometheus: job.prometheus.clone(),
+            prometheus,
             trust,
         })
     }

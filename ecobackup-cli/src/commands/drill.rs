@@ -32,21 +32,6 @@ fn write_report(path: &Path, report: &DrillReport) -> Result<(), CliError> {
     )?)
 }
 
-/// Resolves on SIGINT or SIGTERM, with the signal's name.
-async fn interrupted() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
-}
-
 /// Stores the report in the repository for `status` and `check`; a failure is a warning, never
 /// the drill's result. Sealed to the configured `[encryption] recipients`, else to the
 /// drill's own identities (their public halves): the restore side, who may read row data,
@@ -128,14 +113,14 @@ pub async fn drill(ctx: &Context, args: DrillArgs) -> Result<(), CliError> {
         .await?;
         Ok::<_, CliError>((repo, report))
     };
-    // Stopped by cron's `timeout`, systemd or Ctrl-C: dropping the drill stops its scratch
-    // server and removes the copy of production data (the runtime waits for that before the
-    // process ends) instead of leaving them behind.
+    // Stopped by cron's `timeout`, systemd, Ctrl-C or the daemon's shutdown (`ctx.cancel`):
+    // dropping the drill stops its scratch server and removes the copy of production data
+    // (the runtime waits for that before the process ends) instead of leaving them behind.
     let started = tokio::select! {
         outcome = started => outcome,
-        signal = interrupted() => Err(CliError::failure(format!(
-            "the drill was interrupted by {signal}: its scratch cluster is stopped and removed"
-        ))),
+        () = ctx.cancel.cancelled() => Err(CliError::failure(
+            "the drill was cancelled: its scratch cluster is stopped and removed"
+        )),
     };
     // A drill that cannot even start (no backup, no repository) is a failed drill: its error
     // reaches the `[notify]` ping like any other.

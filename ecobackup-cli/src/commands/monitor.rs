@@ -219,6 +219,7 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> Result<(), CliError> {
     let status = read(ctx, &args.trust, args.database.as_deref()).await?;
     let findings = run_check(&status, &thresholds, Utc::now());
     let state = worst(&findings);
+    let output = plugin_output(state, &findings);
     if ctx.json {
         let out = CheckOutput {
             status: state,
@@ -228,11 +229,16 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> Result<(), CliError> {
         };
         println!("{}", serde_json::to_string(&out).unwrap_or_default());
     } else if !ctx.quiet {
-        print!("{}", plugin_output(state, &findings));
+        print!("{output}");
     }
     match state.exit_code() {
         0 => Ok(()),
-        code => Err(CliError::exit_status(code)),
+        // The first line, without its performance data, for [notify] and the daemon's log.
+        code => {
+            let first = output.lines().next().unwrap_or_default();
+            let summary = first.split(" | ").next().unwrap_or(first);
+            Err(CliError::exit_status(code, summary))
+        }
     }
 }
 

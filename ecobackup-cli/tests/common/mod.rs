@@ -5,30 +5,38 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
+/// The variables of the machine that must not leak into a test's configuration.
+const MACHINE_VARS: [&str; 18] = [
+    "ECOBACKUP_CONFIG",
+    "ECOBACKUP_REPO",
+    "ECOBACKUP_RECIPIENTS",
+    "ECOBACKUP_IDENTITY_FILE",
+    "ECOBACKUP_IDENTITY_PASSPHRASE",
+    "ECOBACKUP_IDENTITY_PASSPHRASE_FILE",
+    "ECOBACKUP_SIGNING_KEY_FILE",
+    "ECOBACKUP_TRUSTED_SIGNERS",
+    "ECOBACKUP_S3_ENDPOINT",
+    "ECOBACKUP_S3_REGION",
+    "ECOBACKUP_S3_ALLOW_HTTP",
+    "ECOBACKUP_PG_BIN",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_ENDPOINT",
+    "AWS_PROFILE",
+];
+
 /// The binary with a clean environment: no configuration leaks in from the machine.
 pub fn ecobackup(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("ecobackup").unwrap();
+    Command::from_std(ecobackup_std(dir))
+}
+
+/// [`ecobackup`] as a plain process, for a test that runs it in the background (the daemon).
+pub fn ecobackup_std(dir: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ecobackup"));
     cmd.current_dir(dir);
-    for var in [
-        "ECOBACKUP_CONFIG",
-        "ECOBACKUP_REPO",
-        "ECOBACKUP_RECIPIENTS",
-        "ECOBACKUP_IDENTITY_FILE",
-        "ECOBACKUP_IDENTITY_PASSPHRASE",
-        "ECOBACKUP_IDENTITY_PASSPHRASE_FILE",
-        "ECOBACKUP_SIGNING_KEY_FILE",
-        "ECOBACKUP_TRUSTED_SIGNERS",
-        "ECOBACKUP_S3_ENDPOINT",
-        "ECOBACKUP_S3_REGION",
-        "ECOBACKUP_S3_ALLOW_HTTP",
-        "ECOBACKUP_PG_BIN",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_REGION",
-        "AWS_ENDPOINT",
-        "AWS_PROFILE",
-    ] {
+    for var in MACHINE_VARS {
         cmd.env_remove(var);
     }
     cmd

@@ -8,7 +8,7 @@ use assert_cmd::Command;
 use ecobackup_core::postgres::binaries::{bin_dir_var, find_program};
 use ecobackup_testkit::{S3TestServer, TestPg};
 
-use super::{ecobackup, key};
+use super::key;
 
 /// A test's world: a server with the demo shop, a key, a repository, a runtime.
 pub struct World {
@@ -112,7 +112,12 @@ impl World {
     }
 
     pub fn run(&self, args: &[&str]) -> Command {
-        let mut cmd = ecobackup(self.dir.path());
+        Command::from_std(self.std_command(args))
+    }
+
+    /// [`World::run`] as a plain process, for a test that runs it in the background.
+    pub fn std_command(&self, args: &[&str]) -> Std {
+        let mut cmd = super::ecobackup_std(self.dir.path());
         cmd.args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .envs(Self::bin_dir_vars(&self.servers()))

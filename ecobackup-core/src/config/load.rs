@@ -38,7 +38,9 @@ impl Config {
     pub(crate) fn check(&self) -> std::result::Result<(), String> {
         self.check_no_inline_secrets()?;
         self.check_settings()?;
-        self.check_files_sets()
+        self.check_files_sets()?;
+        let sets: Vec<&str> = self.files.iter().map(|set| set.name.as_str()).collect();
+        super::schedule::validate(&self.schedule, &sets)
     }
 
     /// Makes the file's relative paths relative to its own directory, not to wherever
@@ -87,6 +89,7 @@ impl Config {
         for set in &mut self.files {
             set.paths.iter_mut().for_each(anchor);
         }
+        super::schedule::anchor_paths(&mut self.schedule, &dir);
     }
 
     /// The `[[files]]` entry `name`.

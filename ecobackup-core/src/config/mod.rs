@@ -7,6 +7,7 @@
 
 mod env;
 mod load;
+pub mod schedule;
 mod storage;
 #[cfg(test)]
 mod tests;
@@ -48,6 +49,9 @@ pub struct Config {
     /// `[[files]]`: the files sets `backup files --name NAME` runs.
     #[serde(default)]
     pub files: Vec<FilesConfig>,
+    /// `[[schedule]]`: the jobs `ecobackup daemon` runs.
+    #[serde(default)]
+    pub schedule: Vec<schedule::ScheduleConfig>,
 }
 
 /// `[[files]]`: a files set (uploads, keys, `.env`…).
