@@ -206,3 +206,43 @@ impl Ecobackup {
             .cloned()
     }
 }
+
+/// A service spawns operations on its runtime (`tokio::spawn`): every `run` future is `Send`.
+#[cfg(test)]
+mod send {
+    use super::*;
+
+    fn spawnable<T: Send>(_: &T) {}
+
+    #[allow(dead_code, clippy::diverging_sub_expression)]
+    async fn every_operation_is_send(eco: &Ecobackup, db: DbUrl) {
+        spawnable(&eco.backup_logical(db.clone()).run());
+        spawnable(&eco.restore_logical("latest", db).run());
+        spawnable(&eco.verify("latest").run());
+        spawnable(&eco.drill("latest").run());
+        spawnable(&eco.prune().run());
+        spawnable(&eco.status());
+        spawnable(&eco.list());
+        spawnable(&Ecobackup::open(Config::default()));
+    }
+
+    #[allow(dead_code)]
+    async fn the_lower_layer_is_send(
+        targets: &Targets,
+        repo: &Repository,
+        files: &crate::files::FilesBackup,
+        files_restore: &crate::files::FilesRestore,
+        physical: &crate::physical::PhysicalBackup,
+        physical_restore: &crate::physical::PhysicalRestore,
+    ) {
+        let progress = crate::progress::NoProgress;
+        spawnable(&crate::files::backup_files(targets, files, &progress));
+        spawnable(&crate::files::restore_files(repo, files_restore, &progress));
+        spawnable(&crate::physical::backup_physical(repo, physical, &progress));
+        spawnable(&crate::physical::restore_physical(
+            repo,
+            physical_restore,
+            &progress,
+        ));
+    }
+}

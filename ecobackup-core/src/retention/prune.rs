@@ -283,13 +283,12 @@ async fn run(
     for batch in wal_keys.chunks(WAL_BATCH) {
         lock.ensure_held().await?;
         progress.note(&format!("deleting {} expired WAL files", batch.len()));
-        futures::stream::iter(batch)
-            .map(|keys| async move {
-                for key in keys {
-                    repo.storage().delete(key).await?;
-                }
-                Ok::<(), crate::error::Error>(())
-            })
+        // Collected first: a stream holding the closure would make the future not `Send`.
+        let deletes: Vec<_> = batch
+            .iter()
+            .map(|keys| delete_in_order(repo.storage(), keys))
+            .collect();
+        futures::stream::iter(deletes)
             .buffer_unordered(WAL_DELETE_CONCURRENCY)
             .try_collect::<Vec<()>>()
             .await?;
@@ -301,6 +300,14 @@ async fn run(
         }
     }
     Ok(report)
+}
+
+/// Deletes `keys` one after the other (a WAL file's own objects: the record last).
+async fn delete_in_order(storage: &crate::storage::Storage, keys: &[String]) -> Result<()> {
+    for key in keys {
+        storage.delete(key).await?;
+    }
+    Ok(())
 }
 
 /// Deletes a backup: its manifest first, then the manifest's signature, then the artifacts.
@@ -333,7 +340,7 @@ async fn delete_backup(repo: &Repository, id: &str) -> Result<()> {
 async fn expire_wal(
     storage: &Storage,
     kept: &[&Manifest],
-    locked_until: &dyn Fn(DateTime<Utc>) -> Option<DateTime<Utc>>,
+    locked_until: &(dyn Fn(DateTime<Utc>) -> Option<DateTime<Utc>> + Sync),
 ) -> Result<(WalExpiry, Vec<Vec<String>>)> {
     let untouched = |why: String| {
         Ok((
