@@ -1,17 +1,20 @@
-//! The embedder's path, end to end: the `pre_migration` example (built by `cargo test` with
-//! the other examples) against a real cluster and the in-process S3 server, then the snapshot
-//! it printed restored through the library's handle.
+//! The embedder's path, end to end, against a real cluster and the in-process S3 server: the
+//! `pre_migration` example (built by `cargo test` with the other examples), the snapshot it
+//! printed restored through the library's handle, and a backup cancelled in the middle of its
+//! upload.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Arc;
 
+use ecobackup_core::cancel::CancellationToken;
 use ecobackup_core::config::RepositoryConfig;
 use ecobackup_core::crypto::{fingerprint, generate_identity, write_identity_file, Signer};
 use ecobackup_core::postgres::DbUrl;
 use ecobackup_core::repository::Repository;
 use ecobackup_core::storage::RepoUrl;
 use ecobackup_core::{Config, Ecobackup, ErrorKind};
+use ecobackup_testkit::s3::{Fault, FaultRule};
 use ecobackup_testkit::{S3TestServer, TestPg};
 
 /// Keys, an initialised repository on the S3 server, and the variables that reach it.
@@ -237,4 +240,77 @@ fn the_example_documents_itself() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_backup_has_cleaned_up_when_run_returns() {
+    let lab = Lab::new().await;
+    let pg = TestPg::start().await;
+    let url = pg.fresh_database("noisy").await;
+    let database = DbUrl::parse(&url).unwrap().database();
+    // About 20 MiB of random hex: more than one 8 MiB part once compressed, so the dump goes
+    // up as a multipart upload.
+    pg.client(&database)
+        .await
+        .batch_execute(
+            "CREATE TABLE noise AS SELECT g AS id,
+                 (SELECT string_agg(md5(random()::text || g || i), '') FROM generate_series(1, 32) i) AS hex
+             FROM generate_series(1, 20000) g;",
+        )
+        .await
+        .unwrap();
+    // Every part hangs: the backup is in the middle of its upload for as long as needed.
+    lab.s3.add_fault(
+        FaultRule::new(Fault::Delay(std::time::Duration::from_secs(600)))
+            .method("PUT")
+            .query_contains("partNumber=")
+            .forever(),
+    );
+    let eco = Arc::new(lab.handle().await);
+    let cancel = CancellationToken::new();
+    let backup = tokio::spawn({
+        let (eco, cancel) = (eco.clone(), cancel.clone());
+        let db = DbUrl::parse(&url).unwrap();
+        async move { eco.backup_logical(db).cancel_on(cancel).run().await }
+    });
+    let started = std::time::Instant::now();
+    while !lab
+        .s3
+        .requests()
+        .iter()
+        .any(|r| r.method == "PUT" && r.query.contains("partNumber="))
+    {
+        assert!(started.elapsed().as_secs() < 120, "the upload never began");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        lab.s3.pending_multipart_uploads(),
+        1,
+        "a multipart upload is under way"
+    );
+    let held = lab.s3.object_keys();
+    assert!(
+        held.iter().any(|k| k.contains("/locks/")),
+        "the backup holds its lock: {held:?}"
+    );
+    cancel.cancel();
+    let error = backup.await.unwrap().unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Cancelled, "{error}");
+
+    // Checked the moment `run` returned: nothing is left to a background task.
+    assert_eq!(
+        lab.s3.pending_multipart_uploads(),
+        0,
+        "the upload was aborted"
+    );
+    let keys = lab.s3.object_keys();
+    assert!(
+        !keys.iter().any(|k| k.contains("/locks/")),
+        "no lock: {keys:?}"
+    );
+    assert!(
+        !keys.iter().any(|k| k.contains("backups/")),
+        "nothing stored: {keys:?}"
+    );
+    assert!(eco.list().await.unwrap().is_empty());
 }
