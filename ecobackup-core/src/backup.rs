@@ -167,6 +167,9 @@ pub fn dump_artifact_name(database: &str, sealing: &Sealing) -> String {
 
 /// Runs a logical backup into `targets` (a [`crate::repository::Repository`] converts into one target with
 /// `.into()`); returns the manifest that was written.
+///
+/// Cancel safety: `plan.cancel` stops it cleanly (see [`crate::cancel`]); dropping the future
+/// commits nothing, its clean-up then runs in background tasks.
 pub async fn backup_logical(
     targets: &Targets,
     plan: &LogicalBackup,

@@ -268,6 +268,9 @@ async fn scratch_bin_dir(
 
 /// Runs a drill. An `Err` means the drill could not start (no such backup, no identity); a
 /// drill that started always returns its report, passed or not.
+///
+/// Cancel safety: `plan.cancel` stops it cleanly (see [`crate::cancel`]); dropping the future
+/// commits nothing, its clean-up then runs in background tasks.
 pub async fn drill(
     repo: &Repository,
     plan: &DrillPlan,

@@ -418,6 +418,9 @@ async fn run_pg_restore(
 }
 
 /// Restores one database of a logical backup.
+///
+/// Cancel safety: `plan.cancel` stops it cleanly (see [`crate::cancel`]); dropping the future
+/// commits nothing, its clean-up then runs in background tasks.
 pub async fn restore_logical(
     repo: &Repository,
     plan: &LogicalRestore,

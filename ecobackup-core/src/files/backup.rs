@@ -147,6 +147,9 @@ async fn scan(
 
 /// Backs up a files set into `targets` (a [`Repository`] converts into one target with
 /// `.into()`).
+///
+/// Cancel safety: `plan.cancel` stops it cleanly (see [`crate::cancel`]); dropping the future
+/// commits nothing, its clean-up then runs in background tasks.
 pub async fn backup_files(
     targets: &Targets,
     plan: &FilesBackup,

@@ -150,6 +150,9 @@ fn archive_entry(manifest: &Manifest) -> Result<&ArtifactEntry> {
 }
 
 /// Restores a files backup into `plan.to`.
+///
+/// Cancel safety: `plan.cancel` stops it cleanly (see [`crate::cancel`]); dropping the future
+/// commits nothing, its clean-up then runs in background tasks.
 pub async fn restore_files(
     repo: &Repository,
     plan: &FilesRestore,

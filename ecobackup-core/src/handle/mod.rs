@@ -24,6 +24,10 @@ const DEFAULT_LEVEL: i32 = 3;
 /// A repository opened for backups, restores and checks, with the keys its configuration
 /// names. Cheap to share: clone the `Arc` you keep it in, or call it from several tasks.
 ///
+/// Cancel safety: [`Ecobackup::open`], [`Ecobackup::list`] and [`Ecobackup::status`] only
+/// read, so dropping their futures is safe; the operations' `run` futures take a token
+/// (see [`ops`](crate::handle::BackupLogical::cancel_on)). Every future is `Send`.
+///
 /// ```no_run
 /// # async fn snapshot() -> ecobackup_core::Result<()> {
 /// use ecobackup_core::{postgres::DbUrl, Config, Ecobackup};

@@ -115,6 +115,8 @@ impl<'a> BackupLogical<'a> {
     watch_setters!();
 
     /// Takes the backup; returns its manifest once committed.
+    ///
+    /// Cancel safety: see the module documentation.
     pub async fn run(self) -> Result<Manifest> {
         let targets = self.eco.targets().await?;
         let plan = LogicalBackup {
@@ -188,6 +190,8 @@ impl<'a> RestoreLogical<'a> {
     watch_setters!();
 
     /// Restores; nothing is committed unless every byte matched the manifest.
+    ///
+    /// Cancel safety: see the module documentation.
     pub async fn run(mut self) -> Result<RestoreOutcome> {
         let repo = self.eco.trusted().await?;
         self.plan.keyring = Some(self.eco.keyring().await?);
@@ -219,6 +223,8 @@ impl<'a> Verify<'a> {
     watch_setters!();
 
     /// Verifies; a damaged artifact is reported in the result (`ok: false`), not as an error.
+    ///
+    /// Cancel safety: see the module documentation.
     pub async fn run(self) -> Result<BackupCheck> {
         let repo = self.eco.trusted().await?;
         let keyring = self.eco.keyring().await?;
@@ -262,6 +268,8 @@ impl<'a> DrillLogical<'a> {
     watch_setters!();
 
     /// Drills; a failed check is in the report (`passed: false`), not an error.
+    ///
+    /// Cancel safety: see the module documentation.
     pub async fn run(self) -> Result<DrillReport> {
         let settings = &self.eco.config.drill;
         let checks = match (self.checks, &settings.checks) {
@@ -321,6 +329,8 @@ impl<'a> Prune<'a> {
     watch_setters!();
 
     /// Prunes. Without `[retention]`, refuses: a policy must say what is kept.
+    ///
+    /// Cancel safety: see the module documentation.
     pub async fn run(mut self) -> Result<PruneReport> {
         let policy = self
             .eco

@@ -93,6 +93,9 @@ impl PhysicalBackup {
 }
 
 /// Runs a physical backup into `repo`; returns the manifest that was written.
+///
+/// Cancel safety: `plan.cancel` stops it cleanly (see [`crate::cancel`]); dropping the future
+/// commits nothing, its clean-up then runs in background tasks.
 pub async fn backup_physical(
     repo: &Repository,
     plan: &PhysicalBackup,

@@ -116,6 +116,9 @@ pub struct PhysicalRestoreOutcome {
 }
 
 /// Restores a physical backup into `plan.pgdata`, ready for recovery.
+///
+/// Cancel safety: `plan.cancel` stops it cleanly (see [`crate::cancel`]); dropping the future
+/// commits nothing, its clean-up then runs in background tasks.
 pub async fn restore_physical(
     repo: &Repository,
     plan: &PhysicalRestore,

@@ -141,6 +141,9 @@ pub struct DebrisRemoved {
 /// while a backup, restore, drill or verify holds the shared one); a dry run takes no lock and
 /// deletes nothing. Deletions stop at the first failed request, leaving the repository
 /// consistent: run it again to finish.
+///
+/// Cancel safety: `options.cancel` stops it cleanly (see [`crate::cancel`]); dropping the future
+/// commits nothing, its clean-up then runs in background tasks.
 pub async fn prune(
     repo: &Repository,
     policy: &ValidatedPolicy,
