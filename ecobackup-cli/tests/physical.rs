@@ -16,7 +16,7 @@ use assert_cmd::Command;
 use ecobackup_core::physical::recovery::{conf_string, shell_word};
 use ecobackup_core::postgres::cluster::{Cluster, ClusterOptions};
 use ecobackup_core::postgres::connect;
-use ecobackup_testkit::S3TestServer;
+use ecobackup_testkit::{ClusterHooks as _, S3TestServer};
 
 use common::{key, signing_key};
 use ecobackup_testkit::server_user::{give_to_server_user as hand_over, server_user};

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod catalog;
+pub mod crash;
 pub mod data;
 pub mod http_recorder;
 pub mod majors;
@@ -16,6 +17,7 @@ pub mod server_user;
 pub mod sinks;
 pub mod sources;
 
+pub use crash::ClusterHooks;
 pub use data::RowGenerator;
 pub use majors::{default_major, TESTED_MAJORS};
 pub use pg::TestPg;

@@ -11,7 +11,7 @@ use ecobackup_core::postgres::cluster::{Cluster, ClusterOptions};
 use ecobackup_core::postgres::connect;
 use ecobackup_core::postgres::fixture::{load_shop, table_fingerprints};
 use ecobackup_testkit::secure_pg::REPLICATOR_PASSWORD;
-use ecobackup_testkit::{SecureOptions, SecurePg, TestPg, TESTED_MAJORS};
+use ecobackup_testkit::{ClusterHooks as _, SecureOptions, SecurePg, TestPg, TESTED_MAJORS};
 
 /// A throwaway cluster with fsync off, or `None` (the test is skipped) when this machine has no
 /// PostgreSQL server programs and the tests run against an external server.

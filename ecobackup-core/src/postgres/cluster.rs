@@ -306,7 +306,7 @@ impl Cluster {
         self.pg_ctl_stop("fast").await
     }
 
-    /// Starts the server again after [`Cluster::stop`] or [`Cluster::crash`] (after a crash,
+    /// Starts the server again after [`Cluster::stop`] or [`Cluster::stop_immediately`] (after a crash,
     /// PostgreSQL runs crash recovery first). Does nothing when it is running.
     pub async fn start_again(&mut self) -> Result<()> {
         if self.running {
@@ -322,13 +322,11 @@ impl Cluster {
         self.pg_ctl_start(true).await.map_err(|f| f.error)
     }
 
-    /// Kills the server the way a power cut would (`pg_ctl stop -m immediate`): no shutdown
-    /// checkpoint, the next start runs crash recovery. Does nothing when it is not running.
-    ///
-    /// With `fsync: false`, `synchronous_commit` is off: commits of the last few hundred
-    /// milliseconds may be lost. A test that needs them to survive runs
-    /// `SET synchronous_commit = on` in its session (cheap without fsync) or a `CHECKPOINT`.
-    pub async fn crash(&mut self) -> Result<()> {
+    /// Stops the server without a shutdown checkpoint (`pg_ctl stop -m immediate`): the next
+    /// start runs crash recovery, as after a power cut. For a cluster that must go now (a
+    /// drill's scratch cluster on its way out; the testkit's crash tests). Does nothing when
+    /// it is not running.
+    pub async fn stop_immediately(&mut self) -> Result<()> {
         self.pg_ctl_stop("immediate").await
     }
 
