@@ -223,6 +223,8 @@ impl Context {
 }
 
 fn main() -> ExitCode {
+    // The library's messages name config keys and methods; ours name flags.
+    ecobackup_core::error::set_wording(ecobackup_core::error::Wording::Cli);
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // A restore_command with a bad flag must stop recovery, not end it (clap exits 2).

@@ -7,6 +7,7 @@
 //! deleted (or, if that fails too, left as debris that `prune` reports), and no manifest is
 //! written: the failed backup never shows up in `list` and is never restored.
 
+use crate::error::remedy;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -178,8 +179,10 @@ pub async fn backup_logical(
     if plan.databases.is_empty() {
         return Err(Error::Postgres {
             context: "starting a logical backup".to_owned(),
-            detail: "no database given: pass --db URL (or [[database]] in ecobackup.toml)"
-                .to_owned(),
+            detail: remedy!(
+                cli: "no database given: pass --db URL (or [[database]] in ecobackup.toml)",
+                library: "no database given: add a DumpTarget to the plan (LogicalBackup::new)",
+            ),
         });
     }
     let mut names: Vec<String> = plan.databases.iter().map(DumpTarget::name).collect();

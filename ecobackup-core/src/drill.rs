@@ -27,6 +27,7 @@ pub use stored::{
     drill_history, store_report, DrillHistory, DrillSummary, DRILL_FOLDER, SUMMARY_FORMAT,
 };
 
+use crate::error::remedy;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -259,10 +260,13 @@ async fn scratch_bin_dir(
     Err(Error::Process {
         program: "initdb".to_owned(),
         status: "not found".to_owned(),
-        detail: format!(
-            "the backup comes from PostgreSQL {major}, and a scratch cluster must run {major} or newer to restore it, but {found}; install PostgreSQL {major} (Debian: apt-get install postgresql-{major}), set {} to its bin directory, or give --pg-bin DIR (or drill into a server with --target-db URL)",
-            bin_dir_var(major)
-        ),
+        detail: {
+            let variable = bin_dir_var(major);
+            remedy!(
+                cli: "the backup comes from PostgreSQL {major}, and a scratch cluster must run {major} or newer to restore it, but {found}; install PostgreSQL {major} (Debian: apt-get install postgresql-{major}), set {variable} to its bin directory, or give --pg-bin DIR (or drill into a server with --target-db URL)",
+                library: "the backup comes from PostgreSQL {major}, and a scratch cluster must run {major} or newer to restore it, but {found}; install PostgreSQL {major} (Debian: apt-get install postgresql-{major}) and set {variable} to its bin directory, or drill into a server instead",
+            )
+        },
     })
 }
 

@@ -14,7 +14,10 @@ use std::fmt;
 use std::path::PathBuf;
 
 mod kind;
+mod wording;
 pub use kind::{ErrorKind, StorageFault};
+pub(crate) use wording::remedy;
+pub use wording::{set_wording, wording, Wording};
 
 /// The result type of every fallible operation in ecobackup.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -51,7 +54,10 @@ pub enum Error {
     },
 
     /// The input is not an age v1 file at all.
-    #[error("not an age-encrypted artifact ({}); check that you are reading an ecobackup artifact (*.age), or use --raw / --no-encryption for plaintext", one_line(detail))]
+    #[error("not an age-encrypted artifact ({}); check that you are reading an ecobackup artifact (*.age), {}", one_line(detail), remedy!(
+        cli: "or use --raw / --no-encryption for plaintext",
+        library: "or read it with encryption off if it was stored as plaintext on purpose",
+    ))]
     NotEncrypted {
         /// What the parser found wrong.
         detail: String,
@@ -100,11 +106,17 @@ pub enum Error {
     },
 
     /// Encryption is on (the default) but no recipient is configured.
-    #[error("no recipient configured: give -r age1…, ECOBACKUP_RECIPIENTS or [encryption] recipients in ecobackup.toml (or --no-encryption to store plaintext on purpose)")]
+    #[error("no recipient configured: {}", remedy!(
+        cli: "give -r age1…, ECOBACKUP_RECIPIENTS or [encryption] recipients in ecobackup.toml (or --no-encryption to store plaintext on purpose)",
+        library: "set [encryption] recipients in the config (age1…; ECOBACKUP_RECIPIENTS when it is read with Config::from_env)",
+    ))]
     NoRecipients,
 
     /// Decryption was asked for but no identity is configured.
-    #[error("no identity configured: give -i FILE, ECOBACKUP_IDENTITY_FILE or [encryption] identity_files in ecobackup.toml")]
+    #[error("no identity configured: {}", remedy!(
+        cli: "give -i FILE, ECOBACKUP_IDENTITY_FILE or [encryption] identity_files in ecobackup.toml",
+        library: "set [encryption] identity_files in the config (ECOBACKUP_IDENTITY_FILE when it is read with Config::from_env)",
+    ))]
     NoIdentities,
 
     /// A key file is readable by group or others.
@@ -126,14 +138,20 @@ pub enum Error {
     },
 
     /// The identity file is passphrase-protected and no passphrase was given.
-    #[error("identity file {} is passphrase-protected: set ECOBACKUP_IDENTITY_PASSPHRASE_FILE to a file holding the passphrase (or ECOBACKUP_IDENTITY_PASSPHRASE)", one_line(&path.display()))]
+    #[error("identity file {} is passphrase-protected: {}", one_line(&path.display()), remedy!(
+        cli: "set ECOBACKUP_IDENTITY_PASSPHRASE_FILE to a file holding the passphrase (or ECOBACKUP_IDENTITY_PASSPHRASE)",
+        library: "set [encryption] passphrase_file in the config to a file holding the passphrase (ECOBACKUP_IDENTITY_PASSPHRASE_FILE when it is read with Config::from_env)",
+    ))]
     PassphraseRequired {
         /// The identity file.
         path: PathBuf,
     },
 
     /// The passphrase did not decrypt the identity file.
-    #[error("wrong passphrase for identity file {}: check ECOBACKUP_IDENTITY_PASSPHRASE_FILE / ECOBACKUP_IDENTITY_PASSPHRASE", one_line(&path.display()))]
+    #[error("wrong passphrase for identity file {}: {}", one_line(&path.display()), remedy!(
+        cli: "check ECOBACKUP_IDENTITY_PASSPHRASE_FILE / ECOBACKUP_IDENTITY_PASSPHRASE",
+        library: "check the passphrase file ([encryption] passphrase_file)",
+    ))]
     WrongPassphrase {
         /// The identity file.
         path: PathBuf,
@@ -220,7 +238,10 @@ pub enum Error {
     },
 
     /// The URL points at no ecobackup repository.
-    #[error("no ecobackup repository at {}: run `ecobackup init` there first (or check --repo / ECOBACKUP_REPO)", one_line(repo))]
+    #[error("no ecobackup repository at {}: {}", one_line(repo), remedy!(
+        cli: "run `ecobackup init` there first (or check --repo / ECOBACKUP_REPO)",
+        library: "initialise one there first (`ecobackup init`, or Repository::init), or check the repository URL in the config",
+    ))]
     NotARepository {
         /// The repository URL.
         repo: String,
@@ -302,14 +323,20 @@ pub enum Error {
     },
 
     /// A trusted-signer string is not an ecobackup public signing key.
-    #[error("invalid trusted signer {value:?}: expected a public signing key (ecosign1…), as printed by `ecobackup key generate --signing`")]
+    #[error("invalid trusted signer {value:?}: expected a public signing key (ecosign1…), {}", remedy!(
+        cli: "as printed by `ecobackup key generate --signing`",
+        library: "as `ecobackup key generate` prints it for a signing key",
+    ))]
     InvalidSigner {
         /// The offending text (public, safe to show).
         value: String,
     },
 
     /// A PostgreSQL program (or its binaries) could not be found.
-    #[error("{} for PostgreSQL {major} not found (looked in {}); install {}, set ECOBACKUP_PG_BIN_{major}=DIR or give --pg-bin DIR", one_line(program), one_line(looked_in), what_to_install(program, *major))]
+    #[error("{} for PostgreSQL {major} not found (looked in {}); install {}, {}", one_line(program), one_line(looked_in), what_to_install(program, *major), remedy!(
+        cli: "set ECOBACKUP_PG_BIN_{major}=DIR or give --pg-bin DIR",
+        library: "or set ECOBACKUP_PG_BIN_{major}=DIR to its bin directory",
+    ))]
     BinaryNotFound {
         /// The program (`pg_dump`, `initdb`, …).
         program: String,
@@ -517,225 +544,4 @@ impl<T> IoContext<T> for std::io::Result<T> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What dependencies write: age's two-line "Unknown age format.\nHave you tried upgrading…",
-    /// tokio-postgres' DETAIL lines, serde's positions, CRLF, tabs, trailing newlines.
-    const FOREIGN: &str = "  first line.\nsecond\r\nthird\t\tfourth   fifth\n\n";
-    const FOLDED: &str = "first line. second third fourth fifth";
-
-    /// One of each variant, every text field holding [`FOREIGN`]. The match below has no
-    /// wildcard: a new variant does not compile until it is added here.
-    fn one_of_each() -> Vec<Error> {
-        let text = || FOREIGN.to_owned();
-        let path = || PathBuf::from(format!("/tmp/{FOREIGN}"));
-        let all = vec![
-            Error::io(text(), std::io::Error::other(FOREIGN)),
-            Error::WrongKey {
-                expected: vec![text(), text()],
-                identities: 2,
-                keyring: vec![text()],
-            },
-            Error::NotEncrypted { detail: text() },
-            Error::Tampered { detail: text() },
-            Error::Truncated { detail: text() },
-            Error::Decompress { detail: text() },
-            Error::Compress { detail: text() },
-            Error::Encrypt { detail: text() },
-            Error::InvalidRecipient { value: text() },
-            Error::NoRecipients,
-            Error::NoIdentities,
-            Error::InsecureKeyFile {
-                path: path(),
-                mode: 0o644,
-            },
-            Error::InvalidKeyFile {
-                path: path(),
-                detail: text(),
-            },
-            Error::PassphraseRequired { path: path() },
-            Error::WrongPassphrase { path: path() },
-            Error::AlreadyExists { path: path() },
-            Error::StageVanished { stage: text() },
-            Error::InvalidUrl {
-                url: text(),
-                detail: text(),
-            },
-            Error::Storage {
-                op: "uploading",
-                key: text(),
-                repo: text(),
-                detail: text(),
-                fault: StorageFault::Unavailable,
-            },
-            Error::NotFound {
-                key: text(),
-                repo: text(),
-            },
-            Error::NotARepository { repo: text() },
-            Error::RefusedInit {
-                repo: text(),
-                detail: text(),
-            },
-            Error::IncompatibleRepository {
-                repo: text(),
-                found: text(),
-                expected: text(),
-            },
-            Error::Locked {
-                scope: text(),
-                holder: text(),
-                key: text(),
-                expires_at: text(),
-            },
-            Error::BackupNotFound {
-                wanted: text(),
-                repo: text(),
-            },
-            Error::BadManifest {
-                key: text(),
-                detail: text(),
-            },
-            Error::Untrusted {
-                key: text(),
-                repo: text(),
-                detail: text(),
-            },
-            Error::InvalidSigner { value: text() },
-            Error::BinaryNotFound {
-                program: text(),
-                major: 15,
-                looked_in: text(),
-            },
-            Error::Postgres {
-                context: text(),
-                detail: text(),
-            },
-            Error::Process {
-                program: text(),
-                status: text(),
-                detail: text(),
-            },
-            Error::ArtifactMismatch {
-                artifact: text(),
-                detail: text(),
-            },
-            Error::VerifyFailed {
-                count: 2,
-                first: text(),
-                reason: text(),
-            },
-            Error::DrillFailed {
-                backup: text(),
-                reason: text(),
-            },
-            Error::Wal {
-                file: text(),
-                detail: text(),
-            },
-            Error::Cancelled(text()),
-            Error::TooFewTargets {
-                what: text(),
-                held: 1,
-                total: 2,
-                required: 2,
-                detail: text(),
-            },
-            Error::Refused {
-                context: text(),
-                detail: text(),
-            },
-            Error::Config {
-                section: text(),
-                detail: text(),
-            },
-            Error::ConfigFile {
-                path: path(),
-                detail: text(),
-            },
-        ];
-        for error in &all {
-            match error {
-                Error::Io { .. }
-                | Error::WrongKey { .. }
-                | Error::NotEncrypted { .. }
-                | Error::Tampered { .. }
-                | Error::Truncated { .. }
-                | Error::Decompress { .. }
-                | Error::Compress { .. }
-                | Error::Encrypt { .. }
-                | Error::InvalidRecipient { .. }
-                | Error::NoRecipients
-                | Error::NoIdentities
-                | Error::InsecureKeyFile { .. }
-                | Error::InvalidKeyFile { .. }
-                | Error::PassphraseRequired { .. }
-                | Error::WrongPassphrase { .. }
-                | Error::AlreadyExists { .. }
-                | Error::StageVanished { .. }
-                | Error::InvalidUrl { .. }
-                | Error::Storage { .. }
-                | Error::NotFound { .. }
-                | Error::NotARepository { .. }
-                | Error::RefusedInit { .. }
-                | Error::IncompatibleRepository { .. }
-                | Error::Locked { .. }
-                | Error::BackupNotFound { .. }
-                | Error::BadManifest { .. }
-                | Error::Untrusted { .. }
-                | Error::InvalidSigner { .. }
-                | Error::BinaryNotFound { .. }
-                | Error::Postgres { .. }
-                | Error::Process { .. }
-                | Error::ArtifactMismatch { .. }
-                | Error::VerifyFailed { .. }
-                | Error::DrillFailed { .. }
-                | Error::Refused { .. }
-                | Error::Config { .. }
-                | Error::ConfigFile { .. }
-                | Error::Wal { .. }
-                | Error::TooFewTargets { .. }
-                | Error::Cancelled(_) => {}
-            }
-        }
-        all
-    }
-
-    #[test]
-    fn every_error_is_one_line_whatever_a_dependency_wrote() {
-        for error in one_of_each() {
-            let message = error.to_string();
-            assert!(
-                !message.chars().any(char::is_control),
-                "{error:?} renders on several lines: {message}"
-            );
-            assert_eq!(message, message.trim(), "{error:?}");
-            // Each value is folded, or quoted ({:?}) where the exact text matters.
-            let fieldless = matches!(error, Error::NoRecipients | Error::NoIdentities);
-            assert!(
-                fieldless || message.contains(FOLDED) || message.contains(&format!("{FOREIGN:?}")),
-                "{error:?}: {message}"
-            );
-        }
-    }
-
-    #[test]
-    fn foreign_text_keeps_its_words_in_order() {
-        let error = Error::NotEncrypted {
-            detail: "Unknown age format.\nHave you tried upgrading to the latest version?".into(),
-        };
-        assert!(
-            error.to_string().starts_with(
-                "not an age-encrypted artifact (Unknown age format. Have you tried upgrading to the latest version?); "
-            ),
-            "{error}"
-        );
-        let error = Error::io(FOREIGN, std::io::Error::other(FOREIGN));
-        assert_eq!(error.to_string(), format!("{FOLDED}: {FOLDED}"));
-        assert_eq!(one_line("").to_string(), "");
-        assert_eq!(one_line(" \n\t ").to_string(), "");
-        assert_eq!(one_line("a\u{a0}\u{2028}b").to_string(), "a b");
-        assert_eq!(one_line("ready").to_string(), "ready");
-    }
-}
+mod tests;

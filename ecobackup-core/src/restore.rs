@@ -15,6 +15,7 @@
 //! `no_privileges` — `ALTER ROLE … IN DATABASE … SET` settings and GRANTs follow, in one
 //! transaction. A failure anywhere drops the database created for the restore.
 
+use crate::error::remedy;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -143,8 +144,9 @@ fn choose_artifact<'m>(
         (Some(name), _) => name.to_owned(),
         (None, [only]) => return Ok(only),
         (None, _) => {
-            return Err(problem(format!(
-                "it holds several databases ({held}): pass --database NAME"
+            return Err(problem(remedy!(
+                cli: "it holds several databases ({held}): pass --database NAME",
+                library: "it holds several databases ({held}): name the one to restore (LogicalRestore::database)",
             )))
         }
     };
@@ -284,7 +286,10 @@ async fn prepare_target(
         if exists {
             return Err(refused(
                 target,
-                format!("database {database:?} already exists: drop --create to restore into it (add --clean to replace its objects)"),
+                remedy!(
+                    cli: "database {database:?} already exists: drop --create to restore into it (add --clean to replace its objects)",
+                    library: "database {database:?} already exists: restore into it without create (with clean to replace its objects)",
+                ),
             ));
         }
         let create =
@@ -298,7 +303,10 @@ async fn prepare_target(
     if !exists {
         return Err(refused(
             target,
-            format!("database {database:?} does not exist: pass --create to create it"),
+            remedy!(
+                cli: "database {database:?} does not exist: pass --create to create it",
+                library: "database {database:?} does not exist: restore with create to create it",
+            ),
         ));
     }
     let sessions = admin
@@ -331,14 +339,14 @@ async fn prepare_target(
                 )
             })
             .collect();
-        return Err(refused(
-            target,
-            format!(
-                "database {database:?} has {} other session(s) ({}): stop them, or pass --terminate-connections",
-                sessions.len(),
-                who.join(", ")
-            ),
-        ));
+        return Err(refused(target, {
+            let count = sessions.len();
+            let who = who.join(", ");
+            remedy!(
+                cli: "database {database:?} has {count} other session(s) ({who}): stop them, or pass --terminate-connections",
+                library: "database {database:?} has {count} other session(s) ({who}): stop them, or restore with terminate_connections",
+            )
+        }));
     }
     let terminated = admin
         .query(
@@ -397,10 +405,10 @@ async fn run_pg_restore(
             .tempdir_in(plan.temp_dir.clone().unwrap_or_else(std::env::temp_dir))
             .map_err(|e| Error::io("creating a temporary directory for the parallel restore", e))?;
         let file = dir.path().join("dump");
-        progress.note(&format!(
-            "--jobs {}: downloading the dump to {} first (pg_restore needs a seekable file for a parallel restore; it is deleted afterwards)",
-            plan.jobs,
-            file.display()
+        let (jobs, file_shown) = (plan.jobs, file.display());
+        progress.note(&remedy!(
+            cli: "--jobs {jobs}: downloading the dump to {file_shown} first (pg_restore needs a seekable file for a parallel restore; it is deleted afterwards)",
+            library: "{jobs} jobs: downloading the dump to {file_shown} first (pg_restore needs a seekable file for a parallel restore; it is deleted afterwards)",
         ));
         let report = artifact::open(
             repo,

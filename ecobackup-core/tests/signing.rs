@@ -215,7 +215,7 @@ async fn an_unsigned_repository_needs_allow_unsigned() {
         .unwrap_err();
     let msg = refusal(err);
     assert!(
-        msg.contains("ecobackup.json") && msg.contains("--allow-unsigned"),
+        msg.contains("ecobackup.json") && msg.contains("allow_unsigned = true"),
         "{msg}"
     );
 

@@ -180,7 +180,7 @@ async fn repositories_init_list_latest_and_debris() {
     for (name, storage) in &backends.all {
         let err = Repository::open(storage.clone()).await.unwrap_err();
         assert!(
-            err.to_string().contains("run `ecobackup init`"),
+            err.to_string().contains("initialise one there first"),
             "{name}: {err}"
         );
         let repo = match Repository::init(storage.clone(), vec!["sha256:0123456789abcdef".into()])

@@ -13,6 +13,7 @@
 //! another backup's folder does not verify there. FORMAT.md describes the format and the threat
 //! model.
 
+use crate::error::remedy;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -224,10 +225,10 @@ pub enum SignatureFault {
 impl std::fmt::Display for SignatureFault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SignatureFault::Missing => f.write_str(
-                "it has no signature, so anyone who can write to the repository could have put it there; \
-                 use a signed backup, or give --allow-unsigned (allow_unsigned = true) only for a repository written without a signing key",
-            ),
+            SignatureFault::Missing => f.write_str(&remedy!(
+                cli: "it has no signature, so anyone who can write to the repository could have put it there; use a signed backup, or give --allow-unsigned (allow_unsigned = true) only for a repository written without a signing key",
+                library: "it has no signature, so anyone who can write to the repository could have put it there; use a signed backup, or set allow_unsigned = true only for a repository written without a signing key",
+            )),
             SignatureFault::Malformed(detail) => write!(
                 f,
                 "its signature object is unreadable ({detail}); do not trust it, use another backup"

@@ -12,6 +12,7 @@
 //! come last. The checks connect as the cluster's bootstrap superuser, whose
 //! name the backup recorded.
 
+use crate::error::remedy;
 use std::time::Instant;
 
 use chrono::Utc;
@@ -51,9 +52,10 @@ pub(super) async fn restore(
         detail,
     };
     if let DrillTarget::Server(_) = plan.target {
-        return Err(refuse(
-            "a physical backup is a whole cluster: it is drilled in a scratch cluster only; leave out --target-db".to_owned(),
-        ));
+        return Err(refuse(remedy!(
+            cli: "a physical backup is a whole cluster: it is drilled in a scratch cluster only; leave out --target-db",
+            library: "a physical backup is a whole cluster: it is drilled in a scratch cluster only, not in a server",
+        )));
     }
     if nix::unistd::geteuid().is_root() {
         return Err(refuse(ROOT_REFUSAL.to_owned()));
@@ -254,12 +256,13 @@ fn check_room(manifest: &Manifest, data_dir: &std::path::Path) -> Result<()> {
     if free < needed + needed / 10 {
         return Err(Error::Refused {
             context: format!("drilling physical backup {}", manifest.id),
-            detail: format!(
-                "its base backup is {} MiB unpacked and {} has {} MiB free: give --scratch-dir (or [drill] scratch_dir) on a filesystem with room",
-                needed >> 20,
-                root.display(),
-                free >> 20
-            ),
+            detail: {
+                let (needed, root, free) = (needed >> 20, root.display(), free >> 20);
+                remedy!(
+                    cli: "its base backup is {needed} MiB unpacked and {root} has {free} MiB free: give --scratch-dir (or [drill] scratch_dir) on a filesystem with room",
+                    library: "its base backup is {needed} MiB unpacked and {root} has {free} MiB free: set [drill] scratch_dir to a filesystem with room",
+                )
+            },
         });
     }
     Ok(())

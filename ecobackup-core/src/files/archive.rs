@@ -14,6 +14,7 @@
 //! `/etc/shadow`, say) or a FIFO between the walk and the read is skipped, never followed or
 //! waited on.
 
+use crate::error::remedy;
 use std::fs::{File, Metadata};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
@@ -132,10 +133,13 @@ fn open(entry: &Entry) -> Result<std::result::Result<Opened, &'static str>> {
         }
         Err(e) => {
             return Err(Error::io(
-                format!(
-                    "opening {} (make it readable, or exclude it with --exclude)",
-                    entry.fs_path.display()
-                ),
+                {
+                    let path = entry.fs_path.display();
+                    remedy!(
+                        cli: "opening {path} (make it readable, or exclude it with --exclude)",
+                        library: "opening {path} (make it readable, or add it to the excludes)",
+                    )
+                },
                 e,
             ))
         }

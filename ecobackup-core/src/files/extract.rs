@@ -14,6 +14,7 @@
 //! and times are set once they are in place ([`super::restore`]). Runs of zeros in a file
 //! become holes (a sparse file stays sparse).
 
+use crate::error::remedy;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -48,14 +49,15 @@ impl Includes {
             let pattern = pattern.trim_end_matches('/');
             builder.add(glob(pattern).map_err(|detail| Error::Refused {
                 context: "restoring files".to_owned(),
-                detail: format!(
-                    "--include {pattern:?} is not a valid glob ({detail}): e.g. 'uploads/2026/**', '*.pem', 'keys'"
+                detail: remedy!(
+                    cli: "--include {pattern:?} is not a valid glob ({detail}): e.g. 'uploads/2026/**', '*.pem', 'keys'",
+                    library: "include pattern {pattern:?} is not a valid glob ({detail}): e.g. 'uploads/2026/**', '*.pem', 'keys'",
                 ),
             })?);
         }
         let set = builder.build().map_err(|e| Error::Refused {
             context: "restoring files".to_owned(),
-            detail: format!("the --include patterns cannot be compiled: {e}"),
+            detail: format!("the include patterns cannot be compiled: {e}"),
         })?;
         Ok(Includes { set: Some(set) })
     }

@@ -16,6 +16,7 @@
 //! Whatever fails, the staging directory is removed and the target is as it was (a target
 //! created for the restore is removed again).
 
+use crate::error::remedy;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError};
 
@@ -207,12 +208,16 @@ pub async fn restore_files(
         if !plan.include.is_empty() && extracted.files + extracted.symlinks + extracted.hard_links + extracted.directories == 0 {
             return Err(refused(
                 &to,
-                format!(
-                    "no entry of backup {} matches --include {}: `ecobackup show {}` lists its roots",
-                    manifest.id,
-                    plan.include.join(" --include "),
-                    manifest.id
-                ),
+                {
+                    let id = &manifest.id;
+                    let flags: Vec<String> = plan.include.iter().map(|p| format!("--include {p}")).collect();
+                    let flags = flags.join(" ");
+                    let patterns = plan.include.join(", ");
+                    remedy!(
+                        cli: "no entry of backup {id} matches {flags}: `ecobackup show {id}` lists its roots",
+                        library: "no entry of backup {id} matches the include patterns {patterns}: its manifest lists its roots",
+                    )
+                },
             ));
         }
         let (to, overwrite) = (to.clone(), plan.overwrite);
@@ -326,14 +331,14 @@ fn put_in_place(staging: &Path, to: &Path, overwrite: bool, extracted: &Extracte
     )
     .map_err(|e| io("comparing the restored files with what is", e))?;
     if let Some(first) = conflicts.first() {
-        return Err(refused(
-            to,
-            format!(
-                "{} of the backup's entries already exist ({first}{}): nothing was restored; restore into an empty directory, or pass --overwrite to replace files and links",
-                conflicts.len(),
-                if conflicts.len() > 1 { ", …" } else { "" }
-            ),
-        ));
+        return Err(refused(to, {
+            let count = conflicts.len();
+            let more = if count > 1 { ", …" } else { "" };
+            remedy!(
+                cli: "{count} of the backup's entries already exist ({first}{more}): nothing was restored; restore into an empty directory, or pass --overwrite to replace files and links",
+                library: "{count} of the backup's entries already exist ({first}{more}): nothing was restored; restore into an empty directory, or with overwrite to replace files and links",
+            )
+        }));
     }
     let aside = staging.join(".replaced");
     let mut journal: Vec<(PathBuf, PathBuf)> = Vec::new();

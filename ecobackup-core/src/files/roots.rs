@@ -5,6 +5,7 @@
 //! archive folder, so such a set is refused (split it into two sets, or back up a common
 //! parent) rather than renamed into something the operator would not recognise at restore.
 
+use crate::error::remedy;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
@@ -30,9 +31,10 @@ fn refused(detail: String) -> Error {
 /// The roots for `paths`: absolute, existing, each with a distinct archive name.
 pub fn resolve_roots(paths: &[PathBuf]) -> Result<Vec<Root>> {
     if paths.is_empty() {
-        return Err(refused(
-            "no path given: pass --path DIR (or name a [[files]] entry with --name)".to_owned(),
-        ));
+        return Err(refused(remedy!(
+            cli: "no path given: pass --path DIR (or name a [[files]] entry with --name)",
+            library: "no path given: name the directories or files to back up",
+        )));
     }
     let mut roots: Vec<Root> = Vec::with_capacity(paths.len());
     for given in paths {
@@ -62,10 +64,10 @@ pub fn resolve_roots(paths: &[PathBuf]) -> Result<Vec<Root>> {
             )));
         }
         if let Some(other) = roots.iter().find(|r| r.name == name) {
-            return Err(refused(format!(
-                "{} and {} would both be stored as {name:?} in the archive: back them up as two sets (--name), or back up a common parent directory",
-                other.path.display(),
-                path.display()
+            let (other, path) = (other.path.display(), path.display());
+            return Err(refused(remedy!(
+                cli: "{other} and {path} would both be stored as {name:?} in the archive: back them up as two sets (--name), or back up a common parent directory",
+                library: "{other} and {path} would both be stored as {name:?} in the archive: back them up as two sets, or back up a common parent directory",
             )));
         }
         roots.push(Root { path, name });

@@ -140,7 +140,7 @@ impl Ecobackup {
         if self.signer.is_none() && !self.config.encryption.allow_unsigned {
             return Err(Error::Config {
                 section: "encryption".to_owned(),
-                detail: "no signing_key_file: restore sides cannot tell this host's backups from planted ones; give one (`ecobackup key generate --signing`), or set allow_unsigned = true".to_owned(),
+                detail: "no signing_key_file: restore sides cannot tell this host's backups from planted ones; give one (`ecobackup key generate` makes signing keys too), or set allow_unsigned = true".to_owned(),
             });
         }
         let repository = &self.config.repository;

@@ -1,6 +1,7 @@
 //! Thresholds applied to a [`RepositoryStatus`]: findings with a severity, as a Nagios/Icinga
 //! plugin reports them. Pure: no storage, no clock.
 
+use crate::error::remedy;
 use std::fmt;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -277,10 +278,13 @@ pub fn check(
             severity,
             check: "manifests",
             subject: bad.id.clone(),
-            message: format!(
-                "backup {}: its manifest {what}: {}; run `ecobackup verify --all`",
-                bad.id, bad.reason
-            ),
+            message: {
+                let (id, reason) = (&bad.id, &bad.reason);
+                remedy!(
+                    cli: "backup {id}: its manifest {what}: {reason}; run `ecobackup verify --all`",
+                    library: "backup {id}: its manifest {what}: {reason}; verify every backup",
+                )
+            },
             perfdata: None,
         });
     }
@@ -408,10 +412,13 @@ fn check_wal(
                 Severity::Warning,
                 "max_wal_lag",
                 format!("timeline {}", current.timeline),
-                &format!(
-                    "the newest archived segment {} was archived {{}} ago (without --db an idle server ages it too)",
-                    current.newest
-                ),
+                &{
+                    let newest = &current.newest;
+                    remedy!(
+                        cli: "the newest archived segment {newest} was archived {{}} ago (without --db an idle server ages it too)",
+                        library: "the newest archived segment {newest} was archived {{}} ago (without a database to ask, an idle server ages it too)",
+                    )
+                },
                 "wal_lag".to_owned(),
             ));
         }

@@ -119,7 +119,7 @@ pub fn render(status: &RepositoryStatus) -> String {
         let mut family = Family::new(
             &mut out,
             "ecobackup_wal_archive_lag_seconds",
-            "How long completed WAL has waited to be archived (with --db), else the age of the newest archived segment.",
+            "How long completed WAL has waited to be archived (when the server is asked), else the age of the newest archived segment.",
         );
         family.sample(
             "ecobackup_wal_archive_lag_seconds",

@@ -12,6 +12,7 @@
 //! With `allow_no_archive`, the WAL up to the stop point is fetched into the base artifact
 //! instead (`-X fetch`), and the manifest says the backup restores to its end only.
 
+use crate::error::remedy;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -318,9 +319,10 @@ async fn check_archive_identity(
     }
     if let Some(last) = server.last_archived_wal.as_deref().and_then(WalFile::parse) {
         if archive::find(repo.storage(), &last).await?.is_none() {
-            return Err(refuse(format!(
-                "the server's last archived WAL file ({last}) is not in {}: its archive_command pushes to another repository; point it (or --repo) at the same one",
-                repo.storage().url()
+            let url = repo.storage().url();
+            return Err(refuse(remedy!(
+                cli: "the server's last archived WAL file ({last}) is not in {url}: its archive_command pushes to another repository; point it (or --repo) at the same one",
+                library: "the server's last archived WAL file ({last}) is not in {url}: its archive_command pushes to another repository; point it (or this backup) at the same one",
             )));
         }
     }

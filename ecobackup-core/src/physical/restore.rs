@@ -8,6 +8,7 @@
 //! manifest, then write `recovery.signal` and the recovery settings. Starting the server is a
 //! separate step ([`start_recovery`](super::start::start_recovery)).
 
+use crate::error::remedy;
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -310,9 +311,10 @@ async fn check_target(
         detail,
     };
     if !physical.wal_archived && *target != RecoveryTarget::Immediate {
-        return Err(refuse(
-            "the backup was taken with --allow-no-archive: it restores to its end only (use --target-immediate)".to_owned(),
-        ));
+        return Err(refuse(remedy!(
+            cli: "the backup was taken with --allow-no-archive: it restores to its end only (use --target-immediate)",
+            library: "the backup was taken without WAL archiving: it restores to its end only (RecoveryTarget::Immediate)",
+        )));
     }
     if *target != RecoveryTarget::Immediate {
         check_no_gap(repo, physical).await.map_err(|e| match e {
@@ -395,11 +397,13 @@ async fn check_no_gap(repo: &Repository, physical: &PhysicalFacts) -> Result<()>
             };
             return Err(Error::Refused {
                 context: "checking the archived WAL".to_owned(),
-                detail: format!(
-                    "segment {} is missing from the archive while later ones are there: recovery would stop at it and promote, dropping everything after it; run `ecobackup verify --wal`, and restore to a target before it (--target-lsn {}) if it is lost",
-                    missing.file_name(size),
-                    missing.start_lsn(size)
-                ),
+                detail: {
+                    let (segment, lsn) = (missing.file_name(size), missing.start_lsn(size));
+                    remedy!(
+                        cli: "segment {segment} is missing from the archive while later ones are there: recovery would stop at it and promote, dropping everything after it; run `ecobackup verify --wal`, and restore to a target before it (--target-lsn {lsn}) if it is lost",
+                        library: "segment {segment} is missing from the archive while later ones are there: recovery would stop at it and promote, dropping everything after it; verify the WAL archive, and restore to a target before it (an LSN before {lsn}) if it is lost",
+                    )
+                },
             });
         }
     }
@@ -455,13 +459,19 @@ fn prepare_dir(dir: &Path, force: bool) -> Result<(u32, u32)> {
                 if force && !dir.join("PG_VERSION").exists() {
                     return Err(Error::Refused {
                         context: format!("restoring into {}", dir.display()),
-                        detail: "--force empties only a PostgreSQL data directory (one with PG_VERSION), and this one is not: choose an empty or missing directory".to_owned(),
+                        detail: remedy!(
+                            cli: "--force empties only a PostgreSQL data directory (one with PG_VERSION), and this one is not: choose an empty or missing directory",
+                            library: "force empties only a PostgreSQL data directory (one with PG_VERSION), and this one is not: choose an empty or missing directory",
+                        ),
                     });
                 }
                 if !force {
                     return Err(Error::Refused {
                         context: format!("restoring into {}", dir.display()),
-                        detail: "the directory is not empty: restore into an empty or missing directory, or give --force to delete its contents first".to_owned(),
+                        detail: remedy!(
+                            cli: "the directory is not empty: restore into an empty or missing directory, or give --force to delete its contents first",
+                            library: "the directory is not empty: restore into an empty or missing directory, or with force to delete its contents first",
+                        ),
                     });
                 }
                 empty_dir(dir).map_err(|e| io("emptying", e))?;

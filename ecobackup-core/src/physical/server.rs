@@ -1,6 +1,7 @@
 //! What a physical backup must know about the server before it starts: version, WAL segment
 //! size, whether and where it archives WAL, tablespaces, and the role's right to replicate.
 
+use crate::error::remedy;
 use crate::error::{Error, Result};
 use crate::postgres::DbUrl;
 
@@ -118,11 +119,12 @@ impl ServerState {
     /// an `archive_command` that is set (when the role may read it; one that does not name
     /// `wal-push` is warned about, as it may be a wrapper script).
     pub fn check_archiving(&self, url: &DbUrl) -> Result<()> {
-        let refuse = |detail: String| {
-            Error::Postgres {
+        let refuse = |detail: String| Error::Postgres {
             context: format!("starting a physical backup of {}", url.redacted()),
-            detail: format!("{detail}; or give --allow-no-archive for a backup that restores to its end only (no point-in-time recovery)"),
-        }
+            detail: remedy!(
+                cli: "{detail}; or give --allow-no-archive for a backup that restores to its end only (no point-in-time recovery)",
+                library: "{detail}; or allow a backup without archiving (PhysicalBackup::allow_no_archive), which restores to its end only (no point-in-time recovery)",
+            ),
         };
         if self.archive_mode == "off" {
             return Err(refuse(

@@ -16,6 +16,7 @@
 //! the `postgres` system user, which then owns the temporary directory.
 //!
 
+use crate::error::remedy;
 use std::fmt::Write as _;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::os::unix::process::CommandExt as _;
@@ -113,7 +114,10 @@ impl Cluster {
         let major = program_major_version(&initdb).await.ok_or_else(|| Error::Process {
             program: initdb.display().to_string(),
             status: "unusable".to_owned(),
-            detail: "`initdb --version` did not report a PostgreSQL version; check the installation or give another --pg-bin DIR".to_owned(),
+            detail: remedy!(
+                cli: "`initdb --version` did not report a PostgreSQL version; check the installation or give another --pg-bin DIR",
+                library: "initdb did not report its PostgreSQL version; check the installation or use another bin directory",
+            ),
         })?;
         let run_as = server_user()?;
         let (dir, socket_dir) = make_root(options.base_dir.as_deref(), run_as)?;
@@ -721,8 +725,9 @@ async fn server_bin_dir(explicit: Option<&Path>) -> Result<PathBuf> {
         Error::Process {
             program: "initdb".to_owned(),
             status: "not found".to_owned(),
-            detail: format!(
-                "no PostgreSQL server programs (initdb and pg_ctl) in {looked_in}; install the PostgreSQL server (Debian: apt-get install postgresql) or give --pg-bin DIR"
+            detail: remedy!(
+                cli: "no PostgreSQL server programs (initdb and pg_ctl) in {looked_in}; install the PostgreSQL server (Debian: apt-get install postgresql) or give --pg-bin DIR",
+                library: "no PostgreSQL server programs (initdb and pg_ctl) in {looked_in}; install the PostgreSQL server (Debian: apt-get install postgresql) or use another bin directory",
             ),
         }
     })
@@ -772,7 +777,7 @@ fn server_user() -> Result<Option<(Uid, Gid)>> {
         Ok(None) => Err(Error::Process {
             program: "initdb".to_owned(),
             status: "not started".to_owned(),
-            detail: "PostgreSQL refuses to run as root and there is no `postgres` user to run it as; create one (useradd --system postgres) or run as an ordinary user".to_owned(),
+            detail: "PostgreSQL refuses to run as root and there is no `postgres` user to run it as; create one (`useradd --system postgres`) or run as an ordinary user".to_owned(),
         }),
         Err(e) => Err(Error::io("looking up the postgres user", std::io::Error::from(e))),
     }

@@ -1,6 +1,7 @@
 //! What a repository holds: every backup with a readable manifest, the folders whose manifest
 //! cannot be used (beside them, never hiding them), and the debris of interrupted runs.
 
+use crate::error::remedy;
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
@@ -175,7 +176,9 @@ impl Repository {
         // a forgery planted as the newest (it is also a failure in `verify --all`).
         for bad in &listing.bad {
             if bad.untrusted {
-                tracing::warn!(backup = %bad.id, reason = %bad.reason, "`latest` skips a backup whose manifest fails the signature check: someone who can write to the repository may have planted it; run `ecobackup verify --all`");
+                let remedy =
+                    remedy!(cli: "run `ecobackup verify --all`", library: "verify every backup");
+                tracing::warn!(backup = %bad.id, reason = %bad.reason, "`latest` skips a backup whose manifest fails the signature check: someone who can write to the repository may have planted it; {remedy}");
             } else {
                 tracing::warn!(backup = %bad.id, reason = %bad.reason, "skipping a backup whose manifest cannot be used");
             }

@@ -20,6 +20,7 @@
 //! Incomplete multipart uploads are not listed here (the object store client has no call for
 //! it): a bucket lifecycle rule aborts them (README, "Retention").
 
+use crate::error::remedy;
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
@@ -184,10 +185,10 @@ async fn run(
         .collect();
     let plan = plan(policy, &candidates, options.now);
     let held_back = (plan.deletes_more_than_half() && !options.allow_large).then(|| {
-        format!(
-            "the policy deletes {} of {} backups, more than half: check the plan (prune --dry-run) and run prune --yes if it is right",
-            plan.delete.len(),
-            plan.delete.len() + plan.keep.len()
+        let (deletes, total) = (plan.delete.len(), plan.delete.len() + plan.keep.len());
+        remedy!(
+            cli: "the policy deletes {deletes} of {total} backups, more than half: check the plan (prune --dry-run) and run prune --yes if it is right",
+            library: "the policy deletes {deletes} of {total} backups, more than half: check the plan (a dry run) and prune with allow_large if it is right",
         )
     });
     // Objects written with Object Lock cannot be deleted before their date: an object written
@@ -225,9 +226,10 @@ async fn run(
     let (wal, wal_keys) = if unjudged.is_empty() {
         expire_wal(repo.storage(), &kept_physical, &locked_until).await?
     } else {
-        let untouched = format!(
-            "the manifests of {} cannot be used, and such a physical backup may need any archived WAL: no WAL is expired until `ecobackup verify --all` is clean",
-            unjudged.join(", ")
+        let unjudged = unjudged.join(", ");
+        let untouched = remedy!(
+            cli: "the manifests of {unjudged} cannot be used, and such a physical backup may need any archived WAL: no WAL is expired until `ecobackup verify --all` is clean",
+            library: "the manifests of {unjudged} cannot be used, and such a physical backup may need any archived WAL: no WAL is expired until every backup verifies",
         );
         (
             WalExpiry {

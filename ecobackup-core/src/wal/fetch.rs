@@ -11,6 +11,7 @@
 //! spool when a prefetch left it there, or downloads it: object → age → zstd → SHA-256 and size
 //! checked against the record → a temporary file beside the destination, fsynced, renamed.
 
+use crate::error::remedy;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,11 +120,13 @@ async fn not_archived_or_orphan(storage: &Storage, file: &WalFile) -> Result<Fet
         None => hole_or_end(storage, file).await,
         Some(object) => Err(Error::Wal {
             file: format!("wal-fetch {file}"),
-            detail: format!(
-                "{} exists without its record {}: it cannot be authenticated, so it is not restored; check the repository with `ecobackup verify --wal`",
-                object.key,
-                record_key(file)
-            ),
+            detail: {
+                let (key, record) = (&object.key, record_key(file));
+                remedy!(
+                    cli: "{key} exists without its record {record}: it cannot be authenticated, so it is not restored; check the repository with `ecobackup verify --wal`",
+                    library: "{key} exists without its record {record}: it cannot be authenticated, so it is not restored; verify the WAL archive",
+                )
+            },
         }),
     }
 }
@@ -148,8 +151,9 @@ async fn hole_or_end(storage: &Storage, file: &WalFile) -> Result<Fetched> {
         None => Ok(Fetched::NotArchived),
         Some(later) => Err(Error::Wal {
             file: format!("wal-fetch {file}"),
-            detail: format!(
-                "it is missing from the archive while {later} is there: a hole, not the end of the WAL, so recovery stops here instead of promoting; restore to a target before it, or from a backup that does not need it (`ecobackup verify --wal` lists the holes)"
+            detail: remedy!(
+                cli: "it is missing from the archive while {later} is there: a hole, not the end of the WAL, so recovery stops here instead of promoting; restore to a target before it, or from a backup that does not need it (`ecobackup verify --wal` lists the holes)",
+                library: "it is missing from the archive while {later} is there: a hole, not the end of the WAL, so recovery stops here instead of promoting; restore to a target before it, or from a backup that does not need it (verifying the WAL archive lists the holes)",
             ),
         }),
     }

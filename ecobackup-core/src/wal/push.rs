@@ -17,6 +17,7 @@
 //! No listing, no database connection: a new segment costs four reads at once (the identity,
 //! the record, both possible objects) and three writes (two without a signing key).
 
+use crate::error::remedy;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -247,10 +248,10 @@ fn already_archived(found: &Lookup, local: &LocalFile) -> Result<Option<PushOutc
         return Ok(None);
     };
     let Some(stored) = &found.record else {
-        return Err(format!(
-            "{} exists without its record {}: its digest cannot be compared, so it is not overwritten; check it with `ecobackup verify --wal`, then remove it if it is not this file",
-            object.key,
-            record_key(&object.file)
+        let (key, record) = (&object.key, record_key(&object.file));
+        return Err(remedy!(
+            cli: "{key} exists without its record {record}: its digest cannot be compared, so it is not overwritten; check it with `ecobackup verify --wal`, then remove it if it is not this file",
+            library: "{key} exists without its record {record}: its digest cannot be compared, so it is not overwritten; verify the WAL archive, then remove it if it is not this file",
         ));
     };
     let record = &stored.record;
