@@ -46,7 +46,7 @@
 //!   checked restore; the secrets profile's domain isolation.
 //! - [`wal`]: WAL archiving (`wal-push`, `wal-fetch`), segment and timeline names.
 //! - [`postgres`]: connections, server facts, programs of the right version, throwaway clusters
-//!   and (with the `demo-fixture` feature) the demo database; [`progress`]: progress for whoever watches.
+//!   (for drills); [`progress`]: progress for whoever watches.
 //!
 //! Artifacts are standard age v1 files holding a zstd stream (docs/FORMAT.md), so a backup
 //! restores with stock tools when ecobackup is not at hand.

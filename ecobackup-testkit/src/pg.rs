@@ -25,8 +25,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::fixture::load_shop;
 use ecobackup_core::postgres::cluster::{Cluster, ClusterOptions};
-use ecobackup_core::postgres::fixture::load_shop;
 use ecobackup_core::postgres::quote_ident;
 use ecobackup_core::postgres::{connect, redact_url};
 

@@ -35,8 +35,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::fixture::load_shop;
 use ecobackup_core::postgres::cluster::{Cluster, ClusterOptions};
-use ecobackup_core::postgres::fixture::load_shop;
 use ecobackup_core::postgres::{describe_pg_error, quote_ident, DbUrl};
 
 use crate::majors::{default_major, server_bin_dir};

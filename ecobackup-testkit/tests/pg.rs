@@ -9,7 +9,7 @@ use ecobackup_core::postgres::binaries::installed_server_dirs;
 use ecobackup_core::postgres::binaries::{find_program, program_major_version};
 use ecobackup_core::postgres::cluster::{Cluster, ClusterOptions};
 use ecobackup_core::postgres::connect;
-use ecobackup_core::postgres::fixture::{load_shop, table_fingerprints};
+use ecobackup_testkit::fixture::{load_shop, table_fingerprints};
 use ecobackup_testkit::secure_pg::REPLICATOR_PASSWORD;
 use ecobackup_testkit::{ClusterHooks as _, SecureOptions, SecurePg, TestPg, TESTED_MAJORS};
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use ecobackup_core::postgres::cluster::{Cluster, ClusterOptions};
 use ecobackup_core::postgres::connect;
-use ecobackup_core::postgres::fixture::load_shop;
+use ecobackup_testkit::fixture::load_shop;
 use ecobackup_testkit::S3TestServer;
 
 struct Options {

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use ecobackup_core::physical::recovery::{conf_string, shell_word};
 use ecobackup_core::postgres::cluster::{Cluster, ClusterOptions};
 use ecobackup_core::postgres::connect;
-use ecobackup_core::postgres::fixture::load_shop;
+use ecobackup_testkit::fixture::load_shop;
 use ecobackup_testkit::server_user::{as_server_user, give_to_server_user};
 
 /// How many segments the wal-push comparison pushes (issue 11: 32).

@@ -12,11 +12,11 @@ use ecobackup_core::crypto::{
     generate_identity, write_identity_file, Keyring, Signer, TrustedSigners,
 };
 use ecobackup_core::postgres::cluster::{Cluster, ClusterOptions};
-use ecobackup_core::postgres::fixture::{load_shop, table_fingerprints};
 use ecobackup_core::postgres::DbUrl;
 use ecobackup_core::repository::{InitOutcome, Repository};
 use ecobackup_core::restore::{restore_logical, LogicalRestore};
 use ecobackup_core::storage::{RepoUrl, Storage, StorageOptions};
+use ecobackup_testkit::fixture::{load_shop, table_fingerprints};
 use serde_json::json;
 
 use super::progress::Bars;

@@ -9,10 +9,6 @@ pub mod conninfo;
 pub(crate) mod database_props;
 mod env;
 pub(crate) mod facts;
-/// The demo shop (`ecobackup demo`, the testkit, the benches): not part of the library a
-/// service links, built only with the `demo-fixture` feature.
-#[cfg(feature = "demo-fixture")]
-pub mod fixture;
 pub mod passfile;
 mod redact;
 mod server_log;

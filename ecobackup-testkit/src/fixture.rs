@@ -12,9 +12,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::{Error, Result};
-use crate::postgres::conn::describe_pg_error;
-use crate::postgres::conn::quote_ident;
+use ecobackup_core::postgres::{describe_pg_error, quote_ident};
+use ecobackup_core::{Error, Result};
 
 const SHOP_SQL: &str = include_str!("fixture.sql");
 
@@ -220,8 +219,8 @@ pub async fn table_fingerprints(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::postgres::cluster::{Cluster, ClusterOptions};
-    use crate::postgres::connect;
+    use ecobackup_core::postgres::cluster::{Cluster, ClusterOptions};
+    use ecobackup_core::postgres::connect;
 
     #[test]
     fn summaries_answer_by_table_name() {
