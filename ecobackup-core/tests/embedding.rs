@@ -1,19 +1,22 @@
 //! The embedder's path, end to end, against a real cluster and the in-process S3 server: the
 //! `pre_migration` example (built by `cargo test` with the other examples), the snapshot it
-//! printed restored through the library's handle, and a backup cancelled in the middle of its
-//! upload.
+//! printed restored through the library's handle, a backup cancelled in the middle of its
+//! upload, a prune that a planted manifest cannot steer, and Object Lock dates counted from each
+//! backup of a long-lived handle.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Arc;
 
+use chrono::TimeDelta;
 use ecobackup_core::cancel::CancellationToken;
 use ecobackup_core::config::RepositoryConfig;
 use ecobackup_core::crypto::{fingerprint, generate_identity, write_identity_file, Signer};
 use ecobackup_core::postgres::DbUrl;
-use ecobackup_core::repository::Repository;
+use ecobackup_core::repository::{BackupKind, Repository};
 use ecobackup_core::storage::RepoUrl;
 use ecobackup_core::{Config, Ecobackup, ErrorKind};
+use ecobackup_testkit::catalog::synthetic_backup;
 use ecobackup_testkit::s3::{Fault, FaultRule};
 use ecobackup_testkit::{S3TestServer, TestPg};
 
@@ -104,13 +107,29 @@ impl Lab {
 
     /// The handle a service would open, from a configuration built in code.
     async fn handle(&self) -> Ecobackup {
-        let mut config = Config::default();
+        self.handle_with(Config::default()).await
+    }
+
+    /// [`Lab::handle`] with the settings `config` has beyond the repository and keys.
+    async fn handle_with(&self, mut config: Config) -> Ecobackup {
         config.repository = self.repository_config();
         config.encryption.recipients = vec![self.recipient.clone()];
         config.encryption.identity_files = vec![self.path("restore.key")];
         config.encryption.signing_key_file = Some(self.path("signing.key"));
         config.encryption.trusted_signers = vec![self.signer_public.clone()];
         Ecobackup::open(config).await.unwrap()
+    }
+
+    /// The repository as this host opens it (signing), and as an intruder with write access
+    /// to the bucket but not the signing key does.
+    async fn repositories(&self) -> (Repository, Repository) {
+        let storage = self
+            .repository_config()
+            .open_storage(&self.repo_url(), None)
+            .unwrap();
+        let intruder = Repository::open(storage).await.unwrap();
+        let signer = Signer::from_file(&self.path("signing.key")).unwrap();
+        (intruder.clone().with_signer(Arc::new(signer)), intruder)
     }
 }
 
@@ -313,4 +332,81 @@ async fn a_cancelled_backup_has_cleaned_up_when_run_returns() {
         "nothing stored: {keys:?}"
     );
     assert!(eco.list().await.unwrap().is_empty());
+}
+
+/// A manifest planted by someone who can write to the bucket (unsigned, and newer than every
+/// real backup) must not count toward `keep_last` and get the real backup pruned.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_planted_backup_does_not_steer_the_handles_prune() {
+    let lab = Lab::new().await;
+    let (host, intruder) = lab.repositories().await;
+    let now = chrono::Utc::now();
+    let real = synthetic_backup(&host, BackupKind::Logical, now - TimeDelta::days(2), None).await;
+    let planted = synthetic_backup(
+        &intruder,
+        BackupKind::Logical,
+        now - TimeDelta::days(1),
+        None,
+    )
+    .await;
+    let config = Config::parse("[retention]\nkeep_last = 1\n", lab.dir.path()).unwrap();
+    let eco = lab.handle_with(config).await;
+
+    let report = eco.prune().run().await.unwrap();
+    assert!(report.applied, "{report:?}");
+    assert!(report.deleted.is_empty(), "{:?}", report.deleted);
+    assert!(
+        report.unusable.iter().any(|bad| bad.id == planted),
+        "the planted backup is reported: {:?}",
+        report.unusable
+    );
+    let kept: Vec<String> = eco
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert!(kept.contains(&real), "the real backup is kept: {kept:?}");
+}
+
+/// A service keeps its handle open for weeks: each backup's objects are locked for the policy's
+/// length from when they are written, not from when the handle was opened.
+#[tokio::test(flavor = "multi_thread")]
+async fn object_lock_dates_count_from_each_backup_not_from_open() {
+    let lab = Lab::new().await;
+    let pg = TestPg::start().await;
+    let url = pg.fresh_database("locked").await;
+    let text = "[retention]\nkeep_last = 3\nlock = \"governance\"\nlock_for = \"1d\"\n";
+    let opened = chrono::Utc::now();
+    let eco = lab
+        .handle_with(Config::parse(text, lab.dir.path()).unwrap())
+        .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let started = lab.s3.requests().len();
+    let manifest = eco
+        .backup_logical(DbUrl::parse(&url).unwrap())
+        .run()
+        .await
+        .unwrap();
+    let dates: Vec<chrono::DateTime<chrono::Utc>> = lab.s3.requests()[started..]
+        .iter()
+        .filter(|r| r.method == "PUT" || r.method == "POST")
+        .flat_map(|r| r.headers.iter())
+        .filter(|(name, _)| name == "x-amz-object-lock-retain-until-date")
+        .map(|(_, value)| value.parse().unwrap())
+        .collect();
+    assert!(
+        !dates.is_empty(),
+        "backup {} sent no lock headers",
+        manifest.id
+    );
+    // Dates are whole seconds: the open was at least 3 s before the backup.
+    let earliest = opened + TimeDelta::days(1) + TimeDelta::seconds(2);
+    for date in dates {
+        assert!(
+            date >= earliest,
+            "locked until {date}, counted from the open ({opened})"
+        );
+    }
 }

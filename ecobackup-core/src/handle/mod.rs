@@ -51,14 +51,15 @@ pub struct Ecobackup {
 
 impl Ecobackup {
     /// Opens the repository `config` names (`[repository]`; `./ecobackup-repo` without a url)
-    /// and loads its signing key. It must exist (`ecobackup init`). Identities are read only
+    /// and loads its signing key, after the checks [`Config::load`] makes of a file. It must
+    /// exist (`ecobackup init`). Identities are read only
     /// when an operation needs them. Reads no environment variable: build `config` with
     /// [`Config::from_env`] for the CLI's `ECOBACKUP_*` variables.
     pub async fn open(config: Config) -> Result<Ecobackup> {
-        let url = config.repository.repo_url()?;
-        let storage = config
-            .repository
-            .open_storage(&url, config.object_lock()?)?;
+        config.check().map_err(|detail| Error::Config {
+            section: "configuration".to_owned(),
+            detail,
+        })?;
         let signer = config
             .encryption
             .signing_key_file
@@ -66,10 +67,7 @@ impl Ecobackup {
             .map(Signer::from_file)
             .transpose()?
             .map(Arc::new);
-        let mut repo = Repository::open(storage).await?;
-        if let Some(signer) = &signer {
-            repo = repo.with_signer(Arc::clone(signer));
-        }
+        let repo = open_primary(&config, signer.as_ref()).await?;
         Ok(Ecobackup {
             config,
             repo,
@@ -144,8 +142,17 @@ impl Ecobackup {
             });
         }
         let repository = &self.config.repository;
+        // An Object Lock's retain-until date counts from each backup, not from `open`: a
+        // handle kept for weeks would lock its backups for less, and once the period has
+        // passed S3 refuses a date in the past. Mirrors are opened per backup for the same
+        // reason.
+        let primary = if self.config.object_lock()?.is_some() {
+            open_primary(&self.config, self.signer.as_ref()).await?
+        } else {
+            self.repo.clone()
+        };
         if repository.mirror.is_empty() && repository.min_targets.unwrap_or(1) == 1 {
-            return Ok(self.repo.clone().into());
+            return Ok(primary.into());
         }
         let (mut opened, mut unreachable) = (Vec::new(), Vec::new());
         for mirror in &repository.mirror {
@@ -162,12 +169,7 @@ impl Ecobackup {
                 Err(report) => unreachable.push(report),
             }
         }
-        Targets::new(
-            self.repo.clone(),
-            opened,
-            unreachable,
-            repository.min_targets,
-        )
+        Targets::new(primary, opened, unreachable, repository.min_targets)
     }
 
     /// The repository for reads: its marker and every manifest signed by a trusted signer
@@ -249,4 +251,18 @@ mod send {
             &progress,
         ));
     }
+}
+
+/// The repository `[repository]` names, with the Object Lock retention counted from now and
+/// the signing key, if any.
+async fn open_primary(config: &Config, signer: Option<&Arc<Signer>>) -> Result<Repository> {
+    let url = config.repository.repo_url()?;
+    let storage = config
+        .repository
+        .open_storage(&url, config.object_lock()?)?;
+    let repo = Repository::open(storage).await?;
+    Ok(match signer {
+        Some(signer) => repo.with_signer(Arc::clone(signer)),
+        None => repo,
+    })
 }

@@ -345,12 +345,9 @@ impl<'a> Prune<'a> {
             .validate()?;
         self.options.cancel = self.watch.cancel.clone();
         self.options.now = chrono::Utc::now();
-        prune(
-            &self.eco.repo,
-            &policy,
-            &self.options,
-            self.watch.progress(),
-        )
-        .await
+        // Only signed manifests count as backups a policy keeps: one planted by whoever can
+        // write to the bucket must not make the real ones look expendable.
+        let repo = self.eco.trusted().await?;
+        prune(repo, &policy, &self.options, self.watch.progress()).await
     }
 }
