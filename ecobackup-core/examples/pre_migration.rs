@@ -118,11 +118,21 @@ async fn run(file: &std::path::Path) -> Result<(), String> {
             println!("migration {} applied", file.display());
             Ok(())
         }
-        Err(e) => Err(format!(
-            "error: migration {} failed: {}\nthe transaction was rolled back; to return to the snapshot taken before it, run:\n  ecobackup restore logical {} --db \"$DATABASE_URL\" --clean --terminate-connections",
-            file.display(),
-            e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned()),
-            snapshot.id
-        )),
+        Err(e) => {
+            // The CLI refuses a password in --db (it would show in `ps`): print the URL
+            // without it, and say where the password goes.
+            let password = if db.has_password() {
+                "\n  with the password in PGPASSWORD or a PGPASSFILE (ecobackup refuses one in --db)"
+            } else {
+                ""
+            };
+            Err(format!(
+                "error: migration {} failed: {}\nthe transaction was rolled back; to return to the snapshot taken before it, run:\n  ecobackup restore logical {} --db '{}' --clean --terminate-connections{password}",
+                file.display(),
+                e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned()),
+                snapshot.id,
+                db.redacted(),
+            ))
+        }
     }
 }

@@ -67,9 +67,12 @@ impl Cleanup {
     async fn wait(self) {
         let deadline = tokio::time::Instant::now() + CLEANUP_LIMIT;
         loop {
+            // Owners first: one dropped on another thread pushes its task before it lets go
+            // of the list, so once none is left, the list below holds every task.
+            let owners_gone = Arc::strong_count(&self.tasks) == 1;
             let pending: Vec<JoinHandle<()>> =
                 std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-            let idle = pending.is_empty() && Arc::strong_count(&self.tasks) == 1;
+            let idle = owners_gone && pending.is_empty();
             for task in pending {
                 if tokio::time::timeout_at(deadline, task).await.is_err() {
                     tracing::warn!("clean-up after a cancelled operation is still running after {CLEANUP_LIMIT:?}; its lock expires by itself");
@@ -95,7 +98,14 @@ impl Cleanup {
 /// Runs `work` until it ends or `cancel` fires. Then `work` is dropped (its child programs are
 /// killed, its pipeline stops), the aborts and deletes its parts left behind are awaited, and
 /// [`Error::Cancelled`] naming `what` is returned.
-pub(crate) async fn cancellable<T>(
+///
+/// Every long operation of this crate already runs in it; wrap your own composition of the
+/// lower-level functions (a verify, a status listing, a lock held across several steps) to
+/// give it the same promise: nothing the clean-up owes is left running when this returns.
+///
+/// Cancel safety: dropping this future instead leaves the clean-up to background tasks, as
+/// the [module documentation](self) says.
+pub async fn cancellable<T>(
     cancel: &CancellationToken,
     what: &str,
     work: impl Future<Output = Result<T>>,

@@ -160,8 +160,15 @@ async fn orders(pg: &TestPg, database: &str) -> i64 {
 async fn a_failed_migration_prints_the_restore_of_its_snapshot_and_the_snapshot_restores() {
     let lab = Lab::new().await;
     let pg = TestPg::start().await;
-    let url = pg.fresh_database("service").await;
+    let plain = pg.fresh_database("service").await;
+    // A service's DATABASE_URL carries its password (the lab's server trusts local
+    // connections, so any password does): the printed command must not.
+    let url = match plain.contains('?') {
+        true => format!("{plain}&password=s3cret-pw"),
+        false => plain.replacen('@', ":s3cret-pw@", 1),
+    };
     let database = DbUrl::parse(&url).unwrap().database();
+    assert!(DbUrl::parse(&url).unwrap().has_password(), "{url}");
     pg.client(&database)
         .await
         .batch_execute(
@@ -203,6 +210,20 @@ async fn a_failed_migration_prints_the_restore_of_its_snapshot_and_the_snapshot_
         stderr.contains("already exists"),
         "PostgreSQL's reason: {stderr}"
     );
+    // The command as printed is one the CLI takes: the URL without its password (the CLI
+    // refuses one in --db), and where the password goes instead.
+    let redacted = DbUrl::parse(&url).unwrap().redacted();
+    assert!(
+        stderr.contains(&format!(
+            "--db '{redacted}' --clean --terminate-connections"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("s3cret-pw"),
+        "the password is not printed: {stderr}"
+    );
+    assert!(stderr.contains("PGPASSWORD"), "{stderr}");
     assert_eq!(orders(&pg, &database).await, 500, "rolled back");
 
     // The snapshot is in the repository, signed, tagged, and restores.

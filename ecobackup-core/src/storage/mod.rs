@@ -437,6 +437,11 @@ fn explain(e: &object_store::Error) -> (StorageFault, String) {
             StorageFault::AccessDenied,
             "access denied: check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the *_file keys) and the bucket's permissions",
         )
+    } else if refused_as_invalid(&lower) {
+        (
+            StorageFault::Other,
+            "the store refused the request itself (a client error, not an outage): retrying will not help; check the bucket's settings (Object Lock needs a bucket created with it) and the endpoint",
+        )
     } else {
         (
             StorageFault::Unavailable,
@@ -444,4 +449,37 @@ fn explain(e: &object_store::Error) -> (StorageFault, String) {
         )
     };
     (fault, format!("{hint} ({text})"))
+}
+
+/// A 4xx status other than a timeout (408) or throttling (429), as object_store words it
+/// ("…status code: 400 Bad Request…"), or an S3 error code for a request that is wrong.
+fn refused_as_invalid(lower: &str) -> bool {
+    let status = lower
+        .split("status code: ")
+        .skip(1)
+        .filter_map(|rest| rest.get(..3)?.parse::<u16>().ok())
+        .next();
+    matches!(status, Some(400..=499) if status != Some(408) && status != Some(429))
+        || lower.contains("invalidrequest")
+        || lower.contains("invalidargument")
+        || lower.contains("malformedxml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refused_as_invalid;
+
+    #[test]
+    fn client_errors_are_permanent_and_timeouts_and_throttling_are_not() {
+        let said = |status: &str| format!("server returned non-2xx status code: {status}: <error>");
+        assert!(refused_as_invalid(&said("400 bad request")));
+        assert!(refused_as_invalid(&said("409 conflict")));
+        assert!(!refused_as_invalid(&said("408 request timeout")));
+        assert!(!refused_as_invalid(&said("429 too many requests")));
+        assert!(!refused_as_invalid(&said("503 service unavailable")));
+        assert!(refused_as_invalid("response: <code>invalidrequest</code>"));
+        assert!(!refused_as_invalid(
+            "error sending request for url (http://127.0.0.1:9/b/k)"
+        ));
+    }
 }
