@@ -53,7 +53,7 @@ pub async fn store(
     sealing: &Sealing,
     progress: &dyn Progress,
 ) -> Result<ArtifactEntry> {
-    let sink = |key: &str, size_hint| repo.storage().sink(key, size_hint);
+    let sink = |key: &str, size_hint| repo.storage().sink(key, size_hint).deleting_if_abandoned();
     store_into(sink, id, name, source, sealing, progress).await
 }
 

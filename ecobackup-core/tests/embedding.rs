@@ -431,3 +431,53 @@ async fn object_lock_dates_count_from_each_backup_not_from_open() {
         );
     }
 }
+
+/// A backup cancelled while its artifact's single PUT is in flight, after the store has
+/// already stored it: the object is deleted before `run` returns, not left under the backup's
+/// id with no manifest.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_cancelled_while_its_artifact_commits_leaves_no_object() {
+    let lab = Lab::new().await;
+    let pg = TestPg::start().await;
+    let url = pg.fresh_database("small").await;
+    // The store takes the artifact, then keeps the client waiting for its answer.
+    lab.s3.add_fault(
+        FaultRule::new(Fault::DelayAfterExecuting(std::time::Duration::from_secs(
+            600,
+        )))
+        .method("PUT")
+        .path_contains("/backups/")
+        .forever(),
+    );
+    let eco = Arc::new(lab.handle().await);
+    let cancel = CancellationToken::new();
+    let backup = tokio::spawn({
+        let (eco, cancel) = (eco.clone(), cancel.clone());
+        let db = DbUrl::parse(&url).unwrap();
+        async move { eco.backup_logical(db).cancel_on(cancel).run().await }
+    });
+    let started = std::time::Instant::now();
+    while !lab.s3.object_keys().iter().any(|k| k.contains("backups/")) {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "the artifact was never stored"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        lab.s3.pending_multipart_uploads(),
+        0,
+        "a single PUT, not a multipart upload"
+    );
+    cancel.cancel();
+    let error = backup.await.unwrap().unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Cancelled, "{error}");
+
+    let keys = lab.s3.object_keys();
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k.contains("backups/") || k.contains("/locks/")),
+        "nothing of the backup is left: {keys:?}"
+    );
+}

@@ -335,6 +335,14 @@ async fn handle(
         Some(Fault::ResetAfterBytes(n)) => limit = Some(n),
         // An error from the service makes hyper close the connection without a response.
         Some(Fault::ResetConnection) => return Err("injected fault: connection reset".into()),
+        Some(Fault::DelayAfterExecuting(pause)) => {
+            let executed = service
+                .call(req.map(s3s::Body::from))
+                .await
+                .map_err(s3s::StdError::from)?;
+            tokio::time::sleep(pause).await;
+            return Ok(executed.map(|body| FaultBody::new(body, None)));
+        }
         Some(Fault::ResetAfterExecuting) => {
             let executed = service.call(req.map(s3s::Body::from)).await;
             let status = executed.map(|r| r.status().as_u16()).unwrap_or(0);

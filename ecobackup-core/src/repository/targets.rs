@@ -260,7 +260,8 @@ impl Targets {
         let sink = |key: &str, size_hint| {
             let tee = live.iter().fold(Tee::new(name, self.required), |tee, &i| {
                 let storage = self.repos[i].storage();
-                tee.branch(storage.location(), storage.sink(key, size_hint))
+                let sink = storage.sink(key, size_hint).deleting_if_abandoned();
+                tee.branch(storage.location(), sink)
             });
             outcome = Some(tee.outcome());
             tee

@@ -49,6 +49,9 @@ pub struct ObjectSink {
     /// The clean-up of the operation that made this sink: a cancelled operation waits for
     /// the abort of an upload its sink left unfinished.
     cleanup: Option<crate::cancel::Cleanup>,
+    /// Whether an object whose last request was in flight when the sink went away is deleted
+    /// ([`ObjectSink::deleting_if_abandoned`]).
+    delete_if_abandoned: bool,
 }
 
 impl ObjectSink {
@@ -68,6 +71,26 @@ impl ObjectSink {
             part_size,
             concurrency: concurrency.clamp(1, memory_bound),
             cleanup: crate::cancel::Cleanup::current(),
+            delete_if_abandoned: false,
+        }
+    }
+
+    /// Deletes the object if the sink goes away (a cancelled or dropped operation) while the
+    /// request that commits it — the single PUT, or the multipart upload's completion — is in
+    /// flight: the store may still commit it after the caller has moved on. For a backup's
+    /// artifacts, whose keys are the backup's own and which are useless without a manifest.
+    pub(crate) fn deleting_if_abandoned(mut self) -> Self {
+        self.delete_if_abandoned = true;
+        self
+    }
+
+    /// A guard over a committing request, for [`ObjectSink::deleting_if_abandoned`].
+    fn committing(&self) -> Committing {
+        Committing {
+            armed: self
+                .delete_if_abandoned
+                .then(|| (self.storage.clone(), self.key.clone())),
+            cleanup: self.cleanup.clone(),
         }
     }
 
@@ -81,11 +104,13 @@ impl ObjectSink {
         let bytes = payload.content_length() as u64;
         let path = self.storage.path(&self.key);
         self.storage.before_local_write(&self.key)?;
+        let committing = self.committing();
         self.storage
             .write_store()
             .put(&path, payload)
             .await
             .map_err(|e| self.storage.error("uploading", &self.key, e))?;
+        committing.done();
         self.storage.after_local_write(&self.key)?;
         Ok(bytes)
     }
@@ -174,6 +199,7 @@ impl ObjectSink {
         while !in_flight.is_empty() {
             join_one(&mut in_flight).await.map_err(part_error)?;
         }
+        let committing = self.committing();
         guard
             .upload
             .as_mut()
@@ -181,6 +207,7 @@ impl ObjectSink {
             .complete()
             .await
             .map_err(|e| self.storage.error("completing the upload of", &self.key, e))?;
+        committing.done();
         Ok(bytes)
     }
 }
@@ -266,6 +293,45 @@ impl Drop for AbortOnDrop {
         });
         if !spawned {
             tracing::warn!(key = %warn_key, "a cancelled multipart upload is left pending (no runtime to abort it)");
+        }
+    }
+}
+
+/// Deletes an object whose committing request was dropped in flight: the store may have
+/// received it whole and commit it anyway. The delete is sent twice, the second time after
+/// [`LATE_COMMIT`], for a commit that lands after the first.
+struct Committing {
+    armed: Option<(Storage, String)>,
+    cleanup: Option<crate::cancel::Cleanup>,
+}
+
+/// How long after a dropped request its object is deleted a second time.
+const LATE_COMMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Committing {
+    /// The request ended (stored or refused): nothing to delete.
+    fn done(mut self) {
+        self.armed = None;
+    }
+}
+
+impl Drop for Committing {
+    fn drop(&mut self) {
+        let Some((storage, key)) = self.armed.take() else {
+            return;
+        };
+        let warn_key = key.clone();
+        let spawned = crate::cancel::Cleanup::spawn(self.cleanup.as_ref(), async move {
+            for pause in [std::time::Duration::ZERO, LATE_COMMIT] {
+                tokio::time::sleep(pause).await;
+                if let Err(e) = storage.delete(&key).await {
+                    tracing::warn!(key = %key, error = %e, "could not delete the object of a cancelled upload; `prune` reports it as debris");
+                    return;
+                }
+            }
+        });
+        if !spawned {
+            tracing::warn!(key = %warn_key, "the object of a cancelled upload may be stored (no runtime to delete it); `prune` reports it as debris");
         }
     }
 }

@@ -22,6 +22,10 @@ pub enum Fault {
     /// Execute the request (a PUT stores its object), then close the connection without
     /// sending the response: the client sees a failure of a request that took effect.
     ResetAfterExecuting,
+    /// Execute the request (a PUT stores its object), then wait this long before answering:
+    /// a request that took effect while its client still waits, as when the client is
+    /// cancelled in the middle of a commit.
+    DelayAfterExecuting(Duration),
     /// Serve the request normally, but close the connection after this many bytes of the
     /// response body have been sent. A body no longer than this is served completely.
     ResetAfterBytes(u64),
