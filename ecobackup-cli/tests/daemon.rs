@@ -555,3 +555,91 @@ fn sigterm_in_the_middle_of_a_backup_leaves_nothing_behind() {
         "{events:?}"
     );
 }
+
+/// SIGTERM while a drill restores: the drill stops on its token, stops and removes its scratch
+/// cluster, and only then releases the repository's shared lock (a lock left behind would hold
+/// prune off for minutes); the daemon exits 0.
+#[test]
+fn sigterm_in_the_middle_of_a_drill_releases_the_lock() {
+    let mut world = World::new();
+    let s3 = world.runtime.block_on(S3TestServer::start());
+    world.on_s3(&s3);
+    world.init();
+    world.backup();
+    let scratch = world.dir.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let config = world.dir.path().join("ecobackup.toml");
+    std::fs::write(
+        &config,
+        "[drill]\nscratch_dir = \"scratch\"\n\n[[schedule]]\nname = \"drill\"\ncron = \"* * * * * *\"\njob = \"drill\"\nkind = \"logical\"\n",
+    )
+    .unwrap();
+    // The dump's download hangs: the drill is in the middle for as long as the test needs.
+    s3.add_fault(
+        FaultRule::new(Fault::Delay(Duration::from_secs(600)))
+            .method("GET")
+            .path_contains(".dump.zst.age")
+            .forever(),
+    );
+    let cmd = world.std_command(&[
+        "--config",
+        config.to_str().unwrap(),
+        "daemon",
+        "--grace",
+        "1",
+    ]);
+    let mut daemon = Daemon::start(cmd);
+    daemon.wait_for("the drill to start", |events| {
+        !named(events, "job started", Some("drill")).is_empty()
+    });
+    let downloading = || {
+        s3.requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path.contains(".dump.zst.age"))
+    };
+    let started = Instant::now();
+    while !downloading() {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the dump's download never began; the log:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let locked = s3.object_keys().iter().any(|k| k.contains("locks/"));
+    assert!(locked, "the drill holds the shared lock while it restores");
+    // Releasing the lock takes 2 s: the daemon must wait for it before it exits, not leave it
+    // to a background task that ends with the process.
+    s3.add_fault(
+        FaultRule::new(Fault::Delay(Duration::from_secs(2)))
+            .method("DELETE")
+            .path_contains("locks/")
+            .forever(),
+    );
+    daemon.signal(Signal::SIGTERM);
+    let status = daemon.exit();
+    let events = daemon.events();
+    assert!(status.success(), "{status:?}: {events:?}");
+    let end = named(&events, "job finished", Some("drill"));
+    assert_eq!(end.len(), 1, "{events:?}");
+    assert_eq!(end[0]["outcome"], "cancelled", "{}", end[0]);
+
+    s3.clear_faults();
+    let keys = s3.object_keys();
+    assert!(
+        !keys.iter().any(|k| k.contains("locks/")),
+        "the shared lock is released: {keys:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&scratch).unwrap().count(),
+        0,
+        "the scratch cluster is removed"
+    );
+    // The drill stopped on its token: the fallback that drops a job ignoring it never ran.
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.to_string().contains("did not stop within")),
+        "{events:?}"
+    );
+}
