@@ -673,3 +673,73 @@ fn sigterm_in_the_middle_of_a_drill_releases_the_lock() {
         "{events:?}"
     );
 }
+
+/// SIGTERM while check (or verify) waits for the repository: the read stops on the token at
+/// once, not when the fallback that drops a job ignoring its token runs out.
+#[test]
+fn sigterm_stops_a_check_and_a_verify_on_their_token() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let s3 = runtime.block_on(S3TestServer::start());
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("ECOBACKUP_REPO", format!("s3://{}/prod", s3.bucket())),
+        ("ECOBACKUP_S3_ENDPOINT", s3.endpoint()),
+        ("ECOBACKUP_S3_REGION", s3.region().to_owned()),
+        ("ECOBACKUP_S3_ALLOW_HTTP", "true".to_owned()),
+        ("AWS_ACCESS_KEY_ID", s3.access_key_id().to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", s3.secret_access_key().to_owned()),
+    ];
+    ecobackup(dir.path())
+        .envs(env.clone())
+        .arg("init")
+        .assert()
+        .success();
+    std::fs::write(
+        dir.path().join("ecobackup.toml"),
+        "[check]\nmax_age = \"26h\"\n\n[[schedule]]\nname = \"check\"\ncron = \"* * * * * *\"\njob = \"check\"\nargs = [\"--allow-unsigned\"]\n\n\
+         [[schedule]]\nname = \"verify\"\ncron = \"* * * * * *\"\njob = \"verify\"\nargs = [\"--allow-unsigned\", \"--identity\", \"restore.key\"]\n",
+    )
+    .unwrap();
+    // Reading the repository's marker hangs: both jobs wait in the middle of their read.
+    s3.add_fault(
+        FaultRule::new(Fault::Delay(Duration::from_secs(600)))
+            .method("GET")
+            .path_contains("ecobackup.json")
+            .forever(),
+    );
+    let mut cmd = ecobackup_std(dir.path());
+    cmd.envs(env)
+        .args(["--config", "ecobackup.toml", "daemon", "--grace", "1"]);
+    let mut daemon = Daemon::start(cmd);
+    daemon.wait_for("both jobs to start", |events| {
+        ["check", "verify"]
+            .iter()
+            .all(|job| !named(events, "job started", Some(job)).is_empty())
+    });
+    let reading = || {
+        s3.requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.contains("ecobackup.json"))
+            .count()
+    };
+    let started = Instant::now();
+    while reading() < 2 {
+        assert!(started.elapsed() < PATIENCE, "the reads never began");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon.signal(Signal::SIGTERM);
+    let status = daemon.exit();
+    let events = daemon.events();
+    assert!(status.success(), "{status:?}: {events:?}");
+    for job in ["check", "verify"] {
+        let end = named(&events, "job finished", Some(job));
+        assert_eq!(end.len(), 1, "{events:?}");
+        assert_eq!(end[0]["outcome"], "cancelled", "{}", end[0]);
+    }
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.to_string().contains("did not stop within")),
+        "{events:?}"
+    );
+}

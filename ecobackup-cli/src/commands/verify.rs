@@ -17,7 +17,7 @@ use crate::{CliError, Context};
 /// `ctx.cancel` (a signal, the daemon's shutdown) the reading stops at once and the lock is
 /// released before it returns.
 pub async fn verify(ctx: &Context, args: VerifyArgs) -> Result<(), CliError> {
-    let repo = open_trusted(ctx, &args.trust).await?;
+    let repo = until_cancelled(&ctx.cancel, "verify", open_trusted(ctx, &args.trust)).await?;
     under_shared_lock(
         &repo,
         "verify",
