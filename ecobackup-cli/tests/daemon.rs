@@ -183,7 +183,8 @@ impl Lab {
 }
 
 /// A prune that succeeds (a dry run of an empty repository) and a verify that fails (no
-/// backup), both every second.
+/// backup: its identity, which the daemon requires of a verify job, is never read), both every
+/// second.
 fn succeeding_and_failing(lab: &Lab) -> String {
     format!(
         r#"[[schedule]]
@@ -199,7 +200,7 @@ name = "verify"
 cron = "* * * * * *"
 timezone = "Europe/Berlin"
 job = "verify"
-args = ["--allow-unsigned"]
+args = ["--allow-unsigned", "--identity", "restore.key"]
 ping_url = "{}"
 "#,
         lab.pings.url("/ping/prune"),
@@ -413,6 +414,36 @@ fn sighup_reloads_and_a_broken_file_keeps_the_old_schedule() {
         "{reason}"
     );
     assert!(named(&events, "job started", Some("broken")).is_empty());
+
+    // A file that loads, with an entry whose command would refuse to run: refused too.
+    lab.configure(&format!(
+        "{}\n[[schedule]]\nname = \"drill\"\ncron = \"* * * * * *\"\njob = \"drill\"\nargs = [\"--allow-unsigned\"]\n",
+        entry("broken")
+    ));
+    daemon.signal(Signal::SIGHUP);
+    let events = daemon.wait_for("the second refusal, then another run", |events| {
+        let refusals: Vec<usize> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e["message"] == NOT_RELOADED)
+            .map(|(at, _)| at)
+            .collect();
+        refusals.get(1).is_some_and(|at| {
+            events[*at..]
+                .iter()
+                .any(|e| e["message"] == "job finished" && e["job"] == "after")
+        })
+    });
+    let reason = named(&events, NOT_RELOADED, None)[1]["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        reason.contains("[[schedule]] \"drill\": drill needs an identity"),
+        "{reason}"
+    );
+    assert!(named(&events, "job started", Some("broken")).is_empty());
+    assert!(named(&events, "job started", Some("drill")).is_empty());
     daemon.signal(Signal::SIGTERM);
     assert!(daemon.exit().success());
 }
@@ -490,6 +521,11 @@ fn an_entry_that_cannot_run_is_refused_at_start() {
             "[[schedule]] \"hourly\": cron \"0 * * *\" is not a cron pattern",
         ),
         ("", "has no [[schedule]] entry"),
+        // It parses, but its command would refuse to run: found now, not at its first run.
+        (
+            "[[schedule]]\nname = \"monthly-drill\"\ncron = \"0 4 1 * *\"\njob = \"drill\"\nargs = [\"--allow-unsigned\"]\n",
+            "[[schedule]] \"monthly-drill\": drill needs an identity to decrypt the backups",
+        ),
     ] {
         lab.configure(entry);
         let out = lab.daemon(&[]).output().unwrap();

@@ -53,7 +53,7 @@ pub struct Globals {
 
 /// `ecobackup daemon`.
 pub async fn run(globals: Globals, args: DaemonArgs) -> Result<(), CliError> {
-    let plan = Plan::load(&globals)?;
+    let plan = Plan::load(&globals, args.once.as_deref())?;
     let once = match &args.once {
         Some(name) => Some(plan.entry(name)?.clone()),
         None => None,
@@ -261,7 +261,7 @@ impl Scheduler {
 
     /// SIGHUP: loads the file again; keeps the old plan if it does not load.
     fn reload(&mut self) {
-        match Plan::load(&self.globals) {
+        match Plan::load(&self.globals, None) {
             Ok(plan) => {
                 self.plan = plan;
                 tracing::info!(target: LOG_TARGET, schedules = self.plan.entries.len(), "configuration reloaded");
