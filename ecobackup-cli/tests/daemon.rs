@@ -737,6 +737,11 @@ fn sigterm_stops_a_check_and_a_verify_on_their_token() {
     )
     .unwrap();
     // Reading the repository's marker hangs: both jobs wait in the middle of their read.
+    let read_before = s3
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.contains("ecobackup.json"))
+        .count();
     s3.add_fault(
         FaultRule::new(Fault::Delay(Duration::from_secs(600)))
             .method("GET")
@@ -759,7 +764,7 @@ fn sigterm_stops_a_check_and_a_verify_on_their_token() {
             .count()
     };
     let started = Instant::now();
-    while reading() < 2 {
+    while reading() < read_before + 2 {
         assert!(started.elapsed() < PATIENCE, "the reads never began");
         std::thread::sleep(Duration::from_millis(50));
     }
