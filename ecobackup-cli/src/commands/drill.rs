@@ -104,6 +104,11 @@ pub async fn drill(ctx: &Context, args: DrillArgs) -> Result<(), CliError> {
         .scratch_dir
         .clone()
         .or(ctx.config.drill.scratch_dir.clone());
+    // Stopped by cron's `timeout`, systemd, Ctrl-C or the daemon's shutdown (`ctx.cancel`):
+    // the drill stops on its plan's token, stops its scratch server and removes the copy of
+    // production data, then returns "cancelled"; the shared lock is released after that.
+    // Never race the drill against the token here: both react to it, and dropping the drill
+    // in the middle of that clean-up would leave the lock to a task that dies with the runtime.
     plan.cancel = ctx.cancel.clone();
     let started = async {
         let repo = open_trusted(ctx, &args.trust).await?;
@@ -112,16 +117,8 @@ pub async fn drill(ctx: &Context, args: DrillArgs) -> Result<(), CliError> {
         })
         .await?;
         Ok::<_, CliError>((repo, report))
-    };
-    // Stopped by cron's `timeout`, systemd, Ctrl-C or the daemon's shutdown (`ctx.cancel`):
-    // dropping the drill stops its scratch server and removes the copy of production data
-    // (the runtime waits for that before the process ends) instead of leaving them behind.
-    let started = tokio::select! {
-        outcome = started => outcome,
-        () = ctx.cancel.cancelled() => Err(CliError::failure(
-            "the drill was cancelled: its scratch cluster is stopped and removed"
-        )),
-    };
+    }
+    .await;
     // A drill that cannot even start (no backup, no repository) is a failed drill: its error
     // reaches the `[notify]` ping like any other.
     let (repo, report) = started?;

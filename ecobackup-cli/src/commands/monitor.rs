@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::logical::url_from_argv;
 use super::repo::{human_bytes, open_trusted_at};
+use super::verify::until_cancelled;
 use crate::cli::{CheckArgs, StatusArgs, TrustArgs};
 use crate::{CliError, Context};
 
@@ -36,8 +37,20 @@ pub(crate) async fn read_at(
 ) -> Result<RepositoryStatus, CliError> {
     // A bad URL is the operator's mistake, found before anything is read.
     let db = database.map(url_from_argv).transpose()?;
-    let repo = open_trusted_at(ctx, trust, repository).await?;
-    let mut status = read_status(&repo, Utc::now()).await?;
+    // Only reads: a signal (or the daemon's shutdown) stops it at once.
+    until_cancelled(&ctx.cancel, "reading the repository's status", async {
+        let repo = open_trusted_at(ctx, trust, repository).await?;
+        let status = read_status(&repo, Utc::now()).await?;
+        read_server(status, db).await
+    })
+    .await
+}
+
+/// `status` with the server's archiver, when `db` names one.
+async fn read_server(
+    mut status: RepositoryStatus,
+    db: Option<ecobackup_core::postgres::DbUrl>,
+) -> Result<RepositoryStatus, CliError> {
     if let Some(db) = db {
         // A host that drops packets or a stalled server must not hold the check until the
         // monitoring system kills it and loses every other finding: UNKNOWN after 15 s.

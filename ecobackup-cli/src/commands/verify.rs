@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use ecobackup_core::cancel::CancellationToken;
 use ecobackup_core::repository::{BadBackup, Manifest};
 use ecobackup_core::verify::{verify_backup, BackupCheck};
 
@@ -12,10 +13,34 @@ use super::repo::{human_bytes, open_trusted, under_shared_lock};
 use crate::cli::VerifyArgs;
 use crate::{CliError, Context};
 
-/// `verify`, under the repository's shared lock: prune does not delete what it reads.
+/// `verify`, under the repository's shared lock: prune does not delete what it reads. On
+/// `ctx.cancel` (a signal, the daemon's shutdown) the reading stops at once and the lock is
+/// released before it returns.
 pub async fn verify(ctx: &Context, args: VerifyArgs) -> Result<(), CliError> {
-    let repo = open_trusted(ctx, &args.trust).await?;
-    under_shared_lock(&repo, "verify", verify_unlocked(ctx, args)).await
+    let repo = until_cancelled(&ctx.cancel, "verify", open_trusted(ctx, &args.trust)).await?;
+    under_shared_lock(
+        &repo,
+        "verify",
+        until_cancelled(&ctx.cancel, "verify", verify_unlocked(ctx, args)),
+    )
+    .await
+}
+
+/// Runs `work`, a command's part that only reads (verify, status, check), until it ends or
+/// `cancel` fires; then drops it and returns "cancelled" naming `what`. Reading leaves nothing
+/// to clean up, so the command returns at once instead of when the fallback that drops a
+/// command ignoring its token runs out ([`crate::cancel::ABANDON_AFTER`]). Operations that
+/// write take the token in their plan instead.
+pub(crate) async fn until_cancelled<T>(
+    cancel: &CancellationToken,
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, CliError>>,
+) -> Result<T, CliError> {
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => Err(ecobackup_core::Error::Cancelled(what.to_owned()).into()),
+        result = work => result,
+    }
 }
 
 async fn verify_unlocked(ctx: &Context, args: VerifyArgs) -> Result<(), CliError> {

@@ -53,7 +53,7 @@ pub struct Globals {
 
 /// `ecobackup daemon`.
 pub async fn run(globals: Globals, args: DaemonArgs) -> Result<(), CliError> {
-    let plan = Plan::load(&globals)?;
+    let plan = Plan::load(&globals, args.once.as_deref())?;
     let once = match &args.once {
         Some(name) => Some(plan.entry(name)?.clone()),
         None => None,
@@ -148,7 +148,7 @@ impl Scheduler {
     /// `--once`: runs `entry` now and returns its status; a signal stops it as it stops the
     /// daemon.
     async fn once(mut self, entry: Arc<Entry>) -> Result<(), CliError> {
-        self.start(&entry, false);
+        self.start(&entry, None);
         let code = tokio::select! {
             Some(done) = self.jobs.join_next_with_id() => self.finished(done),
             signal = stop_signal(&mut self.signals.term, &mut self.signals.int) => self.stop(signal).await,
@@ -207,7 +207,7 @@ impl Scheduler {
             if self.running.contains_key(&name) {
                 tracing::warn!(target: LOG_TARGET, job = %name, due = %at.to_rfc3339(), reason = "its previous run is still going", "job skipped");
             } else {
-                self.start(&entry, true);
+                self.start(&entry, Some(at));
             }
             match entry.when.next_after(now) {
                 Some(next) => self.next.insert(name, next),
@@ -216,14 +216,15 @@ impl Scheduler {
         }
     }
 
-    /// Starts a run of `entry` in its own task.
-    fn start(&mut self, entry: &Arc<Entry>, jitter: bool) {
+    /// Starts a run of `entry` in its own task: for its fire time `due` (after its jitter), or
+    /// now (`--once`).
+    fn start(&mut self, entry: &Arc<Entry>, due: Option<DateTime<Utc>>) {
         let run = Run {
             entry: entry.clone(),
             config: self.plan.config.clone(),
             cancel: self.cancel.child_token(),
             stopping: self.stopping.clone(),
-            jitter,
+            due,
         };
         let name = entry.name().to_owned();
         let globals = self.globals.clone();
@@ -260,7 +261,7 @@ impl Scheduler {
 
     /// SIGHUP: loads the file again; keeps the old plan if it does not load.
     fn reload(&mut self) {
-        match Plan::load(&self.globals) {
+        match Plan::load(&self.globals, None) {
             Ok(plan) => {
                 self.plan = plan;
                 tracing::info!(target: LOG_TARGET, schedules = self.plan.entries.len(), "configuration reloaded");

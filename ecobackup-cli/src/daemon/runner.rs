@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
@@ -25,8 +26,9 @@ pub struct Run {
     /// Cancelled when the daemon begins to stop: a run still waiting out its jitter does not
     /// start.
     pub stopping: CancellationToken,
-    /// Wait the entry's jitter first (not for `--once`).
-    pub jitter: bool,
+    /// The fire time this run is for, in the `job started` line; it waits the entry's jitter
+    /// first. `None` for `--once`: no jitter.
+    pub due: Option<DateTime<Utc>>,
 }
 
 impl Run {
@@ -34,7 +36,7 @@ impl Run {
     /// `None` when it never started (the daemon stopped during its jitter).
     pub async fn go(self, globals: Arc<Globals>) -> Option<u8> {
         let name = self.entry.name().to_owned();
-        if self.jitter && self.entry.schedule.jitter_seconds > 0 {
+        if self.due.is_some() && self.entry.schedule.jitter_seconds > 0 {
             let millis = self.entry.schedule.jitter_seconds.saturating_mul(1000);
             let delay = Duration::from_millis(rand::thread_rng().gen_range(0..millis));
             tokio::select! {
@@ -47,7 +49,9 @@ impl Run {
         }
         let run = format!("{:08x}", rand::random::<u32>());
         let command = self.entry.schedule.job_kind().map_or("?", |k| k.name());
-        tracing::info!(target: LOG_TARGET, job = %name, run = %run, command, "job started");
+        let due = self.due.map(|at| at.to_rfc3339());
+        let due = due.as_deref();
+        tracing::info!(target: LOG_TARGET, job = %name, run = %run, command, due, "job started");
         let started = Instant::now();
         let ctx = Context {
             schedule: Some(ScheduledAs {

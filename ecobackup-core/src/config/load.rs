@@ -28,7 +28,7 @@ impl Config {
     /// Parses and checks configuration text (what `ecobackup.toml` holds); relative paths in
     /// it are taken from `base_dir`. The error is one line naming the setting.
     pub fn parse(text: &str, base_dir: &Path) -> std::result::Result<Config, String> {
-        let mut config: Config = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+        let mut config: Config = toml::from_str(text).map_err(|e| located(text, &e))?;
         config.check()?;
         config.anchor_paths(base_dir);
         Ok(config)
@@ -189,6 +189,31 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The toml error `e` of `text` as one line that says where: `line 12, column 1: missing
+/// field `cron``. Without a location (none is known), the message alone.
+fn located(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim();
+    match e.span() {
+        Some(span) => {
+            let (line, column) = line_and_column(text, span.start);
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message.to_owned(),
+    }
+}
+
+/// The 1-based line and column (in characters) of byte `offset` of `text`.
+pub(crate) fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let start = before.rfind('\n').map_or(0, |at| at + 1);
+    (line, before[start..].chars().count() + 1)
 }
 
 /// True when a connection string carries a password (`user:password@`, `?password=`,

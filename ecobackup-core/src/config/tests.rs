@@ -279,3 +279,41 @@ fn a_missing_file_is_one_configuration_error() {
         "{error}"
     );
 }
+
+#[test]
+fn a_file_that_does_not_parse_is_refused_with_its_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.toml");
+    // Twelve lines, the [[schedule]] without its cron from line 10.
+    let text = "[repository]\nurl = \"s3://b/p\"\n\n[retention]\nkeep_last = 2\n\n\
+                # the hourly backup\n# of every database\n\n[[schedule]]\nname = \"hourly\"\n\
+                job = \"backup logical\"\n";
+    std::fs::write(&path, text).unwrap();
+    let message = Config::load(Some(&path)).unwrap_err().to_string();
+    assert!(!message.contains('\n'), "{message}");
+    assert!(message.contains("m.toml"), "{message}");
+    assert!(
+        message.contains("line 10, column 1: missing field `cron`"),
+        "{message}"
+    );
+
+    // A value of the wrong type: its own line and column.
+    std::fs::write(
+        &path,
+        "[retention]\nkeep_last = 2\n\n[notify]\ntimeout_seconds = \"ten\"\n",
+    )
+    .unwrap();
+    let message = Config::load(Some(&path)).unwrap_err().to_string();
+    assert!(message.contains("line 5, column 19: "), "{message}");
+}
+
+#[test]
+fn lines_and_columns_count_characters_from_one() {
+    use crate::config::load::line_and_column;
+    let text = "a = 1\nnamé = \"x\"\n";
+    assert_eq!(line_and_column(text, 0), (1, 1));
+    assert_eq!(line_and_column(text, 6), (2, 1));
+    // The `=` after the two-byte é: byte 12, column 6.
+    assert_eq!(line_and_column(text, 12), (2, 6));
+    assert_eq!(line_and_column(text, text.len() + 5), (3, 1));
+}
