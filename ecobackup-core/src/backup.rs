@@ -116,7 +116,7 @@ impl DumpTarget {
 
 /// What to back up, and how.
 ///
-/// `#[non_exhaustive]`: build it with `new` (or `default`) and set fields; a field added
+/// `#[non_exhaustive]`: build it with `new` and set fields; a field added
 /// later is not a breaking change.
 #[derive(Clone)]
 #[non_exhaustive]

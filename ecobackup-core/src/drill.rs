@@ -65,6 +65,7 @@ pub enum DrillTarget {
 
 /// How a drill recovers a physical backup.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct PhysicalDrill {
     /// Where recovery stops and the server is promoted: by default the backup's own end
     /// ([`RecoveryTarget::Immediate`]). With a target time and `latest`, the newest backup
@@ -94,7 +95,7 @@ impl Default for PhysicalDrill {
 
 /// What to drill.
 ///
-/// `#[non_exhaustive]`: build it with `new` (or `default`) and set fields; a field added
+/// `#[non_exhaustive]`: build it with `new` and set fields; a field added
 /// later is not a breaking change.
 #[derive(Clone)]
 #[non_exhaustive]

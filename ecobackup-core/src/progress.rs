@@ -45,6 +45,8 @@ pub(crate) async fn observed<T>(
     work: impl Future<Output = T>,
 ) -> T {
     progress.started(step, total);
+    // `finished` is owed even when the operation is cancelled or its future dropped here.
+    let _finished = Finished { progress, step };
     let mut ticks = tokio::time::interval(PROGRESS_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut work = std::pin::pin!(work);
@@ -55,8 +57,19 @@ pub(crate) async fn observed<T>(
         }
     };
     progress.advanced(step, meter.bytes_out(), total);
-    progress.finished(step);
     result
+}
+
+/// Tells `progress` that `step` finished when it goes out of scope, however that happens.
+struct Finished<'a> {
+    progress: &'a dyn Progress,
+    step: &'a str,
+}
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.progress.finished(self.step);
+    }
 }
 
 #[cfg(test)]
@@ -106,5 +119,23 @@ mod tests {
         assert_eq!(events[events.len() - 2], "advanced shop.dump 10");
         let advances = events.iter().filter(|e| e.starts_with("advanced")).count();
         assert!(advances >= 5, "pushed while running: {events:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_step_dropped_before_its_end_is_still_finished() {
+        let recorder = Recorder::default();
+        let meter = StageMeter::new("source");
+        let step = observed(
+            &recorder,
+            "shop.dump",
+            None,
+            meter,
+            std::future::pending::<()>(),
+        );
+        let cut = tokio::time::timeout(PROGRESS_INTERVAL * 3, step).await;
+        assert!(cut.is_err(), "the step never ends by itself");
+        let events = recorder.0.into_inner().unwrap();
+        assert_eq!(events.first().unwrap(), "started shop.dump None");
+        assert_eq!(events.last().unwrap(), "finished shop.dump", "{events:?}");
     }
 }

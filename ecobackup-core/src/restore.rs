@@ -33,7 +33,7 @@ use crate::repository::{ArtifactEntry, BackupKind, Manifest, Repository};
 
 /// What to restore, where, and how.
 ///
-/// `#[non_exhaustive]`: build it with `new` (or `default`) and set fields; a field added
+/// `#[non_exhaustive]`: build it with `new` and set fields; a field added
 /// later is not a breaking change.
 #[derive(Clone)]
 #[non_exhaustive]

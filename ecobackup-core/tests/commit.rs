@@ -14,7 +14,6 @@ use ecobackup_core::repository::{
     new_backup_id, ArtifactEntry, BackupKind, Clock, InitOutcome, Lock, LockMode, LockOptions,
     Manifest, Repository, SourceFacts, MANIFEST_VERSION,
 };
-use ecobackup_core::storage::StorageOptions;
 use ecobackup_core::Error;
 use ecobackup_testkit::{Fault, FaultRule, S3TestServer};
 
@@ -22,9 +21,10 @@ use common::storage::{s3_options, s3_storage};
 
 /// A repository on a fresh S3 server, with one quick retry per request.
 async fn repository(s3: &S3TestServer) -> Repository {
-    let options = StorageOptions {
-        max_retries: 1,
-        ..s3_options(s3)
+    let options = {
+        let mut o = s3_options(s3);
+        o.max_retries = 1;
+        o
     };
     let storage = s3_storage(s3.bucket(), "prod", &options);
     match Repository::init(storage, vec![]).await.unwrap() {
@@ -209,9 +209,10 @@ async fn a_holder_paused_past_its_lease_aborts_before_writing_the_manifest() {
     let id = new_backup_id(BackupKind::Logical, Utc::now());
     let stored = store_artifacts(&repo, &id).await;
     let clock = Arc::new(ManualClock(Mutex::new(Utc::now())));
-    let options = LockOptions {
-        clock: clock.clone(),
-        ..LockOptions::default()
+    let options = {
+        let mut o = LockOptions::default();
+        o.clock = clock.clone();
+        o
     };
     let lock = shared_lock(&repo, &options).await;
     *clock.0.lock().unwrap() += options.lease + Duration::minutes(10);

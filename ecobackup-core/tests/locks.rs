@@ -50,9 +50,10 @@ fn rand_suffix() -> u128 {
 }
 
 fn with_clock(clock: &Arc<ManualClock>) -> LockOptions {
-    LockOptions {
-        clock: clock.clone(),
-        ..LockOptions::default()
+    {
+        let mut o = LockOptions::default();
+        o.clock = clock.clone();
+        o
     }
 }
 
@@ -124,12 +125,13 @@ async fn shared_holders_coexist_and_exclusive_is_refused_naming_the_holder() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewal_keeps_a_lock_alive_past_its_first_lease() {
     let storage = memory("renewal");
-    let options = LockOptions {
-        lease: Duration::seconds(2),
-        renew_every: StdDuration::from_millis(250),
-        margin: Duration::milliseconds(500),
-        skew: Duration::zero(),
-        ..LockOptions::default()
+    let options = {
+        let mut o = LockOptions::default();
+        o.lease = Duration::seconds(2);
+        o.renew_every = StdDuration::from_millis(250);
+        o.margin = Duration::milliseconds(500);
+        o.skew = Duration::zero();
+        o
     };
     let lock = Lock::acquire(&storage, LockMode::Shared, "backup logical", &options)
         .await

@@ -12,7 +12,7 @@ use common::storage::{s3_options, s3_storage};
 use ecobackup_core::progress::NoProgress;
 use ecobackup_core::repository::{BackupKind, Clock, Lock, LockMode, LockOptions, Repository};
 use ecobackup_core::retention::{prune, PruneOptions, RetentionPolicy, ValidatedPolicy};
-use ecobackup_core::storage::{Storage, StorageOptions};
+use ecobackup_core::storage::Storage;
 use ecobackup_core::verify::verify_backup;
 use ecobackup_core::Error;
 use ecobackup_testkit::catalog::{
@@ -35,9 +35,10 @@ fn options_at(allow_large: bool, hours_ahead: i64) -> PruneOptions {
     let mut options = PruneOptions::default();
     options.allow_large = allow_large;
     options.now = Utc::now() + Duration::hours(hours_ahead);
-    options.lock = LockOptions {
-        clock: Arc::new(Ahead(hours_ahead)),
-        ..LockOptions::default()
+    options.lock = {
+        let mut o = LockOptions::default();
+        o.clock = Arc::new(Ahead(hours_ahead));
+        o
     };
     options
 }
@@ -269,14 +270,11 @@ async fn object_lock_is_requested_on_writes_and_respected_by_prune() {
     .unwrap();
     let now = Utc::now();
     let lock = policy.object_lock_at(now).unwrap();
-    let locked = s3_storage(
-        s3.bucket(),
-        "repo",
-        &StorageOptions {
-            object_lock: Some(lock),
-            ..s3_options(&s3)
-        },
-    );
+    let locked = s3_storage(s3.bucket(), "repo", &{
+        let mut o = s3_options(&s3);
+        o.object_lock = Some(lock);
+        o
+    });
     locked.put("small", vec![1u8; 1000]).await.unwrap();
     common::storage::upload(&locked, "large", vec![2u8; 40 << 20], None)
         .await

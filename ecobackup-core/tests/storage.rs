@@ -333,9 +333,10 @@ async fn lock_modes_on_every_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_lockers_never_hold_conflicting_locks() {
     let backends = backends().await;
-    let options = LockOptions {
-        settle: std::time::Duration::from_millis(300),
-        ..LockOptions::default()
+    let options = {
+        let mut o = LockOptions::default();
+        o.settle = std::time::Duration::from_millis(300);
+        o
     };
     for (name, storage) in &backends.all {
         for round in 0..4 {

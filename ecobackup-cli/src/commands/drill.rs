@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ecobackup_core::artifact::Sealing;
 use ecobackup_core::crypto::parse_recipients;
 use ecobackup_core::drill::{
-    drill as run_drill, store_report, Checks, DrillPlan, DrillReport, DrillTarget, PhysicalDrill,
+    drill as run_drill, store_report, Checks, DrillPlan, DrillReport, DrillTarget,
 };
 use ecobackup_core::physical::RecoveryTarget;
 use ecobackup_core::repository::{BackupKind, Repository};
@@ -94,12 +94,10 @@ pub async fn drill(ctx: &Context, args: DrillArgs) -> Result<(), CliError> {
     };
     plan.pg_bin = args.pg_bin.clone();
     plan.durable = args.durable || ctx.config.drill.durable;
-    plan.physical = PhysicalDrill {
-        target: target.unwrap_or(RecoveryTarget::Immediate),
-        restore_command,
-        timeout: std::time::Duration::from_secs(args.replay_timeout),
-        settings: parse_settings(&args.settings)?,
-    };
+    plan.physical.target = target.unwrap_or(RecoveryTarget::Immediate);
+    plan.physical.restore_command = restore_command;
+    plan.physical.timeout = std::time::Duration::from_secs(args.replay_timeout);
+    plan.physical.settings = parse_settings(&args.settings)?;
     plan.scratch_dir = args
         .scratch_dir
         .clone()

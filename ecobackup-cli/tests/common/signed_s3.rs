@@ -61,13 +61,14 @@ impl SignedS3 {
                 bucket: s3.bucket().to_owned(),
                 prefix: "prod".to_owned(),
             },
-            &StorageOptions {
-                endpoint: Some(s3.endpoint()),
-                region: Some(s3.region().to_owned()),
-                allow_http: true,
-                access_key_id: Some(s3.access_key_id().to_owned().into()),
-                secret_access_key: Some(s3.secret_access_key().to_owned().into()),
-                ..StorageOptions::default()
+            &{
+                let mut o = StorageOptions::default();
+                o.endpoint = Some(s3.endpoint());
+                o.region = Some(s3.region().to_owned());
+                o.allow_http = true;
+                o.access_key_id = Some(s3.access_key_id().to_owned().into());
+                o.secret_access_key = Some(s3.secret_access_key().to_owned().into());
+                o
             },
         )
         .unwrap();

@@ -24,6 +24,7 @@ use serde::Deserialize;
 /// `[[schedule]]`: one job and when it runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ScheduleConfig {
     /// The entry's name, in the daemon's log lines and for `daemon --once NAME`.
     pub name: String,

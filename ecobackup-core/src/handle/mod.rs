@@ -214,6 +214,20 @@ impl Ecobackup {
 }
 
 /// A service spawns operations on its runtime (`tokio::spawn`): every `run` future is `Send`.
+/// The repository `[repository]` names, with the Object Lock retention counted from now and
+/// the signing key, if any.
+async fn open_primary(config: &Config, signer: Option<&Arc<Signer>>) -> Result<Repository> {
+    let url = config.repository.repo_url()?;
+    let storage = config
+        .repository
+        .open_storage(&url, config.object_lock()?)?;
+    let repo = Repository::open(storage).await?;
+    Ok(match signer {
+        Some(signer) => repo.with_signer(Arc::clone(signer)),
+        None => repo,
+    })
+}
+
 #[cfg(test)]
 mod send {
     use super::*;
@@ -251,18 +265,4 @@ mod send {
             &progress,
         ));
     }
-}
-
-/// The repository `[repository]` names, with the Object Lock retention counted from now and
-/// the signing key, if any.
-async fn open_primary(config: &Config, signer: Option<&Arc<Signer>>) -> Result<Repository> {
-    let url = config.repository.repo_url()?;
-    let storage = config
-        .repository
-        .open_storage(&url, config.object_lock()?)?;
-    let repo = Repository::open(storage).await?;
-    Ok(match signer {
-        Some(signer) => repo.with_signer(Arc::clone(signer)),
-        None => repo,
-    })
 }

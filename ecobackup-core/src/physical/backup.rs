@@ -55,7 +55,7 @@ const MANIFEST_LIMIT: u64 = 256 << 20;
 
 /// What to back up, and how.
 ///
-/// `#[non_exhaustive]`: build it with `new` (or `default`) and set fields; a field added
+/// `#[non_exhaustive]`: build it with `new` and set fields; a field added
 /// later is not a breaking change.
 #[derive(Clone)]
 #[non_exhaustive]

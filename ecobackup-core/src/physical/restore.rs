@@ -32,7 +32,7 @@ use crate::wal::{Lsn, Segment};
 
 /// What to restore, where, and to which point.
 ///
-/// `#[non_exhaustive]`: build it with `new` (or `default`) and set fields; a field added
+/// `#[non_exhaustive]`: build it with `new` and set fields; a field added
 /// later is not a breaking change.
 #[derive(Clone)]
 #[non_exhaustive]

@@ -125,6 +125,7 @@ impl Clock for SystemClock {
 
 /// Lease times and the clock. The defaults suit hosts whose clocks agree within 30 s (NTP).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct LockOptions {
     /// How long a lease lasts without renewal: a crashed holder blocks others at most this
     /// long (plus `skew`).

@@ -38,6 +38,7 @@ use crate::error::{Error, Result, StorageFault};
 
 /// How to reach an S3-compatible service, and how hard to try.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct StorageOptions {
     /// Endpoint URL (`https://s3.eu-central-003.backblazeb2.com`); `None` for AWS.
     pub endpoint: Option<String>,

@@ -7,15 +7,16 @@ use ecobackup_testkit::{ChunkedSource, MemorySink, S3TestServer};
 
 /// Settings that reach the test server, with quick retries.
 pub fn s3_options(s3: &S3TestServer) -> StorageOptions {
-    StorageOptions {
-        endpoint: Some(s3.endpoint()),
-        region: Some(s3.region().to_owned()),
-        allow_http: true,
-        access_key_id: Some(s3.access_key_id().to_owned().into()),
-        secret_access_key: Some(s3.secret_access_key().to_owned().into()),
-        max_retries: 3,
-        initial_backoff: std::time::Duration::from_millis(10),
-        ..StorageOptions::default()
+    {
+        let mut o = StorageOptions::default();
+        o.endpoint = Some(s3.endpoint());
+        o.region = Some(s3.region().to_owned());
+        o.allow_http = true;
+        o.access_key_id = Some(s3.access_key_id().to_owned().into());
+        o.secret_access_key = Some(s3.secret_access_key().to_owned().into());
+        o.max_retries = 3;
+        o.initial_backoff = std::time::Duration::from_millis(10);
+        o
     }
 }
 
