@@ -55,6 +55,11 @@ impl Ecobackup {
     /// exist (`ecobackup init`). Identities are read only
     /// when an operation needs them. Reads no environment variable: build `config` with
     /// [`Config::from_env`] for the CLI's `ECOBACKUP_*` variables.
+    ///
+    /// One exception, where the library looks for programs as a shell would: an operation
+    /// that runs `pg_dump`, `pg_restore` or `initdb` without a `pg_bin` directory (the
+    /// builders' `pg_bin`) looks for the server's major version in `ECOBACKUP_PG_BIN_<major>`,
+    /// the Debian and RPM layouts, then `PATH`. Set `pg_bin` to rule that out.
     pub async fn open(config: Config) -> Result<Ecobackup> {
         config.check().map_err(|detail| Error::Config {
             section: "configuration".to_owned(),

@@ -8,6 +8,7 @@
 //! ([`crate::cancel`]).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{Ecobackup, DEFAULT_LEVEL};
@@ -73,6 +74,7 @@ pub struct BackupLogical<'a> {
     tags: BTreeMap<String, String>,
     globals: bool,
     level: i32,
+    pg_bin: Option<PathBuf>,
     watch: Watch,
 }
 
@@ -84,6 +86,7 @@ impl<'a> BackupLogical<'a> {
             tags: BTreeMap::new(),
             globals: false,
             level: DEFAULT_LEVEL,
+            pg_bin: None,
             watch: Watch::default(),
         }
     }
@@ -91,6 +94,13 @@ impl<'a> BackupLogical<'a> {
     /// Also dumps `database`, in the same backup.
     pub fn database(mut self, database: DbUrl) -> Self {
         self.databases.push(DumpTarget::new(database));
+        self
+    }
+
+    /// Also dumps `target`, with its name, schemas and excluded table data, in the same
+    /// backup: `DumpTarget::new(url).without_data_of(&["audit.*".into()])`.
+    pub fn target(mut self, target: DumpTarget) -> Self {
+        self.databases.push(target);
         self
     }
 
@@ -112,6 +122,14 @@ impl<'a> BackupLogical<'a> {
         self
     }
 
+    /// The directory of the PostgreSQL programs to run (`pg_dump`, `pg_restore`, `initdb`…),
+    /// instead of looking for the server's major version in `ECOBACKUP_PG_BIN_<major>`, the
+    /// Debian and RPM layouts and `PATH`.
+    pub fn pg_bin(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.pg_bin = Some(dir.into());
+        self
+    }
+
     watch_setters!();
 
     /// Takes the backup; returns its manifest once committed.
@@ -124,7 +142,7 @@ impl<'a> BackupLogical<'a> {
             globals: self.globals,
             tags: self.tags,
             sealing: self.eco.sealing(self.level)?,
-            pg_bin: None,
+            pg_bin: self.pg_bin,
             cancel: self.watch.cancel.clone(),
         };
         backup_logical(&targets, &plan, self.watch.progress()).await
@@ -187,6 +205,14 @@ impl<'a> RestoreLogical<'a> {
         self
     }
 
+    /// The directory of the PostgreSQL programs to run (`pg_dump`, `pg_restore`, `initdb`…),
+    /// instead of looking for the server's major version in `ECOBACKUP_PG_BIN_<major>`, the
+    /// Debian and RPM layouts and `PATH`.
+    pub fn pg_bin(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.plan.pg_bin = Some(dir.into());
+        self
+    }
+
     watch_setters!();
 
     /// Restores; nothing is committed unless every byte matched the manifest.
@@ -246,6 +272,7 @@ pub struct DrillLogical<'a> {
     eco: &'a Ecobackup,
     backup: String,
     checks: Option<Checks>,
+    pg_bin: Option<PathBuf>,
     watch: Watch,
 }
 
@@ -255,6 +282,7 @@ impl<'a> DrillLogical<'a> {
             eco,
             backup,
             checks: None,
+            pg_bin: None,
             watch: Watch::default(),
         }
     }
@@ -262,6 +290,14 @@ impl<'a> DrillLogical<'a> {
     /// These checks instead of the file `[drill] checks` names.
     pub fn checks(mut self, checks: Checks) -> Self {
         self.checks = Some(checks);
+        self
+    }
+
+    /// The directory of the PostgreSQL programs to run (`pg_dump`, `pg_restore`, `initdb`…),
+    /// instead of looking for the server's major version in `ECOBACKUP_PG_BIN_<major>`, the
+    /// Debian and RPM layouts and `PATH`.
+    pub fn pg_bin(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.pg_bin = Some(dir.into());
         self
     }
 
@@ -284,7 +320,7 @@ impl<'a> DrillLogical<'a> {
             checks,
             target: DrillTarget::Scratch,
             keyring: self.eco.keyring().await?,
-            pg_bin: None,
+            pg_bin: self.pg_bin,
             durable: settings.durable,
             physical: PhysicalDrill::default(),
             scratch_dir: settings.scratch_dir.clone(),
