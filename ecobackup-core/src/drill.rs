@@ -265,7 +265,7 @@ async fn scratch_bin_dir(
             let variable = bin_dir_var(major);
             remedy!(
                 cli: "the backup comes from PostgreSQL {major}, and a scratch cluster must run {major} or newer to restore it, but {found}; install PostgreSQL {major} (Debian: apt-get install postgresql-{major}), set {variable} to its bin directory, or give --pg-bin DIR (or drill into a server with --target-db URL)",
-                library: "the backup comes from PostgreSQL {major}, and a scratch cluster must run {major} or newer to restore it, but {found}; install PostgreSQL {major} (Debian: apt-get install postgresql-{major}) and set {variable} to its bin directory, or drill into a server instead",
+                library: "the backup comes from PostgreSQL {major}, and a scratch cluster must run {major} or newer to restore it, but {found}; install PostgreSQL {major} (Debian: apt-get install postgresql-{major}) and give the drill its bin directory (pg_bin, or {variable}), or drill into a server instead",
             )
         },
     })

@@ -335,7 +335,7 @@ pub enum Error {
     /// A PostgreSQL program (or its binaries) could not be found.
     #[error("{} for PostgreSQL {major} not found (looked in {}); install {}, {}", one_line(program), one_line(looked_in), what_to_install(program, *major), remedy!(
         cli: "set ECOBACKUP_PG_BIN_{major}=DIR or give --pg-bin DIR",
-        library: "or set ECOBACKUP_PG_BIN_{major}=DIR to its bin directory",
+        library: "or give the operation its bin directory (pg_bin), or set ECOBACKUP_PG_BIN_{major}=DIR",
     ))]
     BinaryNotFound {
         /// The program (`pg_dump`, `initdb`, …).

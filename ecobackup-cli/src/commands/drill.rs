@@ -16,6 +16,7 @@ use super::logical::url_from_argv;
 use super::physical::{parse_settings, recovery_target, restore_command};
 use super::progress::Bars;
 use super::repo::{open_trusted, under_shared_lock};
+use super::verify::until_cancelled;
 use crate::cli::DrillArgs;
 use crate::{CliError, Context};
 
@@ -109,7 +110,9 @@ pub async fn drill(ctx: &Context, args: DrillArgs) -> Result<(), CliError> {
     // in the middle of that clean-up would leave the lock to a task that dies with the runtime.
     plan.cancel = ctx.cancel.clone();
     let started = async {
-        let repo = open_trusted(ctx, &args.trust).await?;
+        // Opening only reads: it may be cut short.
+        let opening = open_trusted(ctx, &args.trust);
+        let repo = until_cancelled(&ctx.cancel, "drill", opening).await?;
         let report = under_shared_lock(&repo, "drill", async {
             Ok(run_drill(&repo, &plan, &Bars::new(ctx)).await?)
         })

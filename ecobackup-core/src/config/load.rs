@@ -37,6 +37,12 @@ impl Config {
     /// Every check of settings that parse but cannot work.
     pub(crate) fn check(&self) -> std::result::Result<(), String> {
         self.check_no_inline_secrets()?;
+        self.check_working()
+    }
+
+    /// The checks of settings that cannot work, without the file's hygiene rule (no password
+    /// written into it): for a configuration built in code, whose values came from anywhere.
+    pub(crate) fn check_working(&self) -> std::result::Result<(), String> {
         self.check_settings()?;
         self.check_files_sets()?;
         let sets: Vec<&str> = self.files.iter().map(|set| set.name.as_str()).collect();

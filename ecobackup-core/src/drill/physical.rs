@@ -260,7 +260,7 @@ fn check_room(manifest: &Manifest, data_dir: &std::path::Path) -> Result<()> {
                 let (needed, root, free) = (needed >> 20, root.display(), free >> 20);
                 remedy!(
                     cli: "its base backup is {needed} MiB unpacked and {root} has {free} MiB free: give --scratch-dir (or [drill] scratch_dir) on a filesystem with room",
-                    library: "its base backup is {needed} MiB unpacked and {root} has {free} MiB free: set [drill] scratch_dir to a filesystem with room",
+                    library: "its base backup is {needed} MiB unpacked and {root} has {free} MiB free: put the scratch cluster on a filesystem with room ([drill] scratch_dir, DrillPlan::scratch_dir)",
                 )
             },
         });

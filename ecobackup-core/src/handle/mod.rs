@@ -61,7 +61,7 @@ impl Ecobackup {
     /// builders' `pg_bin`) looks for the server's major version in `ECOBACKUP_PG_BIN_<major>`,
     /// the Debian and RPM layouts, then `PATH`. Set `pg_bin` to rule that out.
     pub async fn open(config: Config) -> Result<Ecobackup> {
-        config.check().map_err(|detail| Error::Config {
+        config.check_working().map_err(|detail| Error::Config {
             section: "configuration".to_owned(),
             detail,
         })?;
@@ -178,22 +178,32 @@ impl Ecobackup {
     }
 
     /// The repository for reads: its marker and every manifest signed by a trusted signer
-    /// (`[encryption] trusted_signers`), unless `allow_unsigned`.
-    async fn trusted(&self) -> Result<&Repository> {
+    /// (`[encryption] trusted_signers`), unless `allow_unsigned`. With an Object Lock, opened
+    /// afresh for each operation, as for backups: its lock object is written with a
+    /// retain-until date counted from now.
+    async fn trusted(&self) -> Result<Repository> {
+        if self.config.object_lock()?.is_some() {
+            let repo = open_primary(&self.config, self.signer.as_ref()).await?;
+            return self.trusting(repo).await;
+        }
         self.trusted
-            .get_or_try_init(|| async {
-                let keys = &self.config.encryption;
-                let signers = parse_signers(&keys.trusted_signers)?;
-                if signers.is_empty() && !keys.allow_unsigned {
-                    return Err(Error::Config {
-                        section: "encryption".to_owned(),
-                        detail: "no trusted_signers: give the public keys (ecosign1…) of the hosts whose backups may be restored, or allow_unsigned = true for a repository written without signing".to_owned(),
-                    });
-                }
-                let trust = TrustedSigners::new(signers).allowing_unsigned(keys.allow_unsigned);
-                self.repo.clone().with_trusted_signers(trust).await
-            })
+            .get_or_try_init(|| self.trusting(self.repo.clone()))
             .await
+            .cloned()
+    }
+
+    /// `repo`, checked against the trusted signers.
+    async fn trusting(&self, repo: Repository) -> Result<Repository> {
+        let keys = &self.config.encryption;
+        let signers = parse_signers(&keys.trusted_signers)?;
+        if signers.is_empty() && !keys.allow_unsigned {
+            return Err(Error::Config {
+                section: "encryption".to_owned(),
+                detail: "no trusted_signers: give the public keys (ecosign1…) of the hosts whose backups may be restored, or allow_unsigned = true for a repository written without signing".to_owned(),
+            });
+        }
+        let trust = TrustedSigners::new(signers).allowing_unsigned(keys.allow_unsigned);
+        repo.with_trusted_signers(trust).await
     }
 
     /// The identities of `[encryption] identity_files` (with `passphrase_file`).
@@ -218,7 +228,6 @@ impl Ecobackup {
     }
 }
 
-/// A service spawns operations on its runtime (`tokio::spawn`): every `run` future is `Send`.
 /// The repository `[repository]` names, with the Object Lock retention counted from now and
 /// the signing key, if any.
 async fn open_primary(config: &Config, signer: Option<&Arc<Signer>>) -> Result<Repository> {
@@ -233,6 +242,7 @@ async fn open_primary(config: &Config, signer: Option<&Arc<Signer>>) -> Result<R
     })
 }
 
+/// A service spawns operations on its runtime (`tokio::spawn`): every `run` future is `Send`.
 #[cfg(test)]
 mod send {
     use super::*;

@@ -219,7 +219,7 @@ impl<'a> RestoreLogical<'a> {
     ///
     /// Cancel safety: see the module documentation.
     pub async fn run(mut self) -> Result<RestoreOutcome> {
-        let repo = self.eco.trusted().await?;
+        let repo = &self.eco.trusted().await?;
         self.plan.keyring = Some(self.eco.keyring().await?);
         self.plan.cancel = self.watch.cancel.clone();
         under_shared_lock(repo.storage(), "restore logical", async {
@@ -252,7 +252,7 @@ impl<'a> Verify<'a> {
     ///
     /// Cancel safety: see the module documentation.
     pub async fn run(self) -> Result<BackupCheck> {
-        let repo = self.eco.trusted().await?;
+        let repo = &self.eco.trusted().await?;
         let keyring = self.eco.keyring().await?;
         under_shared_lock(repo.storage(), "verify", async {
             cancellable(&self.watch.cancel, "verify", async {
@@ -313,7 +313,7 @@ impl<'a> DrillLogical<'a> {
             (None, Some(path)) => Checks::load(path)?,
             (None, None) => Checks::default(),
         };
-        let repo = self.eco.trusted().await?;
+        let repo = &self.eco.trusted().await?;
         let plan = DrillPlan {
             backup: self.backup,
             kind: Some(BackupKind::Logical),
@@ -383,7 +383,7 @@ impl<'a> Prune<'a> {
         self.options.now = chrono::Utc::now();
         // Only signed manifests count as backups a policy keeps: one planted by whoever can
         // write to the bucket must not make the real ones look expendable.
-        let repo = self.eco.trusted().await?;
+        let repo = &self.eco.trusted().await?;
         prune(repo, &policy, &self.options, self.watch.progress()).await
     }
 }

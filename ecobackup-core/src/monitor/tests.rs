@@ -270,7 +270,7 @@ fn repository_wal_lag_warns_one_second_past_max_wal_lag_on_the_newest_timeline_o
     assert_eq!(finding.severity, Severity::Warning);
     assert_eq!(finding.subject, "timeline 1");
     assert!(
-        finding.message.contains("without --db"),
+        finding.message.contains("without a database to ask"),
         "{}",
         finding.message
     );

@@ -460,6 +460,14 @@ fn refused_as_invalid(lower: &str) -> bool {
         .skip(1)
         .filter_map(|rest| rest.get(..3)?.parse::<u16>().ok())
         .next();
+    // S3 answers some passing conditions with a 4xx too: a slow upload (RequestTimeout, 400),
+    // a conflicting operation in progress (OperationAborted, 409), throttling (SlowDown).
+    let passing = ["requesttimeout", "operationaborted", "slowdown"]
+        .iter()
+        .any(|code| lower.contains(code));
+    if passing {
+        return false;
+    }
     matches!(status, Some(400..=499) if status != Some(408) && status != Some(429))
         || lower.contains("invalidrequest")
         || lower.contains("invalidargument")
@@ -482,5 +490,10 @@ mod tests {
         assert!(!refused_as_invalid(
             "error sending request for url (http://127.0.0.1:9/b/k)"
         ));
+        let timeout = said("400 bad request: <code>requesttimeout</code>");
+        assert!(!refused_as_invalid(&timeout));
+        assert!(!refused_as_invalid(&said(
+            "409 conflict: <code>operationaborted</code>"
+        )));
     }
 }

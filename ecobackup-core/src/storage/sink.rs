@@ -309,7 +309,9 @@ struct Committing {
 const LATE_COMMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Committing {
-    /// The request ended (stored or refused): nothing to delete.
+    /// The request succeeded: the object is the caller's to keep. (A request that failed
+    /// drops the guard without this, and its object is deleted too: the store may have
+    /// committed it before the failure reached us, and nothing will reference it.)
     fn done(mut self) {
         self.armed = None;
     }
