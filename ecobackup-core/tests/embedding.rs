@@ -501,3 +501,59 @@ async fn a_backup_cancelled_while_its_artifact_commits_leaves_no_object() {
         "nothing of the backup is left: {keys:?}"
     );
 }
+
+/// The other two kinds through the handle: a physical backup of the whole cluster (without
+/// WAL archiving here: it restores to its end) and a files backup, both signed and verified.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_handle_takes_physical_and_files_backups() {
+    let lab = Lab::new().await;
+    let pg = TestPg::start().await;
+    let eco = lab.handle().await;
+
+    let server = DbUrl::parse(&pg.url("postgres")).unwrap();
+    let base = eco
+        .backup_physical(server)
+        .allow_no_archive(true)
+        .tag("reason", "before-upgrade")
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(base.kind, BackupKind::Physical);
+    assert_eq!(
+        base.tags.get("reason").map(String::as_str),
+        Some("before-upgrade")
+    );
+
+    let uploads = lab.path("uploads");
+    std::fs::create_dir_all(uploads.join("2026")).unwrap();
+    std::fs::write(uploads.join("2026/invoice.pdf"), b"%PDF-1.7 not really").unwrap();
+    let stored = match eco
+        .backup_files(vec![uploads.clone()])
+        .name("uploads")
+        .run()
+        .await
+        .unwrap()
+    {
+        ecobackup_core::files::FilesOutcome::Stored(report) => report.manifest,
+        other => panic!("a first backup is stored: {other:?}"),
+    };
+    let unchanged = eco
+        .backup_files(vec![uploads])
+        .name("uploads")
+        .if_changed(true)
+        .run()
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            unchanged,
+            ecobackup_core::files::FilesOutcome::Unchanged { .. }
+        ),
+        "{unchanged:?}"
+    );
+
+    for id in [&base.id, &stored.id] {
+        let check = eco.verify(id.as_str()).run().await.unwrap();
+        assert!(check.ok, "{check:?}");
+    }
+}

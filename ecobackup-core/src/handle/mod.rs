@@ -1,12 +1,14 @@
 //! [`Ecobackup`]: one repository, its mirrors and its keys, opened from a [`Config`], and the
 //! operations on it as builders.
 
+mod backups;
 mod ops;
 
 use std::sync::Arc;
 
 use tokio::sync::OnceCell;
 
+pub use backups::{BackupFiles, BackupPhysical};
 pub use ops::{BackupLogical, DrillLogical, Prune, RestoreLogical, Verify};
 
 use crate::artifact::Sealing;
@@ -107,6 +109,17 @@ impl Ecobackup {
         BackupLogical::new(self, database)
     }
 
+    /// A physical backup (`pg_basebackup`) of the server at `server`, whose `archive_command`
+    /// pushes its WAL to this repository.
+    pub fn backup_physical(&self, server: DbUrl) -> BackupPhysical<'_> {
+        BackupPhysical::new(self, server)
+    }
+
+    /// A backup of the directories and files `paths` (uploads, keys, `.env`) as one set.
+    pub fn backup_files(&self, paths: Vec<std::path::PathBuf>) -> BackupFiles<'_> {
+        BackupFiles::new(self, paths)
+    }
+
     /// A logical restore of `backup` (an id or `latest`) into the database `target`.
     pub fn restore_logical(&self, backup: impl Into<String>, target: DbUrl) -> RestoreLogical<'_> {
         RestoreLogical::new(self, backup.into(), target)
@@ -137,25 +150,30 @@ impl Ecobackup {
         Ok(Sealing { level, recipients })
     }
 
-    /// The repository and the configured mirrors, for a backup. Without a signing key, the
-    /// backup is refused unless `[encryption] allow_unsigned`.
-    async fn targets(&self) -> Result<Targets> {
+    /// The repository a backup writes to (a physical backup writes there only: its WAL is
+    /// archived there). Without a signing key, the backup is refused unless `[encryption]
+    /// allow_unsigned`.
+    async fn writer(&self) -> Result<Repository> {
         if self.signer.is_none() && !self.config.encryption.allow_unsigned {
             return Err(Error::Config {
                 section: "encryption".to_owned(),
                 detail: "no signing_key_file: restore sides cannot tell this host's backups from planted ones; give one (`ecobackup key generate` makes signing keys too), or set allow_unsigned = true".to_owned(),
             });
         }
-        let repository = &self.config.repository;
         // An Object Lock's retain-until date counts from each backup, not from `open`: a
         // handle kept for weeks would lock its backups for less, and once the period has
         // passed S3 refuses a date in the past. Mirrors are opened per backup for the same
         // reason.
-        let primary = if self.config.object_lock()?.is_some() {
-            open_primary(&self.config, self.signer.as_ref()).await?
-        } else {
-            self.repo.clone()
-        };
+        match self.config.object_lock()?.is_some() {
+            true => open_primary(&self.config, self.signer.as_ref()).await,
+            false => Ok(self.repo.clone()),
+        }
+    }
+
+    /// The repository and the configured mirrors, for a logical or files backup.
+    async fn targets(&self) -> Result<Targets> {
+        let primary = self.writer().await?;
+        let repository = &self.config.repository;
         if repository.mirror.is_empty() && repository.min_targets.unwrap_or(1) == 1 {
             return Ok(primary.into());
         }

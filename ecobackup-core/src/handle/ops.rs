@@ -25,9 +25,9 @@ use crate::verify::{verify_backup, BackupCheck};
 
 /// Who watches an operation: a caller's observer, or nobody.
 #[derive(Clone)]
-struct Watch {
-    progress: Option<Arc<dyn Progress>>,
-    cancel: CancellationToken,
+pub(super) struct Watch {
+    pub(super) progress: Option<Arc<dyn Progress>>,
+    pub(super) cancel: CancellationToken,
 }
 
 impl Default for Watch {
@@ -40,7 +40,7 @@ impl Default for Watch {
 }
 
 impl Watch {
-    fn progress(&self) -> &dyn Progress {
+    pub(super) fn progress(&self) -> &dyn Progress {
         match &self.progress {
             Some(progress) => progress.as_ref(),
             None => &NoProgress,
@@ -64,6 +64,7 @@ macro_rules! watch_setters {
         }
     };
 }
+pub(super) use watch_setters;
 
 /// [`Ecobackup::backup_logical`]: `pg_dump` of each database, sealed to `[encryption]
 /// recipients`, stored in the repository and its mirrors, the manifest signed.

@@ -1,0 +1,155 @@
+//! [`Ecobackup::backup_physical`] and [`Ecobackup::backup_files`]: the builders of the other
+//! two kinds of backup. Cancel safety as for every builder ([module docs](super::ops)).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::ops::{watch_setters, Watch};
+use super::{Ecobackup, DEFAULT_LEVEL};
+use crate::cancel::CancellationToken;
+use crate::error::Result;
+use crate::files::{backup_files, FilesBackup, FilesOutcome};
+use crate::physical::{backup_physical, PhysicalBackup};
+use crate::postgres::DbUrl;
+use crate::progress::Progress;
+use crate::repository::Manifest;
+
+/// [`Ecobackup::backup_physical`]: `pg_basebackup` of the whole cluster, sealed to
+/// `[encryption] recipients`, stored in the repository its WAL is archived to (not the
+/// mirrors: a base backup restores only with that WAL), the manifest signed.
+#[must_use = "an operation does nothing until `.run().await`"]
+pub struct BackupPhysical<'a> {
+    eco: &'a Ecobackup,
+    server: DbUrl,
+    tags: BTreeMap<String, String>,
+    level: i32,
+    allow_no_archive: bool,
+    pg_bin: Option<PathBuf>,
+    watch: Watch,
+}
+
+impl<'a> BackupPhysical<'a> {
+    pub(super) fn new(eco: &'a Ecobackup, server: DbUrl) -> Self {
+        BackupPhysical {
+            eco,
+            server,
+            tags: BTreeMap::new(),
+            level: DEFAULT_LEVEL,
+            allow_no_archive: false,
+            pg_bin: None,
+            watch: Watch::default(),
+        }
+    }
+
+    /// Labels the backup (`reason=before-upgrade`); retention can keep by tag.
+    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.tags.insert(key.into(), value.into());
+        self
+    }
+
+    /// The zstd level (1–22, default 3).
+    pub fn level(mut self, level: i32) -> Self {
+        self.level = level;
+        self
+    }
+
+    /// Takes the backup although the server does not archive its WAL to this repository:
+    /// the WAL up to the backup's end goes into it, and it restores to its end only (no
+    /// point-in-time recovery).
+    pub fn allow_no_archive(mut self, allow: bool) -> Self {
+        self.allow_no_archive = allow;
+        self
+    }
+
+    /// The directory of `pg_basebackup` of the server's major version, instead of looking for
+    /// it in `ECOBACKUP_PG_BIN_<major>`, the Debian and RPM layouts and `PATH`.
+    pub fn pg_bin(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.pg_bin = Some(dir.into());
+        self
+    }
+
+    watch_setters!();
+
+    /// Takes the backup; returns its manifest once committed.
+    ///
+    /// Cancel safety: see the module documentation.
+    pub async fn run(self) -> Result<Manifest> {
+        let repo = self.eco.writer().await?;
+        let mut plan = PhysicalBackup::new(self.server, self.eco.sealing(self.level)?);
+        plan.tags = self.tags;
+        plan.allow_no_archive = self.allow_no_archive;
+        plan.pg_bin = self.pg_bin;
+        plan.cancel = self.watch.cancel.clone();
+        backup_physical(&repo, &plan, self.watch.progress()).await
+    }
+}
+
+/// [`Ecobackup::backup_files`]: the trees and files as one streamed tar, sealed to
+/// `[encryption] recipients`, stored in the repository and its mirrors, the manifest signed.
+#[must_use = "an operation does nothing until `.run().await`"]
+pub struct BackupFiles<'a> {
+    eco: &'a Ecobackup,
+    paths: Vec<PathBuf>,
+    name: Option<String>,
+    tags: BTreeMap<String, String>,
+    level: i32,
+    if_changed: bool,
+    watch: Watch,
+}
+
+impl<'a> BackupFiles<'a> {
+    pub(super) fn new(eco: &'a Ecobackup, paths: Vec<PathBuf>) -> Self {
+        BackupFiles {
+            eco,
+            paths,
+            name: None,
+            tags: BTreeMap::new(),
+            level: DEFAULT_LEVEL,
+            if_changed: false,
+            watch: Watch::default(),
+        }
+    }
+
+    /// The set's name (what retention and `latest` go by); by default the roots' names
+    /// joined by `+`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Labels the backup; retention can keep by tag.
+    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.tags.insert(key.into(), value.into());
+        self
+    }
+
+    /// The zstd level (1–22, default 3).
+    pub fn level(mut self, level: i32) -> Self {
+        self.level = level;
+        self
+    }
+
+    /// Stores nothing when the trees are what the set's latest backup holds (one more pass
+    /// reads them to tell).
+    pub fn if_changed(mut self, if_changed: bool) -> Self {
+        self.if_changed = if_changed;
+        self
+    }
+
+    watch_setters!();
+
+    /// Takes the backup (with the default excludes); says what was stored, or that nothing
+    /// changed.
+    ///
+    /// Cancel safety: see the module documentation.
+    pub async fn run(self) -> Result<FilesOutcome> {
+        let targets = self.eco.targets().await?;
+        let mut plan = FilesBackup::new(self.paths, self.eco.sealing(self.level)?);
+        plan.name = self.name;
+        plan.tags = self.tags;
+        plan.if_changed = self.if_changed;
+        plan.cancel = self.watch.cancel.clone();
+        backup_files(&targets, &plan, self.watch.progress()).await
+    }
+}
