@@ -556,4 +556,40 @@ async fn the_handle_takes_physical_and_files_backups() {
         let check = eco.verify(id.as_str()).run().await.unwrap();
         assert!(check.ok, "{check:?}");
     }
+
+    // And back: the files into an empty directory (refused over existing ones), the base
+    // backup into a new data directory.
+    let back = lab.path("restored");
+    let outcome = eco
+        .restore_files(&stored.id, &back)
+        .include("uploads/2026/**")
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(outcome.files, 1, "{outcome:?}");
+    let restored = std::fs::read_dir(&back)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(
+        std::fs::read(restored.join("2026/invoice.pdf")).unwrap(),
+        b"%PDF-1.7 not really"
+    );
+    let again = eco
+        .restore_files(&stored.id, &back)
+        .run()
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("with overwrite"), "{again}");
+
+    let pgdata = lab.path("pgdata");
+    let outcome = eco
+        .restore_physical(&base.id, &pgdata, "false")
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(outcome.backup_id, base.id);
+    assert!(pgdata.join("PG_VERSION").is_file());
 }

@@ -1,5 +1,6 @@
-//! [`Ecobackup::backup_physical`] and [`Ecobackup::backup_files`]: the builders of the other
-//! two kinds of backup. Cancel safety as for every builder ([module docs](super::ops)).
+//! The builders of physical and files backups and their restores: [`Ecobackup::backup_physical`],
+//! [`Ecobackup::backup_files`], [`Ecobackup::restore_physical`], [`Ecobackup::restore_files`].
+//! Cancel safety as for every builder ([module docs](super::ops)).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,11 +10,13 @@ use super::ops::{watch_setters, Watch};
 use super::{Ecobackup, DEFAULT_LEVEL};
 use crate::cancel::CancellationToken;
 use crate::error::Result;
-use crate::files::{backup_files, FilesBackup, FilesOutcome};
-use crate::physical::{backup_physical, PhysicalBackup};
+use crate::files::{backup_files, restore_files, FilesBackup, FilesOutcome};
+use crate::files::{FilesRestore, FilesRestoreOutcome};
+use crate::physical::{backup_physical, restore_physical, PhysicalBackup, PhysicalRestore};
+use crate::physical::{PhysicalRestoreOutcome, RecoveryTarget};
 use crate::postgres::DbUrl;
 use crate::progress::Progress;
-use crate::repository::Manifest;
+use crate::repository::{under_shared_lock, Manifest};
 
 /// [`Ecobackup::backup_physical`]: `pg_basebackup` of the whole cluster, sealed to
 /// `[encryption] recipients`, stored in the repository its WAL is archived to (not the
@@ -151,5 +154,117 @@ impl<'a> BackupFiles<'a> {
         plan.if_changed = self.if_changed;
         plan.cancel = self.watch.cancel.clone();
         backup_files(&targets, &plan, self.watch.progress()).await
+    }
+}
+
+/// [`Ecobackup::restore_files`]: a files backup's entries written into a directory, each
+/// file checked against the manifest's digests.
+#[must_use = "an operation does nothing until `.run().await`"]
+pub struct RestoreFiles<'a> {
+    eco: &'a Ecobackup,
+    plan: FilesRestore,
+    watch: Watch,
+}
+
+impl<'a> RestoreFiles<'a> {
+    pub(super) fn new(eco: &'a Ecobackup, backup: String, to: PathBuf) -> Self {
+        RestoreFiles {
+            eco,
+            plan: FilesRestore::new(backup, to),
+            watch: Watch::default(),
+        }
+    }
+
+    /// With `latest`: the newest backup of this set (else of any set).
+    pub fn set(mut self, name: impl Into<String>) -> Self {
+        self.plan.set = Some(name.into());
+        self
+    }
+
+    /// Restores only the entries whose path, an ancestor's path or name matches this glob
+    /// (`uploads/2026/**`, `*.pem`); call again for more.
+    pub fn include(mut self, pattern: impl Into<String>) -> Self {
+        self.plan.include.push(pattern.into());
+        self
+    }
+
+    /// Replaces existing files and links (directories are merged); refused by default.
+    pub fn overwrite(mut self, overwrite: bool) -> Self {
+        self.plan.overwrite = overwrite;
+        self
+    }
+
+    watch_setters!();
+
+    /// Restores; refuses before writing anything when an entry exists (unless `overwrite`).
+    ///
+    /// Cancel safety: see the module documentation.
+    pub async fn run(mut self) -> Result<FilesRestoreOutcome> {
+        let repo = &self.eco.trusted().await?;
+        self.plan.keyring = Some(self.eco.keyring().await?);
+        self.plan.cancel = self.watch.cancel.clone();
+        under_shared_lock(repo.storage(), "restore files", async {
+            restore_files(repo, &self.plan, self.watch.progress()).await
+        })
+        .await
+    }
+}
+
+/// [`Ecobackup::restore_physical`]: a base backup unpacked into a new data directory, checked
+/// with `pg_verifybackup`, and set up to recover (the server is not started).
+#[must_use = "an operation does nothing until `.run().await`"]
+pub struct RestorePhysical<'a> {
+    eco: &'a Ecobackup,
+    plan: PhysicalRestore,
+    watch: Watch,
+}
+
+impl<'a> RestorePhysical<'a> {
+    pub(super) fn new(
+        eco: &'a Ecobackup,
+        backup: String,
+        pgdata: PathBuf,
+        restore_command: String,
+    ) -> Self {
+        RestorePhysical {
+            eco,
+            plan: PhysicalRestore::new(Some(backup), pgdata, restore_command),
+            watch: Watch::default(),
+        }
+    }
+
+    /// Where recovery stops: the backup's end by default ([`RecoveryTarget::Immediate`]).
+    pub fn target(mut self, target: RecoveryTarget) -> Self {
+        self.plan.target = target;
+        self
+    }
+
+    /// Empties a non-empty data directory first (only one that holds `PG_VERSION`).
+    pub fn force(mut self, force: bool) -> Self {
+        self.plan.force = force;
+        self
+    }
+
+    /// The directory of `pg_verifybackup` of the backup's major version, instead of looking
+    /// for it in `ECOBACKUP_PG_BIN_<major>`, the Debian and RPM layouts and `PATH`.
+    pub fn pg_bin(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.plan.pg_bin = Some(dir.into());
+        self
+    }
+
+    watch_setters!();
+
+    /// Restores; the data directory is complete and flushed when it returns, and recovers
+    /// when the server starts.
+    ///
+    /// Cancel safety: see the module documentation.
+    pub async fn run(mut self) -> Result<PhysicalRestoreOutcome> {
+        let repo = &self.eco.trusted().await?;
+        self.plan.keyring = Some(self.eco.keyring().await?);
+        self.plan.cancel = self.watch.cancel.clone();
+        under_shared_lock(repo.storage(), "restore physical", async {
+            restore_physical(repo, &self.plan, self.watch.progress()).await
+        })
+        .await
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::OnceCell;
 
-pub use backups::{BackupFiles, BackupPhysical};
+pub use backups::{BackupFiles, BackupPhysical, RestoreFiles, RestorePhysical};
 pub use ops::{BackupLogical, DrillLogical, Prune, RestoreLogical, Verify};
 
 use crate::artifact::Sealing;
@@ -118,6 +118,27 @@ impl Ecobackup {
     /// A backup of the directories and files `paths` (uploads, keys, `.env`) as one set.
     pub fn backup_files(&self, paths: Vec<std::path::PathBuf>) -> BackupFiles<'_> {
         BackupFiles::new(self, paths)
+    }
+
+    /// A files backup `backup` (an id or `latest`) restored into the directory `to`.
+    pub fn restore_files(
+        &self,
+        backup: impl Into<String>,
+        to: impl Into<std::path::PathBuf>,
+    ) -> RestoreFiles<'_> {
+        RestoreFiles::new(self, backup.into(), to.into())
+    }
+
+    /// The physical backup `backup` (an id or `latest`) restored into the new data directory
+    /// `pgdata`, to recover through `restore_command` (`ecobackup --config … wal-fetch %f %p`,
+    /// which the server runs) when it starts.
+    pub fn restore_physical(
+        &self,
+        backup: impl Into<String>,
+        pgdata: impl Into<std::path::PathBuf>,
+        restore_command: impl Into<String>,
+    ) -> RestorePhysical<'_> {
+        RestorePhysical::new(self, backup.into(), pgdata.into(), restore_command.into())
     }
 
     /// A logical restore of `backup` (an id or `latest`) into the database `target`.
