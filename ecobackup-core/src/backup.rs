@@ -132,7 +132,7 @@ pub struct LogicalBackup {
     /// `--pg-bin`: where pg_dump lives, when not in the usual places.
     pub pg_bin: Option<PathBuf>,
     /// Cancels the operation: it stops, cleans up what it started (uploads, stored artifacts,
-    /// its lock) and returns [`Error::Cancelled`](crate::Error::Cancelled). Never fires by default.
+    /// its lock) and returns [`Error::Cancelled`]. Never fires by default.
     pub cancel: crate::cancel::CancellationToken,
 }
 

@@ -122,7 +122,7 @@ pub struct DrillPlan {
     /// Where the scratch cluster's temporary directory goes; `None`: the system's (TMPDIR).
     pub scratch_dir: Option<PathBuf>,
     /// Cancels the operation: it stops, cleans up what it started (uploads, stored artifacts,
-    /// its lock) and returns [`Error::Cancelled`](crate::Error::Cancelled). Never fires by default.
+    /// its lock) and returns [`Error::Cancelled`]. Never fires by default.
     pub cancel: crate::cancel::CancellationToken,
 }
 

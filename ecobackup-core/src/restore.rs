@@ -62,7 +62,7 @@ pub struct LogicalRestore {
     /// Where the temporary file of a parallel restore goes (default: the system temp dir).
     pub temp_dir: Option<PathBuf>,
     /// Cancels the operation: it stops, cleans up what it started (uploads, stored artifacts,
-    /// its lock) and returns [`Error::Cancelled`](crate::Error::Cancelled). Never fires by default.
+    /// its lock) and returns [`Error::Cancelled`]. Never fires by default.
     pub cancel: crate::cancel::CancellationToken,
 }
 

@@ -273,7 +273,7 @@ fn is_global_flag(arg: &str) -> bool {
             && matches!(arg.chars().nth(1), Some('v' | 'q')))
 }
 
-/// Checks every entry (see [`ScheduleConfig::check`]) and that no two share a name;
+/// Checks every entry (as `ScheduleConfig::check` does) and that no two share a name;
 /// `files_sets` are the names of the `[[files]]` entries. The error names the entry.
 pub fn validate(entries: &[ScheduleConfig], files_sets: &[&str]) -> Result<(), String> {
     for (i, entry) in entries.iter().enumerate() {

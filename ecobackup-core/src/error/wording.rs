@@ -13,7 +13,7 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// The audience of the remedies in messages. See the [module docs](self).
+/// The audience of the remedies in messages. The library wording is the default; see [`set_wording`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Wording {

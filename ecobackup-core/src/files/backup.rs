@@ -29,7 +29,7 @@ use crate::repository::{
 #[non_exhaustive]
 pub struct FilesBackup {
     /// The set's name; `None`: its roots' archive names joined by `+`
-    /// ([`default_set_name`](super::roots::default_set_name)).
+    /// (`roots::default_set_name`).
     pub name: Option<String>,
     /// The roots: directories or files.
     pub paths: Vec<PathBuf>,

@@ -7,7 +7,7 @@
 //!   names sorted), tar on a blocking thread feeding the pipeline through a bounded channel (a
 //!   file is never loaded whole), manifest written last with [`FilesFacts`]. The default
 //!   excludes leave out what is regenerated (`node_modules`, `dist`, `.next`, `.astro`) and
-//!   PostgreSQL data directories ([`excludes`]).
+//!   PostgreSQL data directories ([`Excludes`]).
 //! - [`restore_files`]: staging directory, entry checks ([`entry_path`], [`unpack_checked`]), moves
 //!   into place only after the digests passed, all or nothing ([`restore`]).
 //! - [`secrets`]: the secrets profile's domain isolation.

@@ -49,7 +49,7 @@ pub struct FilesRestore {
     /// Identities that decrypt the backup.
     pub keyring: Option<Arc<Keyring>>,
     /// Cancels the operation: it stops, cleans up what it started (uploads, stored artifacts,
-    /// its lock) and returns [`Error::Cancelled`](crate::Error::Cancelled). Never fires by default.
+    /// its lock) and returns [`Error::Cancelled`]. Never fires by default.
     pub cancel: crate::cancel::CancellationToken,
 }
 

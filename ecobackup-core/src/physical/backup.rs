@@ -74,7 +74,7 @@ pub struct PhysicalBackup {
     /// How long the archiving of the stop segment may take.
     pub archive_timeout: Duration,
     /// Cancels the operation: it stops, cleans up what it started (uploads, stored artifacts,
-    /// its lock) and returns [`Error::Cancelled`](crate::Error::Cancelled). Never fires by default.
+    /// its lock) and returns [`Error::Cancelled`]. Never fires by default.
     pub cancel: crate::cancel::CancellationToken,
 }
 

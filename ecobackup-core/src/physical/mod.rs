@@ -4,7 +4,7 @@
 //! - [`backup`]: `pg_basebackup` streamed into the repository, with the checks that make sure
 //!   its WAL reaches the archive; [`server`]: what the server says before a backup;
 //!   [`tar_watch`] and [`label`]: what the base backup says about itself.
-//! - [`restore`]: unpack, `pg_verifybackup`, recovery settings ([`recovery`]); [`start`]: start
+//! - [`restore`]: unpack, `pg_verifybackup`, recovery settings ([`recovery`]); `start`: start
 //!   the restored server and follow recovery to its end.
 
 pub mod backup;

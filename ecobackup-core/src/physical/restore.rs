@@ -66,7 +66,7 @@ pub struct PhysicalRestore {
     /// 500 MB, and flushes everything else dirty on that filesystem too).
     pub flush: bool,
     /// Cancels the operation: it stops, cleans up what it started (uploads, stored artifacts,
-    /// its lock) and returns [`Error::Cancelled`](crate::Error::Cancelled). Never fires by default.
+    /// its lock) and returns [`Error::Cancelled`]. Never fires by default.
     pub cancel: crate::cancel::CancellationToken,
 }
 

@@ -118,7 +118,7 @@ pub fn signature_key(key: &str) -> String {
 
 /// Whether `file` is archived: its object exists (under either suffix). Three requests at once
 /// (the record and both possible objects); cancel safe (it only reads). An object without its
-/// record counts as archived (`recorded: false`): [`check`](super::check) reports it.
+/// record counts as archived (`recorded: false`): `verify --wal` reports it.
 pub async fn find(storage: &Storage, file: &WalFile) -> Result<Option<ArchivedWal>> {
     Ok(lookup(storage, file).await?.object)
 }

@@ -6,11 +6,11 @@
 //! <repo>/wal/<timeline>/<file>.zst.age    segments, .history, .backup and .partial files
 //! ```
 //!
-//! - [`names`]: LSNs, segment names and the four archived forms; [`header`]: a segment's page
+//! - `names`: LSNs, segment names and the four archived forms; [`header`]: a segment's page
 //!   header; [`archive`]: the layout, the cluster identity, [`find`] and [`list`].
 //! - [`push`](push::push): one file in, idempotently; [`fetch`](fetch::fetch): one file out,
-//!   telling "not archived" from every failure; [`spool`]: what prefetching leaves for the next
-//!   fetch; [`timeline`] and [`check`]: history files, gaps, and `verify --wal`.
+//!   telling "not archived" from every failure; `spool`: what prefetching leaves for the next
+//!   fetch; [`timeline`] and `check`: history files, gaps, and `verify --wal`.
 
 pub mod archive;
 pub(crate) mod check;

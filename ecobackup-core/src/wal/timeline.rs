@@ -6,7 +6,7 @@
 //! new timeline holds the parent's WAL up to the switch point, so recovery reads the segment
 //! containing a switch point from the child, and every earlier one from the parent.
 //!
-//! Everything here is pure: [`check`](super::check) feeds it an archive's listing.
+//! Everything here is pure: the archive check (`verify --wal`) feeds it an archive's listing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
