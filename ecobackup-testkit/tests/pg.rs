@@ -441,7 +441,7 @@ async fn a_bad_setting_fails_the_start_and_quotes_the_server_log() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("no PostgreSQL server programs"), "{err}");
-    assert!(err.contains("--pg-bin"), "{err}");
+    assert!(err.contains("another bin directory"), "{err}");
 }
 
 #[tokio::test]
