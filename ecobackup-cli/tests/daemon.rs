@@ -77,6 +77,18 @@ impl Daemon {
         }
     }
 
+    /// Waits until `happened` (outside the daemon: requests to the S3 server), failing after
+    /// [`PATIENCE`] with the log.
+    fn wait_until(&self, what: &str, happened: impl Fn() -> bool) {
+        let started = Instant::now();
+        while !happened() {
+            if started.elapsed() > PATIENCE {
+                panic!("waited {PATIENCE:?} for {what}; the log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The whole log, for a failure's message.
     fn log(&self) -> String {
         let lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
@@ -575,14 +587,7 @@ fn sigterm_in_the_middle_of_a_backup_leaves_nothing_behind() {
             .iter()
             .any(|r| r.method == "PUT" && r.path.contains(".dump.zst.age"))
     };
-    let started = Instant::now();
-    while !uploading() {
-        assert!(
-            started.elapsed() < PATIENCE,
-            "the dump's upload never began"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    daemon.wait_until("the dump's upload to begin", uploading);
     daemon.signal(Signal::SIGTERM);
     let status = daemon.exit();
     let events = daemon.events();
@@ -663,15 +668,7 @@ fn sigterm_in_the_middle_of_a_drill_releases_the_lock() {
             .iter()
             .any(|r| r.method == "GET" && r.path.contains(".dump.zst.age"))
     };
-    let started = Instant::now();
-    while !downloading() {
-        assert!(
-            started.elapsed() < PATIENCE,
-            "the dump's download never began; the log:\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    daemon.wait_until("the dump's download to begin", downloading);
     let locked = s3.object_keys().iter().any(|k| k.contains("locks/"));
     assert!(locked, "the drill holds the shared lock while it restores");
     // Releasing the lock takes 2 s: the daemon must wait for it before it exits, not leave it
@@ -763,11 +760,7 @@ fn sigterm_stops_a_check_and_a_verify_on_their_token() {
             .filter(|r| r.method == "GET" && r.path.contains("ecobackup.json"))
             .count()
     };
-    let started = Instant::now();
-    while reading() < read_before + 2 {
-        assert!(started.elapsed() < PATIENCE, "the reads never began");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    daemon.wait_until("the reads to begin", || reading() >= read_before + 2);
     daemon.signal(Signal::SIGTERM);
     let status = daemon.exit();
     let events = daemon.events();

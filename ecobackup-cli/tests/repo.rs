@@ -156,16 +156,7 @@ fn init_list_show_on_s3() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let s3 = runtime.block_on(S3TestServer::start());
     let url = format!("s3://{}/prod/db", s3.bucket());
-    let options = {
-        let mut o = StorageOptions::default();
-        o.endpoint = Some(s3.endpoint());
-        o.region = Some(s3.region().to_owned());
-        o.allow_http = true;
-        o.access_key_id = Some(s3.access_key_id().to_owned().into());
-        o.secret_access_key = Some(s3.secret_access_key().to_owned().into());
-        o
-    };
-    let storage = Storage::open(&RepoUrl::parse(&url).unwrap(), &options).unwrap();
+    let storage = Storage::open(&RepoUrl::parse(&url).unwrap(), &s3.storage_options()).unwrap();
     walk_through(dir.path(), &runtime, &s3_env(&s3, url), storage);
     assert!(s3
         .object_keys()

@@ -21,11 +21,8 @@ use common::storage::{s3_options, s3_storage};
 
 /// A repository on a fresh S3 server, with one quick retry per request.
 async fn repository(s3: &S3TestServer) -> Repository {
-    let options = {
-        let mut o = s3_options(s3);
-        o.max_retries = 1;
-        o
-    };
+    let mut options = s3_options(s3);
+    options.max_retries = 1;
     let storage = s3_storage(s3.bucket(), "prod", &options);
     match Repository::init(storage, vec![]).await.unwrap() {
         InitOutcome::Created(repo) => repo,
@@ -209,11 +206,8 @@ async fn a_holder_paused_past_its_lease_aborts_before_writing_the_manifest() {
     let id = new_backup_id(BackupKind::Logical, Utc::now());
     let stored = store_artifacts(&repo, &id).await;
     let clock = Arc::new(ManualClock(Mutex::new(Utc::now())));
-    let options = {
-        let mut o = LockOptions::default();
-        o.clock = clock.clone();
-        o
-    };
+    let mut options = LockOptions::default();
+    options.clock = clock.clone();
     let lock = shared_lock(&repo, &options).await;
     *clock.0.lock().unwrap() += options.lease + Duration::minutes(10);
     s3.clear_requests();

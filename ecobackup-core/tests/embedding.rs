@@ -13,12 +13,13 @@ use ecobackup_core::cancel::CancellationToken;
 use ecobackup_core::config::RepositoryConfig;
 use ecobackup_core::crypto::{fingerprint, generate_identity, write_identity_file, Signer};
 use ecobackup_core::postgres::DbUrl;
-use ecobackup_core::repository::{BackupKind, Repository};
+use ecobackup_core::repository::{BackupKind, Manifest, Repository};
 use ecobackup_core::storage::RepoUrl;
 use ecobackup_core::{Config, Ecobackup, ErrorKind};
 use ecobackup_testkit::catalog::synthetic_backup;
 use ecobackup_testkit::s3::{Fault, FaultRule};
 use ecobackup_testkit::{S3TestServer, TestPg};
+use tokio::task::JoinHandle;
 
 /// Keys, an initialised repository on the S3 server, and the variables that reach it.
 struct Lab {
@@ -130,6 +131,35 @@ impl Lab {
         let intruder = Repository::open(storage).await.unwrap();
         let signer = Signer::from_file(&self.path("signing.key")).unwrap();
         (intruder.clone().with_signer(Arc::new(signer)), intruder)
+    }
+}
+
+/// A logical backup of `url` through a new handle, in a task of its own, until the token
+/// fires.
+async fn spawn_backup(
+    lab: &Lab,
+    url: &str,
+) -> (
+    Arc<Ecobackup>,
+    CancellationToken,
+    JoinHandle<ecobackup_core::Result<Manifest>>,
+) {
+    let eco = Arc::new(lab.handle().await);
+    let cancel = CancellationToken::new();
+    let backup = tokio::spawn({
+        let (eco, cancel) = (eco.clone(), cancel.clone());
+        let db = DbUrl::parse(url).unwrap();
+        async move { eco.backup_logical(db).cancel_on(cancel).run().await }
+    });
+    (eco, cancel, backup)
+}
+
+/// Waits until `happened`, failing after two minutes with what never did.
+async fn wait_for(what: &str, happened: impl Fn() -> bool) {
+    let started = std::time::Instant::now();
+    while !happened() {
+        assert!(started.elapsed().as_secs() < 120, "waited 120 s for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 
@@ -306,23 +336,14 @@ async fn a_cancelled_backup_has_cleaned_up_when_run_returns() {
             .query_contains("partNumber=")
             .forever(),
     );
-    let eco = Arc::new(lab.handle().await);
-    let cancel = CancellationToken::new();
-    let backup = tokio::spawn({
-        let (eco, cancel) = (eco.clone(), cancel.clone());
-        let db = DbUrl::parse(&url).unwrap();
-        async move { eco.backup_logical(db).cancel_on(cancel).run().await }
-    });
-    let started = std::time::Instant::now();
-    while !lab
-        .s3
-        .requests()
-        .iter()
-        .any(|r| r.method == "PUT" && r.query.contains("partNumber="))
-    {
-        assert!(started.elapsed().as_secs() < 120, "the upload never began");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let (eco, cancel, backup) = spawn_backup(&lab, &url).await;
+    wait_for("the upload to begin", || {
+        lab.s3
+            .requests()
+            .iter()
+            .any(|r| r.method == "PUT" && r.query.contains("partNumber="))
+    })
+    .await;
     assert_eq!(
         lab.s3.pending_multipart_uploads(),
         1,
@@ -469,21 +490,11 @@ async fn a_backup_cancelled_while_its_artifact_commits_leaves_no_object() {
         .path_contains("/backups/")
         .forever(),
     );
-    let eco = Arc::new(lab.handle().await);
-    let cancel = CancellationToken::new();
-    let backup = tokio::spawn({
-        let (eco, cancel) = (eco.clone(), cancel.clone());
-        let db = DbUrl::parse(&url).unwrap();
-        async move { eco.backup_logical(db).cancel_on(cancel).run().await }
-    });
-    let started = std::time::Instant::now();
-    while !lab.s3.object_keys().iter().any(|k| k.contains("backups/")) {
-        assert!(
-            started.elapsed().as_secs() < 120,
-            "the artifact was never stored"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let (_eco, cancel, backup) = spawn_backup(&lab, &url).await;
+    wait_for("the artifact to be stored", || {
+        lab.s3.object_keys().iter().any(|k| k.contains("backups/"))
+    })
+    .await;
     assert_eq!(
         lab.s3.pending_multipart_uploads(),
         0,

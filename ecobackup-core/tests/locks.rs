@@ -50,11 +50,9 @@ fn rand_suffix() -> u128 {
 }
 
 fn with_clock(clock: &Arc<ManualClock>) -> LockOptions {
-    {
-        let mut o = LockOptions::default();
-        o.clock = clock.clone();
-        o
-    }
+    let mut options = LockOptions::default();
+    options.clock = clock.clone();
+    options
 }
 
 async fn lock_objects(storage: &Storage) -> usize {
@@ -125,14 +123,11 @@ async fn shared_holders_coexist_and_exclusive_is_refused_naming_the_holder() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewal_keeps_a_lock_alive_past_its_first_lease() {
     let storage = memory("renewal");
-    let options = {
-        let mut o = LockOptions::default();
-        o.lease = Duration::seconds(2);
-        o.renew_every = StdDuration::from_millis(250);
-        o.margin = Duration::milliseconds(500);
-        o.skew = Duration::zero();
-        o
-    };
+    let mut options = LockOptions::default();
+    options.lease = Duration::seconds(2);
+    options.renew_every = StdDuration::from_millis(250);
+    options.margin = Duration::milliseconds(500);
+    options.skew = Duration::zero();
     let lock = Lock::acquire(&storage, LockMode::Shared, "backup logical", &options)
         .await
         .unwrap();

@@ -35,11 +35,7 @@ fn options_at(allow_large: bool, hours_ahead: i64) -> PruneOptions {
     let mut options = PruneOptions::default();
     options.allow_large = allow_large;
     options.now = Utc::now() + Duration::hours(hours_ahead);
-    options.lock = {
-        let mut o = LockOptions::default();
-        o.clock = Arc::new(Ahead(hours_ahead));
-        o
-    };
+    options.lock.clock = Arc::new(Ahead(hours_ahead));
     options
 }
 
@@ -270,11 +266,9 @@ async fn object_lock_is_requested_on_writes_and_respected_by_prune() {
     .unwrap();
     let now = Utc::now();
     let lock = policy.object_lock_at(now).unwrap();
-    let locked = s3_storage(s3.bucket(), "repo", &{
-        let mut o = s3_options(&s3);
-        o.object_lock = Some(lock);
-        o
-    });
+    let mut options = s3_options(&s3);
+    options.object_lock = Some(lock);
+    let locked = s3_storage(s3.bucket(), "repo", &options);
     locked.put("small", vec![1u8; 1000]).await.unwrap();
     common::storage::upload(&locked, "large", vec![2u8; 40 << 20], None)
         .await

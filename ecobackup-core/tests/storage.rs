@@ -333,11 +333,8 @@ async fn lock_modes_on_every_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_lockers_never_hold_conflicting_locks() {
     let backends = backends().await;
-    let options = {
-        let mut o = LockOptions::default();
-        o.settle = std::time::Duration::from_millis(300);
-        o
-    };
+    let mut options = LockOptions::default();
+    options.settle = std::time::Duration::from_millis(300);
     for (name, storage) in &backends.all {
         for round in 0..4 {
             // Two exclusives, then an exclusive against a shared.

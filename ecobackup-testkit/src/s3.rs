@@ -40,6 +40,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use ecobackup_core::storage::StorageOptions;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -158,6 +159,18 @@ impl S3TestServer {
     /// Base URL of the server, `http://127.0.0.1:PORT`. Use path-style requests.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Settings that reach this server: its endpoint, region and credentials, plain HTTP;
+    /// everything else as [`StorageOptions::default`].
+    pub fn storage_options(&self) -> StorageOptions {
+        let mut options = StorageOptions::default();
+        options.endpoint = Some(self.endpoint());
+        options.region = Some(self.region().to_owned());
+        options.allow_http = true;
+        options.access_key_id = Some(self.access_key_id().to_owned().into());
+        options.secret_access_key = Some(self.secret_access_key().to_owned().into());
+        options
     }
 
     /// Name of the bucket created at start.

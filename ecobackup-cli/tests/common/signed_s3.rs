@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ecobackup_core::crypto::Signer;
 use ecobackup_core::repository::Repository;
-use ecobackup_core::storage::{RepoUrl, Storage, StorageOptions};
+use ecobackup_core::storage::{RepoUrl, Storage};
 use ecobackup_testkit::S3TestServer;
 
 use super::{ecobackup, key};
@@ -61,15 +61,7 @@ impl SignedS3 {
                 bucket: s3.bucket().to_owned(),
                 prefix: "prod".to_owned(),
             },
-            &{
-                let mut o = StorageOptions::default();
-                o.endpoint = Some(s3.endpoint());
-                o.region = Some(s3.region().to_owned());
-                o.allow_http = true;
-                o.access_key_id = Some(s3.access_key_id().to_owned().into());
-                o.secret_access_key = Some(s3.secret_access_key().to_owned().into());
-                o
-            },
+            &s3.storage_options(),
         )
         .unwrap();
         ecobackup(dir.path())

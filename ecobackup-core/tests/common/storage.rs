@@ -7,17 +7,10 @@ use ecobackup_testkit::{ChunkedSource, MemorySink, S3TestServer};
 
 /// Settings that reach the test server, with quick retries.
 pub fn s3_options(s3: &S3TestServer) -> StorageOptions {
-    {
-        let mut o = StorageOptions::default();
-        o.endpoint = Some(s3.endpoint());
-        o.region = Some(s3.region().to_owned());
-        o.allow_http = true;
-        o.access_key_id = Some(s3.access_key_id().to_owned().into());
-        o.secret_access_key = Some(s3.secret_access_key().to_owned().into());
-        o.max_retries = 3;
-        o.initial_backoff = std::time::Duration::from_millis(10);
-        o
-    }
+    let mut options = s3.storage_options();
+    options.max_retries = 3;
+    options.initial_backoff = std::time::Duration::from_millis(10);
+    options
 }
 
 /// `s3://bucket/prefix` with `options`.
