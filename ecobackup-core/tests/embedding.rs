@@ -1,8 +1,8 @@
 //! The embedder's path, end to end, against a real cluster and the in-process S3 server: the
 //! `pre_migration` example (built by `cargo test` with the other examples), the snapshot it
 //! printed restored through the library's handle, a backup cancelled in the middle of its
-//! upload, a prune that a planted manifest cannot steer, and Object Lock dates counted from each
-//! backup of a long-lived handle.
+//! upload, a prune that a planted manifest cannot steer, Object Lock dates counted from each
+//! backup of a long-lived handle, and the handle against a TLS-only SCRAM server.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -17,8 +17,9 @@ use ecobackup_core::repository::{BackupKind, Manifest, Repository};
 use ecobackup_core::storage::RepoUrl;
 use ecobackup_core::{Config, Ecobackup, ErrorKind};
 use ecobackup_testkit::catalog::synthetic_backup;
+use ecobackup_testkit::fixture::table_fingerprints;
 use ecobackup_testkit::s3::{Fault, FaultRule};
-use ecobackup_testkit::{S3TestServer, TestPg};
+use ecobackup_testkit::{S3TestServer, SecurePg, TestPg};
 use tokio::task::JoinHandle;
 
 /// Keys, an initialised repository on the S3 server, and the variables that reach it.
@@ -603,4 +604,60 @@ async fn the_handle_takes_physical_and_files_backups() {
         .unwrap();
     assert_eq!(outcome.backup_id, base.id);
     assert!(pgdata.join("PG_VERSION").is_file());
+}
+
+/// The handle against a server configured like a managed one: TLS only (`verify-full`), SCRAM
+/// passwords from a password file the URL names (no `PG*` variable), a least-privilege
+/// `backup` role for the snapshot and a `restorer` role that may only create databases.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_handle_works_against_a_tls_only_scram_server_with_least_privilege_roles() {
+    let lab = Lab::new().await;
+    let pg = SecurePg::start().await;
+    let shop = pg.shop(1).await;
+    let passfile = pg.password_file();
+    let url = |user: &str, database: &str| {
+        let url = format!("{}&passfile={}", pg.url(user, database), passfile.display());
+        DbUrl::parse(&url).unwrap()
+    };
+    let eco = lab.handle().await;
+
+    // Without its password the role is refused, and the error says so.
+    let refused = eco
+        .backup_logical(DbUrl::parse(&pg.url("backup", &shop)).unwrap())
+        .run()
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("password"), "{refused}");
+
+    let snapshot = eco
+        .backup_logical(url("backup", &shop))
+        .tag("reason", "pre-migration")
+        .run()
+        .await
+        .unwrap();
+    let copy = format!("{shop}_copy");
+    eco.restore_logical(&snapshot.id, url("restorer", &copy))
+        .create(true)
+        .run()
+        .await
+        .unwrap();
+    let original = table_fingerprints(&pg.superuser(&shop).await)
+        .await
+        .unwrap();
+    let restored = table_fingerprints(&pg.superuser(&copy).await)
+        .await
+        .unwrap();
+    assert_eq!(original, restored);
+
+    // Every connection of the roles, ours and pg_dump's and pg_restore's, was over TLS.
+    let lines = pg.connections();
+    let roles: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("user=backup") || l.contains("user=restorer"))
+        .collect();
+    assert!(!roles.is_empty());
+    assert!(
+        roles.iter().all(|l| l.contains("SSL enabled")),
+        "{roles:#?}"
+    );
 }
