@@ -522,7 +522,21 @@ async fn the_handle_takes_physical_and_files_backups() {
     let pg = TestPg::start().await;
     let eco = lab.handle().await;
 
+    // `pg_bin` is where the programs are looked for, and the only place.
+    let empty = lab.path("no-programs");
+    std::fs::create_dir_all(&empty).unwrap();
     let server = DbUrl::parse(&pg.url("postgres")).unwrap();
+    let missing = eco
+        .backup_logical(server.clone())
+        .pg_bin(&empty)
+        .run()
+        .await
+        .unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::Configuration, "{missing}");
+    assert!(
+        missing.to_string().contains(&empty.display().to_string()),
+        "{missing}"
+    );
     let base = eco
         .backup_physical(server)
         .allow_no_archive(true)
