@@ -30,6 +30,8 @@ const PATIENCE: Duration = Duration::from_secs(45);
 struct Daemon {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The thread reading the log; it ends at the end of the pipe.
+    reader: std::thread::JoinHandle<()>,
 }
 
 impl Daemon {
@@ -42,14 +44,18 @@ impl Daemon {
         let stderr = child.stderr.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 sink.lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .push(line);
             }
         });
-        Daemon { child, lines }
+        Daemon {
+            child,
+            lines,
+            reader,
+        }
     }
 
     /// The log lines that are JSON events, in order.
@@ -99,15 +105,21 @@ impl Daemon {
         kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
     }
 
-    /// Waits for the process to end (at most [`PATIENCE`]).
+    /// Waits for the process to end and for its last log line to be read (at most
+    /// [`PATIENCE`]): the process may end before the reader has reached the end of the pipe.
     fn exit(&mut self) -> ExitStatus {
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
+                if self.reader.is_finished() {
+                    return status;
+                }
             }
             if started.elapsed() > PATIENCE {
-                panic!("the daemon did not exit; the log:\n{}", self.log());
+                panic!(
+                    "the daemon did not exit, or a program it started still holds its log open; the log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
