@@ -282,9 +282,8 @@ fn a_failing_pg_dump_fails_the_backup_and_leaves_no_manifest() {
     }
 
     // The server is gone.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let gone = format!("postgres://postgres@{}/shop", closed.local_addr().unwrap());
-    drop(closed);
+    let closed = ecobackup_testkit::ClosedPort::new();
+    let gone = format!("postgres://postgres@{}/shop", closed.addr());
     let out = world
         .run(&["backup", "logical", "--db", &gone])
         .assert()

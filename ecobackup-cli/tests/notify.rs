@@ -14,7 +14,8 @@ use ecobackup_core::crypto::Signer;
 use ecobackup_core::repository::{BackupKind, Repository};
 use ecobackup_core::storage::{RepoUrl, Storage, StorageOptions};
 use ecobackup_testkit::catalog::synthetic_backup;
-use ecobackup_testkit::http_recorder::{refused_url, Answer, HttpRecorder, HttpRequest};
+use ecobackup_testkit::http_recorder::{Answer, HttpRecorder, HttpRequest};
+use ecobackup_testkit::ClosedPort;
 
 /// A file repository (unsigned: the commands run with `--allow-unsigned`) with `backups` daily
 /// synthetic logical backups, and the recording server.
@@ -196,8 +197,9 @@ fn a_hanging_endpoint_costs_at_most_its_timeout() {
         .code(1);
     let elapsed = started.elapsed();
     // Twice the timeout at most (a job shorter than it: start, then fail and webhook
-    // together), plus a generous margin for a loaded machine.
-    assert!(elapsed < Duration::from_secs(2 * 2 + 5), "{elapsed:?}");
+    // together), plus a generous margin for a loaded machine; still under twice the default
+    // timeout (10 s), which would mean the setting was ignored.
+    assert!(elapsed < Duration::from_secs(2 * 2 + 12), "{elapsed:?}");
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
     assert!(stderr.contains("timed out"), "{stderr}");
     assert!(
@@ -219,10 +221,11 @@ fn a_hanging_endpoint_costs_at_most_its_timeout() {
 #[test]
 fn a_refused_endpoint_changes_nothing() {
     let world = World::new(Answer::Ok, 3);
+    let closed = ClosedPort::new();
     world.configure(&format!(
         "ping_url = \"{}\"\nwebhook_url = \"{}\"\nwebhook_on_success = true\n",
-        refused_url("/ping/abc"),
-        refused_url("/hook")
+        closed.url("/ping/abc"),
+        closed.url("/hook")
     ));
     let out = world
         .run(&["prune", "--dry-run", "--allow-unsigned"])

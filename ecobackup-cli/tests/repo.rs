@@ -196,9 +196,8 @@ fn repository_errors_are_one_line_and_write_nothing() {
     let mut missing_bucket = s3_env(&s3, "s3://no-such-bucket/x".to_owned());
     missing_bucket.truncate(6);
     let mut unreachable = s3_env(&s3, format!("s3://{}/x", s3.bucket()));
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    unreachable[1].1 = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let closed = ecobackup_testkit::ClosedPort::new();
+    unreachable[1].1 = closed.url("");
     for (env, reason) in [
         (wrong_secret, "check the credentials"),
         (missing_bucket, "bucket does not exist"),

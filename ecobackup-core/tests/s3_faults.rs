@@ -238,11 +238,9 @@ async fn a_missing_bucket_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_endpoint_says_so() {
     let s3 = S3TestServer::start().await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let closed = ecobackup_testkit::ClosedPort::new();
     let mut options = s3_options(&s3);
-    options.endpoint = Some(format!("http://127.0.0.1:{port}"));
+    options.endpoint = Some(closed.url(""));
     options.max_retries = 1;
     let message = init_error(&s3_storage(s3.bucket(), "repo", &options)).await;
     assert!(message.contains("cannot reach the endpoint"), "{message}");
@@ -259,7 +257,8 @@ async fn a_cancelled_upload_is_aborted_in_the_background() {
             .forever(),
     );
     // The caller gives up once part 2 has reached the server (where it hangs): the upload
-    // future is dropped mid-way, and the sink never sees an error.
+    // future is dropped mid-way, and the sink never sees an error. The uploads begun are
+    // counted then, before the drop: its abort may run at once on the other worker.
     let part_2_arrived = async {
         while !s3
             .requests()
@@ -268,16 +267,16 @@ async fn a_cancelled_upload_is_aborted_in_the_background() {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        s3.pending_multipart_uploads()
     };
-    tokio::select! {
+    let begun = tokio::select! {
         done = upload(&storage, "backups/cancelled.age", data(40 * MIB), None) => {
             panic!("the upload finished although part 2 hangs: {done:?}")
         }
-        () = part_2_arrived => {}
-    }
+        begun = part_2_arrived => begun,
+    };
     assert_eq!(
-        s3.pending_multipart_uploads(),
-        1,
+        begun, 1,
         "a multipart upload had begun before the caller gave up"
     );
     let mut pending = usize::MAX;

@@ -97,21 +97,6 @@ impl Drop for HttpRecorder {
     }
 }
 
-/// A URL on 127.0.0.1 where nothing listens: connections are refused.
-///
-/// # Panics
-///
-/// If no port can be bound to find a free one.
-pub fn refused_url(path: &str) -> String {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
-        .unwrap_or_else(|e| panic!("refused_url: cannot bind 127.0.0.1:0: {e}"));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("refused_url: cannot read the bound address: {e}"));
-    drop(listener);
-    format!("http://{addr}{path}")
-}
-
 async fn accept_loop(
     listener: TcpListener,
     answer: Answer,

@@ -7,6 +7,8 @@
 #![warn(missing_docs)]
 
 pub mod catalog;
+#[cfg(feature = "servers")]
+pub mod closed_port;
 pub mod crash;
 pub mod data;
 pub mod fixture;
@@ -22,6 +24,8 @@ pub mod server_user;
 pub mod sinks;
 pub mod sources;
 
+#[cfg(feature = "servers")]
+pub use closed_port::ClosedPort;
 pub use crash::ClusterHooks;
 pub use data::RowGenerator;
 pub use majors::{default_major, TESTED_MAJORS};
