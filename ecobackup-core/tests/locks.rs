@@ -124,9 +124,11 @@ async fn shared_holders_coexist_and_exclusive_is_refused_naming_the_holder() {
 async fn renewal_keeps_a_lock_alive_past_its_first_lease() {
     let storage = memory("renewal");
     let mut options = LockOptions::default();
-    options.lease = Duration::seconds(2);
+    // Renewed four times a second, with seconds to spare: a loaded machine that stalls the
+    // renewal task for a second still renews in time.
+    options.lease = Duration::seconds(6);
     options.renew_every = StdDuration::from_millis(250);
-    options.margin = Duration::milliseconds(500);
+    options.margin = Duration::seconds(1);
     options.skew = Duration::zero();
     let lock = Lock::acquire(&storage, LockMode::Shared, "backup logical", &options)
         .await
@@ -255,23 +257,44 @@ async fn a_dropped_lock_removes_its_object() {
 async fn a_cancelled_acquisition_leaves_no_lock_behind() {
     let s3 = S3TestServer::start().await;
     let storage = s3_storage(s3.bucket(), "repo", &s3_options(&s3));
-    // The lock object is written, then the listing hangs: the caller gives up mid-acquire.
+    // The lock object is written, then the listing hangs: the caller gives up mid-acquire,
+    // once the listing has been asked for (the lock object written before it).
     s3.add_fault(
-        FaultRule::new(Fault::Delay(StdDuration::from_secs(3)))
+        FaultRule::new(Fault::Delay(StdDuration::from_secs(600)))
             .method("GET")
             .query_contains("list-type"),
     );
-    let attempt = tokio::time::timeout(
-        StdDuration::from_millis(1500),
-        Lock::acquire(
-            &storage,
-            LockMode::Shared,
-            "backup logical",
-            &LockOptions::default(),
-        ),
-    )
-    .await;
-    assert!(attempt.is_err(), "the acquisition should still be waiting");
+    let attempt = tokio::spawn({
+        let storage = storage.clone();
+        async move {
+            Lock::acquire(
+                &storage,
+                LockMode::Shared,
+                "backup logical",
+                &LockOptions::default(),
+            )
+            .await
+        }
+    });
+    let listing = || {
+        s3.requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.query.contains("list-type"))
+    };
+    let started = std::time::Instant::now();
+    while !listing() {
+        assert!(
+            started.elapsed() < StdDuration::from_secs(45),
+            "the acquisition never listed the locks"
+        );
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+    }
+    assert!(
+        !attempt.is_finished(),
+        "the acquisition should still be waiting"
+    );
+    attempt.abort();
+    assert!(attempt.await.unwrap_err().is_cancelled());
     assert!(
         s3.requests()
             .iter()

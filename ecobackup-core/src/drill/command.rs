@@ -180,11 +180,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pid_file = dir.path().join("app.pid");
         let script = format!("sleep 600 & echo $! > '{}'; sleep 600", pid_file.display());
-        let err = run_check(sh(&script), Duration::from_secs(1))
+        // Seconds for the shell to start its background process, even on a loaded machine.
+        let err = run_check(sh(&script), Duration::from_secs(5))
             .await
             .unwrap_err()
             .to_string();
-        assert!(err.contains("still running after 1 s"), "{err}");
+        assert!(err.contains("still running after 5 s"), "{err}");
         gone(pid_in(&pid_file)).await;
     }
 

@@ -22,6 +22,18 @@ fn tree(dir: &Path) -> PathBuf {
     std::fs::write(root.join("grows.log"), vec![1u8; 100_000]).unwrap();
     std::fs::write(root.join("shrinks.log"), vec![2u8; 100_000]).unwrap();
     std::fs::write(root.join("rewritten.txt"), vec![3u8; 100_000]).unwrap();
+    // Written long ago: a rewrite in the same clock tick (kernels before 6.13 stamp files from
+    // a coarse clock) still shows as a new modification time.
+    std::fs::File::options()
+        .write(true)
+        .open(root.join("rewritten.txt"))
+        .unwrap()
+        .set_times(
+            std::fs::FileTimes::new().set_modified(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000),
+            ),
+        )
+        .unwrap();
     std::os::unix::fs::symlink("a/b/data.bin", root.join("link")).unwrap();
     root
 }
