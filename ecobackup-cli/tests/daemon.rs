@@ -124,6 +124,39 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+
+    /// Sends SIGTERM while `jobs` run and waits for the exit: the daemon exits 0, and each
+    /// job ended once, cancelled on its token (the fallback that drops a job ignoring its
+    /// token never ran). Returns the log.
+    fn terminate_cancelling(&mut self, jobs: &[&str]) -> Vec<Value> {
+        self.signal(Signal::SIGTERM);
+        let status = self.exit();
+        let events = self.events();
+        assert!(status.success(), "{status:?}: {events:?}");
+        for job in jobs {
+            let end = named(&events, "job finished", Some(job));
+            assert_eq!(end.len(), 1, "{events:?}");
+            assert_eq!(end[0]["outcome"], "cancelled", "{}", end[0]);
+        }
+        assert!(
+            !events
+                .iter()
+                .any(|e| e.to_string().contains("did not stop within")),
+            "{events:?}"
+        );
+        events
+    }
+}
+
+/// Makes every `method` request whose path holds `path_part` hang for longer than any test:
+/// a job that sends one stays in the middle of it.
+fn hang(s3: &S3TestServer, method: &str, path_part: &str) {
+    s3.add_fault(
+        FaultRule::new(Fault::Delay(Duration::from_secs(600)))
+            .method(method)
+            .path_contains(path_part)
+            .forever(),
+    );
 }
 
 impl Drop for Daemon {
@@ -577,12 +610,7 @@ fn sigterm_in_the_middle_of_a_backup_leaves_nothing_behind() {
     )
     .unwrap();
     // The dump's upload hangs: the backup is in the middle for as long as the test needs.
-    s3.add_fault(
-        FaultRule::new(Fault::Delay(Duration::from_secs(600)))
-            .method("PUT")
-            .path_contains(".dump.zst.age")
-            .forever(),
-    );
+    hang(&s3, "PUT", ".dump.zst.age");
     let cmd = world.std_command(&[
         "--config",
         config.to_str().unwrap(),
@@ -600,13 +628,9 @@ fn sigterm_in_the_middle_of_a_backup_leaves_nothing_behind() {
             .any(|r| r.method == "PUT" && r.path.contains(".dump.zst.age"))
     };
     daemon.wait_until("the dump's upload to begin", uploading);
-    daemon.signal(Signal::SIGTERM);
-    let status = daemon.exit();
-    let events = daemon.events();
-    assert!(status.success(), "{status:?}: {events:?}");
-    let end = named(&events, "job finished", Some("hourly"));
-    assert_eq!(end.len(), 1, "{events:?}");
-    assert_eq!(end[0]["outcome"], "cancelled", "{}", end[0]);
+    // The library stops on the token: the daemon's fallback (dropping a job that ignores it)
+    // never runs.
+    let events = daemon.terminate_cancelling(&["hourly"]);
     assert_eq!(
         named(&events, "job started", None).len(),
         1,
@@ -629,14 +653,6 @@ fn sigterm_in_the_middle_of_a_backup_leaves_nothing_behind() {
         !keys.iter().any(|k| k.contains("backups/")),
         "nothing of the cancelled backup is left: {keys:?}"
     );
-    // The library stopped on the token: the daemon's fallback (dropping a job that ignores
-    // it) never ran.
-    assert!(
-        !events
-            .iter()
-            .any(|e| e.to_string().contains("did not stop within")),
-        "{events:?}"
-    );
 }
 
 /// SIGTERM while a drill restores: the drill stops on its token, stops and removes its scratch
@@ -658,12 +674,7 @@ fn sigterm_in_the_middle_of_a_drill_releases_the_lock() {
     )
     .unwrap();
     // The dump's download hangs: the drill is in the middle for as long as the test needs.
-    s3.add_fault(
-        FaultRule::new(Fault::Delay(Duration::from_secs(600)))
-            .method("GET")
-            .path_contains(".dump.zst.age")
-            .forever(),
-    );
+    hang(&s3, "GET", ".dump.zst.age");
     let cmd = world.std_command(&[
         "--config",
         config.to_str().unwrap(),
@@ -691,13 +702,8 @@ fn sigterm_in_the_middle_of_a_drill_releases_the_lock() {
             .path_contains("locks/")
             .forever(),
     );
-    daemon.signal(Signal::SIGTERM);
-    let status = daemon.exit();
-    let events = daemon.events();
-    assert!(status.success(), "{status:?}: {events:?}");
-    let end = named(&events, "job finished", Some("drill"));
-    assert_eq!(end.len(), 1, "{events:?}");
-    assert_eq!(end[0]["outcome"], "cancelled", "{}", end[0]);
+    // The drill stops on its token: the fallback that drops a job ignoring it never runs.
+    daemon.terminate_cancelling(&["drill"]);
 
     s3.clear_faults();
     let keys = s3.object_keys();
@@ -709,13 +715,6 @@ fn sigterm_in_the_middle_of_a_drill_releases_the_lock() {
         std::fs::read_dir(&scratch).unwrap().count(),
         0,
         "the scratch cluster is removed"
-    );
-    // The drill stopped on its token: the fallback that drops a job ignoring it never ran.
-    assert!(
-        !events
-            .iter()
-            .any(|e| e.to_string().contains("did not stop within")),
-        "{events:?}"
     );
 }
 
@@ -751,12 +750,7 @@ fn sigterm_stops_a_check_and_a_verify_on_their_token() {
         .iter()
         .filter(|r| r.method == "GET" && r.path.contains("ecobackup.json"))
         .count();
-    s3.add_fault(
-        FaultRule::new(Fault::Delay(Duration::from_secs(600)))
-            .method("GET")
-            .path_contains("ecobackup.json")
-            .forever(),
-    );
+    hang(&s3, "GET", "ecobackup.json");
     let mut cmd = ecobackup_std(dir.path());
     cmd.envs(env)
         .args(["--config", "ecobackup.toml", "daemon", "--grace", "1"]);
@@ -773,19 +767,5 @@ fn sigterm_stops_a_check_and_a_verify_on_their_token() {
             .count()
     };
     daemon.wait_until("the reads to begin", || reading() >= read_before + 2);
-    daemon.signal(Signal::SIGTERM);
-    let status = daemon.exit();
-    let events = daemon.events();
-    assert!(status.success(), "{status:?}: {events:?}");
-    for job in ["check", "verify"] {
-        let end = named(&events, "job finished", Some(job));
-        assert_eq!(end.len(), 1, "{events:?}");
-        assert_eq!(end[0]["outcome"], "cancelled", "{}", end[0]);
-    }
-    assert!(
-        !events
-            .iter()
-            .any(|e| e.to_string().contains("did not stop within")),
-        "{events:?}"
-    );
+    daemon.terminate_cancelling(&["check", "verify"]);
 }
