@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use common::world::World;
-use common::{ecobackup, ecobackup_std, one_error_line};
+use common::{ecobackup, ecobackup_std, one_error_line, s3_env};
 use ecobackup_testkit::http_recorder::{Answer, HttpRecorder};
 use ecobackup_testkit::{Fault, FaultRule, S3TestServer};
 use nix::sys::signal::{kill, Signal};
@@ -352,14 +352,7 @@ fn a_slow_job_is_never_overlapped() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let s3 = runtime.block_on(S3TestServer::start());
     let dir = tempfile::tempdir().unwrap();
-    let env = [
-        ("ECOBACKUP_REPO", format!("s3://{}/prod", s3.bucket())),
-        ("ECOBACKUP_S3_ENDPOINT", s3.endpoint()),
-        ("ECOBACKUP_S3_REGION", s3.region().to_owned()),
-        ("ECOBACKUP_S3_ALLOW_HTTP", "true".to_owned()),
-        ("AWS_ACCESS_KEY_ID", s3.access_key_id().to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", s3.secret_access_key().to_owned()),
-    ];
+    let env = s3_env(&s3, format!("s3://{}/prod", s3.bucket()));
     ecobackup(dir.path())
         .envs(env.clone())
         .arg("init")
@@ -725,14 +718,7 @@ fn sigterm_stops_a_check_and_a_verify_on_their_token() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let s3 = runtime.block_on(S3TestServer::start());
     let dir = tempfile::tempdir().unwrap();
-    let env = [
-        ("ECOBACKUP_REPO", format!("s3://{}/prod", s3.bucket())),
-        ("ECOBACKUP_S3_ENDPOINT", s3.endpoint()),
-        ("ECOBACKUP_S3_REGION", s3.region().to_owned()),
-        ("ECOBACKUP_S3_ALLOW_HTTP", "true".to_owned()),
-        ("AWS_ACCESS_KEY_ID", s3.access_key_id().to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", s3.secret_access_key().to_owned()),
-    ];
+    let env = s3_env(&s3, format!("s3://{}/prod", s3.bucket()));
     ecobackup(dir.path())
         .envs(env.clone())
         .arg("init")

@@ -13,7 +13,7 @@ use ecobackup_core::repository::{
 use ecobackup_core::storage::{RepoUrl, Storage, StorageOptions};
 use ecobackup_testkit::S3TestServer;
 
-use common::{ecobackup, one_error_line};
+use common::{ecobackup, one_error_line, s3_env};
 
 fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -137,17 +137,6 @@ fn the_default_repository_is_ecobackup_repo_in_the_working_directory() {
     let out = stdout(ecobackup(dir.path()).arg("init"));
     assert!(out.contains("ecobackup-repo"), "{out}");
     assert!(dir.path().join("ecobackup-repo/ecobackup.json").is_file());
-}
-
-fn s3_env(s3: &S3TestServer, url: String) -> Vec<(&'static str, String)> {
-    vec![
-        ("ECOBACKUP_REPO", url),
-        ("ECOBACKUP_S3_ENDPOINT", s3.endpoint()),
-        ("ECOBACKUP_S3_REGION", s3.region().to_owned()),
-        ("ECOBACKUP_S3_ALLOW_HTTP", "true".to_owned()),
-        ("AWS_ACCESS_KEY_ID", s3.access_key_id().to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", s3.secret_access_key().to_owned()),
-    ]
 }
 
 #[test]

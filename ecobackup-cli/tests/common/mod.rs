@@ -27,6 +27,19 @@ const MACHINE_VARS: [&str; 18] = [
     "AWS_PROFILE",
 ];
 
+/// The variables that point the binary at the repository `url` on `s3`, with its credentials
+/// (plain HTTP allowed).
+pub fn s3_env(s3: &ecobackup_testkit::S3TestServer, url: String) -> Vec<(&'static str, String)> {
+    vec![
+        ("ECOBACKUP_REPO", url),
+        ("ECOBACKUP_S3_ENDPOINT", s3.endpoint()),
+        ("ECOBACKUP_S3_REGION", s3.region().to_owned()),
+        ("ECOBACKUP_S3_ALLOW_HTTP", "true".to_owned()),
+        ("AWS_ACCESS_KEY_ID", s3.access_key_id().to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", s3.secret_access_key().to_owned()),
+    ]
+}
+
 /// The binary with a clean environment: no configuration leaks in from the machine.
 pub fn ecobackup(dir: &Path) -> Command {
     Command::from_std(ecobackup_std(dir))

@@ -100,15 +100,8 @@ impl World {
     }
 
     pub fn on_s3(&mut self, s3: &S3TestServer) {
-        self.env = vec![
-            ("ECOBACKUP_REPO", format!("s3://{}/prod", s3.bucket())),
-            ("ECOBACKUP_S3_ENDPOINT", s3.endpoint()),
-            ("ECOBACKUP_S3_REGION", s3.region().to_owned()),
-            ("ECOBACKUP_S3_ALLOW_HTTP", "true".to_owned()),
-            ("ECOBACKUP_S3_MAX_RETRIES", "2".to_owned()),
-            ("AWS_ACCESS_KEY_ID", s3.access_key_id().to_owned()),
-            ("AWS_SECRET_ACCESS_KEY", s3.secret_access_key().to_owned()),
-        ];
+        self.env = super::s3_env(s3, format!("s3://{}/prod", s3.bucket()));
+        self.env.push(("ECOBACKUP_S3_MAX_RETRIES", "2".to_owned()));
     }
 
     pub fn run(&self, args: &[&str]) -> Command {
