@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::ops::{watch_setters, Watch};
+use super::ops::{backup_setters, watch_setters, Watch};
 use super::{Ecobackup, DEFAULT_LEVEL};
 use crate::cancel::CancellationToken;
 use crate::error::Result;
@@ -45,18 +45,6 @@ impl<'a> BackupPhysical<'a> {
         }
     }
 
-    /// Labels the backup (`reason=before-upgrade`); retention can keep by tag.
-    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.tags.insert(key.into(), value.into());
-        self
-    }
-
-    /// The zstd level (1–22, default 3).
-    pub fn level(mut self, level: i32) -> Self {
-        self.level = level;
-        self
-    }
-
     /// Takes the backup although the server does not archive its WAL to this repository:
     /// the WAL up to the backup's end goes into it, and it restores to its end only (no
     /// point-in-time recovery).
@@ -72,6 +60,7 @@ impl<'a> BackupPhysical<'a> {
         self
     }
 
+    backup_setters!();
     watch_setters!();
 
     /// Takes the backup; returns its manifest once committed.
@@ -121,18 +110,6 @@ impl<'a> BackupFiles<'a> {
         self
     }
 
-    /// Labels the backup; retention can keep by tag.
-    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.tags.insert(key.into(), value.into());
-        self
-    }
-
-    /// The zstd level (1–22, default 3).
-    pub fn level(mut self, level: i32) -> Self {
-        self.level = level;
-        self
-    }
-
     /// Stores nothing when the trees are what the set's latest backup holds (one more pass
     /// reads them to tell).
     pub fn if_changed(mut self, if_changed: bool) -> Self {
@@ -140,6 +117,7 @@ impl<'a> BackupFiles<'a> {
         self
     }
 
+    backup_setters!();
     watch_setters!();
 
     /// Takes the backup (with the default excludes); says what was stored, or that nothing

@@ -66,6 +66,24 @@ macro_rules! watch_setters {
 }
 pub(super) use watch_setters;
 
+/// The two setters every backup builder has: its tags and its zstd level.
+macro_rules! backup_setters {
+    () => {
+        /// Labels the backup (`reason=pre-migration`); retention can keep by tag.
+        pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+            self.tags.insert(key.into(), value.into());
+            self
+        }
+
+        /// The zstd level (1–22, default 3).
+        pub fn level(mut self, level: i32) -> Self {
+            self.level = level;
+            self
+        }
+    };
+}
+pub(super) use backup_setters;
+
 /// [`Ecobackup::backup_logical`]: `pg_dump` of each database, sealed to `[encryption]
 /// recipients`, stored in the repository and its mirrors, the manifest signed.
 #[must_use = "an operation does nothing until `.run().await`"]
@@ -105,21 +123,9 @@ impl<'a> BackupLogical<'a> {
         self
     }
 
-    /// Labels the backup (`reason=pre-migration`); retention can keep by tag.
-    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.tags.insert(key.into(), value.into());
-        self
-    }
-
     /// Also dumps roles and tablespaces (`pg_dumpall --globals-only`).
     pub fn globals(mut self, globals: bool) -> Self {
         self.globals = globals;
-        self
-    }
-
-    /// The zstd level (1–22, default 3).
-    pub fn level(mut self, level: i32) -> Self {
-        self.level = level;
         self
     }
 
@@ -131,6 +137,7 @@ impl<'a> BackupLogical<'a> {
         self
     }
 
+    backup_setters!();
     watch_setters!();
 
     /// Takes the backup; returns its manifest once committed.
